@@ -1,0 +1,8 @@
+//! `sparsewatt generate` (not built yet).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sparsewatt generate` is not built yet")
+}

@@ -1,0 +1,8 @@
+//! `sparsewatt replay` (not built yet).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sparsewatt replay` is not built yet")
+}

@@ -1,0 +1,8 @@
+//! `sparsewatt run` (not built yet).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sparsewatt run` is not built yet")
+}

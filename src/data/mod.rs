@@ -1,0 +1,1 @@
+//! Byte tokens, the embedded default corpus, user corpora, batching and the train/validation split.

@@ -1,0 +1,15 @@
+//! sparsewatt: what a token costs, in FLOPs and joules, on a sparse mixture-of-experts model against
+//! a dense one, measured here and projected onto hardware that is not on the desk.
+//! See docs/ and the design card for the data flow.
+
+pub mod accounting;
+pub mod data;
+pub mod meter;
+pub mod model;
+pub mod profile;
+pub mod project;
+pub mod report;
+pub mod runlog;
+pub mod stats;
+pub mod tui;
+pub mod workload;

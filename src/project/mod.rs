@@ -1,0 +1,1 @@
+//! Projections onto hardware: roofline, cluster training time, energy, carbon, calibration.

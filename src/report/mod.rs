@@ -1,0 +1,1 @@
+//! Markdown, HTML (inline SVG charts) and JSON renderings of a run folder.

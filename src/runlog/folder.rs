@@ -1,0 +1,314 @@
+//! The run folder on disk:
+//! - `run.json`: the header (format version, machine, sensor, resolved profiles), written first;
+//! - `records.jsonl`: one [`Record`] per line, appended and flushed as the run goes;
+//! - `summary.json`: written at the end (or later, by `report`, for a cut-off run).
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::record::{Record, Role, FORMAT_VERSION};
+use crate::meter::EnergySource;
+use crate::profile::ModelProfile;
+
+pub const HEADER_FILE: &str = "run.json";
+pub const RECORDS_FILE: &str = "records.jsonl";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunFolderError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a sparsewatt run header: {message}")]
+    BadHeader { path: PathBuf, message: String },
+    #[error("{path}: run folder format {found}, this sparsewatt reads format {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// What the machine is, for the report and for calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub hostname: String,
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub os: String,
+    /// The device the model ran on ("cpu", "cuda:0 NVIDIA H100 ...").
+    pub device: String,
+    /// Name of the hardware profile used for the estimate and for "this machine" projections.
+    pub hardware_profile: Option<String>,
+}
+
+/// The sensor the run used and why others were not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorInfo {
+    pub source: EnergySource,
+    pub scope: String,
+    /// Readers tried before this one, each with the reason it could not be used.
+    pub fallbacks: Vec<String>,
+    pub sample_hz: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunModel {
+    pub role: Role,
+    pub profile: ModelProfile,
+}
+
+/// How the workload was set up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub train_steps: u64,
+    pub warmup_steps: u64,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub prefill_steps: u64,
+    pub prompt_len: usize,
+    pub decode_steps: u64,
+    pub idle_seconds: f64,
+    /// The corpus trained on: "embedded" or a path.
+    pub data: String,
+    pub seed: u64,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunHeader {
+    pub format_version: u32,
+    pub id: String,
+    /// Seconds since the Unix epoch at the start.
+    pub started_unix_s: f64,
+    pub command: String,
+    pub sparsewatt_version: String,
+    pub machine: MachineInfo,
+    pub sensor: SensorInfo,
+    pub models: Vec<RunModel>,
+    pub config: RunConfig,
+}
+
+impl RunHeader {
+    pub fn model(&self, role: Role) -> Option<&ModelProfile> {
+        self.models
+            .iter()
+            .find(|m| m.role == role)
+            .map(|m| &m.profile)
+    }
+}
+
+/// Appends records to `records.jsonl`, flushing at most `flush_every` apart (and on drop).
+pub struct RunWriter {
+    dir: PathBuf,
+    out: BufWriter<File>,
+    last_flush: Instant,
+    flush_every: Duration,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunFolderError + '_ {
+    move |source| RunFolderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl RunWriter {
+    /// Create the folder, write the header, open the records file.
+    pub fn create(dir: &Path, header: &RunHeader) -> Result<RunWriter, RunFolderError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let hp = dir.join(HEADER_FILE);
+        let text = serde_json::to_string_pretty(header).expect("header serialises");
+        std::fs::write(&hp, text).map_err(io_err(&hp))?;
+        let rp = dir.join(RECORDS_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&rp)
+            .map_err(io_err(&rp))?;
+        Ok(RunWriter {
+            dir: dir.to_path_buf(),
+            out: BufWriter::new(f),
+            last_flush: Instant::now(),
+            flush_every: Duration::from_millis(500),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Append one record; flushes when the last flush is older than half a second.
+    pub fn append(&mut self, r: &Record) -> Result<(), RunFolderError> {
+        let path = self.dir.join(RECORDS_FILE);
+        let line = serde_json::to_string(r).expect("records serialise");
+        writeln!(self.out, "{line}").map_err(io_err(&path))?;
+        if self.last_flush.elapsed() >= self.flush_every {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), RunFolderError> {
+        let path = self.dir.join(RECORDS_FILE);
+        self.out.flush().map_err(io_err(&path))?;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// A run folder as read back: header, the records up to the last complete line, and whether the
+/// records ended cleanly.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub dir: PathBuf,
+    pub header: RunHeader,
+    pub records: Vec<Record>,
+    /// Lines that could not be read (a half-written last line of a killed run).
+    pub unreadable_lines: usize,
+}
+
+impl RunData {
+    /// True when the run wrote its end record.
+    pub fn complete(&self) -> bool {
+        self.records.iter().any(|r| matches!(r, Record::End { .. }))
+    }
+}
+
+/// Read a run folder. A missing or half-written `records.jsonl` tail is tolerated; a missing or
+/// malformed header is an error naming the file.
+pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
+    let hp = dir.join(HEADER_FILE);
+    let text = std::fs::read_to_string(&hp).map_err(io_err(&hp))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| RunFolderError::BadHeader {
+            path: hp.clone(),
+            message: e.to_string(),
+        })?;
+    let found = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found != FORMAT_VERSION {
+        return Err(RunFolderError::Version { path: hp, found });
+    }
+    let header: RunHeader =
+        serde_json::from_value(value).map_err(|e| RunFolderError::BadHeader {
+            path: hp.clone(),
+            message: e.to_string(),
+        })?;
+    let rp = dir.join(RECORDS_FILE);
+    let mut records = Vec::new();
+    let mut unreadable_lines = 0;
+    match File::open(&rp) {
+        Ok(f) => {
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(io_err(&rp))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Record>(&line) {
+                    Ok(r) => records.push(r),
+                    Err(_) => unreadable_lines += 1,
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&rp)(e)),
+    }
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        header,
+        records,
+        unreadable_lines,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_model;
+
+    pub(crate) fn header() -> RunHeader {
+        RunHeader {
+            format_version: FORMAT_VERSION,
+            id: "test".into(),
+            started_unix_s: 0.0,
+            command: "test".into(),
+            sparsewatt_version: env!("CARGO_PKG_VERSION").into(),
+            machine: MachineInfo {
+                hostname: "h".into(),
+                cpu_model: "c".into(),
+                logical_cpus: 2,
+                os: "linux".into(),
+                device: "cpu".into(),
+                hardware_profile: None,
+            },
+            sensor: SensorInfo {
+                source: EnergySource::Estimate,
+                scope: "process cpu time".into(),
+                fallbacks: vec![],
+                sample_hz: 10.0,
+            },
+            models: vec![RunModel {
+                role: Role::Sparse,
+                profile: load_model("glam-tiny").unwrap(),
+            }],
+            config: RunConfig {
+                train_steps: 1,
+                warmup_steps: 0,
+                batch: 1,
+                seq_len: 8,
+                prefill_steps: 0,
+                prompt_len: 4,
+                decode_steps: 0,
+                idle_seconds: 0.0,
+                data: "embedded".into(),
+                seed: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_half_written_last_line_is_skipped_and_counted() {
+        let dir = std::env::temp_dir().join(format!("sw-folder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = RunWriter::create(&dir, &header()).unwrap();
+        w.append(&Record::Log {
+            t_s: 1.0,
+            level: "info".into(),
+            message: "hello".into(),
+        })
+        .unwrap();
+        drop(w);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(RECORDS_FILE))
+            .unwrap();
+        write!(f, "{{\"kind\":\"step\",\"t_s\":").unwrap();
+        let run = read_run(&dir).unwrap();
+        assert_eq!((run.records.len(), run.unreadable_lines), (1, 1));
+        assert!(!run.complete());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_format_version_is_refused_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("sw-folder-v-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = serde_json::to_value(header()).unwrap();
+        h["format_version"] = 99.into();
+        std::fs::write(dir.join(HEADER_FILE), h.to_string()).unwrap();
+        let e = read_run(&dir).unwrap_err().to_string();
+        assert!(e.contains("run.json") && e.contains("99"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,14 @@
+//! The run folder: an append-only record of a run, written as it goes and readable after a crash.
+
+mod folder;
+mod record;
+mod summary;
+
+pub use folder::{
+    read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
+    SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
+};
+pub use record::{
+    Energy, EvalRecord, IdleRecord, Phase, Record, Role, Sample, StepRecord, FORMAT_VERSION,
+};
+pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

@@ -1,0 +1,129 @@
+//! The records of a run folder's `records.jsonl`: one JSON object per line, tagged by `kind`.
+//! Append-only; a cut-off run is readable up to its last complete line.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::accounting::Component;
+use crate::meter::EnergySource;
+
+/// Version of the run-folder format; bump on any incompatible change (docs/run-folder.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which side of the comparison a model is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Sparse,
+    Dense,
+}
+
+/// What a step did. Denominators: `Train` counts tokens trained, `Prefill` prompt tokens,
+/// `Decode` generated tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Train,
+    Prefill,
+    Decode,
+}
+
+/// Energy over one window, with where it comes from and what it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Energy {
+    pub joules: f64,
+    /// The idle baseline's share of this window (idle watts x seconds); absent before the idle
+    /// window was measured.
+    pub idle_joules: Option<f64>,
+    pub source: EnergySource,
+    /// What the figure covers, e.g. "cpu package+dram, all sockets" or "gpu 0 board".
+    pub scope: String,
+}
+
+/// One measured step of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Seconds since the run started, at the end of the step.
+    pub t_s: f64,
+    pub model: String,
+    pub role: Role,
+    pub phase: Phase,
+    /// Index of this step among this model's steps of this phase, from 0.
+    pub step: u64,
+    /// Warm-up steps are recorded but left out of summaries.
+    pub warmup: bool,
+    /// The phase's denominator (see [`Phase`]).
+    pub tokens: u64,
+    /// Wall-clock seconds of the step.
+    pub seconds: f64,
+    /// FLOPs the model executed in this step (training: forward + backward).
+    pub flops: f64,
+    pub flops_by_component: BTreeMap<Component, f64>,
+    pub energy: Option<Energy>,
+    /// Training loss (cross-entropy, nats per token) for train steps.
+    pub loss: Option<f64>,
+    pub aux_loss: Option<f64>,
+    /// Tokens routed to each expert, one vector per MoE layer (empty for dense models).
+    pub expert_tokens: Vec<Vec<u64>>,
+    /// Expert assignments dropped by the capacity factor in this step.
+    pub dropped: u64,
+    /// Corpus domain -> per MoE layer -> tokens sent to each expert (train steps on a corpus with
+    /// domains; empty otherwise).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domain_expert_tokens: BTreeMap<String, Vec<Vec<u64>>>,
+}
+
+/// A reading of the sensor by the sampler thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub power_w: Option<f64>,
+    /// Running energy total since the run started, joules.
+    pub energy_j: Option<f64>,
+    pub source: EnergySource,
+}
+
+/// Validation loss of one model at a point of its training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub t_s: f64,
+    pub model: String,
+    pub role: Role,
+    /// Train steps done so far and the tokens and FLOPs they consumed.
+    pub train_steps: u64,
+    pub train_tokens: u64,
+    pub train_flops: f64,
+    pub train_joules: Option<f64>,
+    pub val_loss: f64,
+}
+
+/// The idle window before the workload: the baseline power.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdleRecord {
+    pub seconds: f64,
+    pub joules: f64,
+    pub power_w: f64,
+    pub source: EnergySource,
+    pub scope: String,
+}
+
+/// A line of `records.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Step(StepRecord),
+    Sample(Sample),
+    Eval(EvalRecord),
+    Idle(IdleRecord),
+    /// A human-readable event: a sensor fallback, a NaN loss, dropped tokens.
+    Log {
+        t_s: f64,
+        level: String,
+        message: String,
+    },
+    /// Written last by a run that finished (or was stopped with Ctrl-C) cleanly.
+    End {
+        t_s: f64,
+        reason: String,
+    },
+}

@@ -1,0 +1,43 @@
+//! One training step, one prefill, one decode step of a model; the A/B schedule of sparse and dense.
+
+use std::collections::BTreeMap;
+
+use crate::accounting::FlopCount;
+use crate::runlog::{Phase, Record, Role, RunHeader, RunSummary};
+
+/// What one step did, as the run records it (timing and energy are added by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct StepOutcome {
+    /// The phase's denominator: tokens trained, prompt tokens, or generated tokens.
+    pub tokens: u64,
+    /// Executed FLOPs by component (training: forward + backward).
+    pub flops: FlopCount,
+    pub loss: Option<f64>,
+    pub aux_loss: Option<f64>,
+    /// Tokens routed to each expert, per MoE layer.
+    pub expert_tokens: Vec<Vec<u64>>,
+    pub dropped: u64,
+    /// Corpus domain -> per MoE layer -> tokens sent to each expert (train steps only).
+    pub domain_expert_tokens: BTreeMap<String, Vec<Vec<u64>>>,
+}
+
+/// A model the measured run can drive step by step. Implemented by the candle model's workload;
+/// tests may use a fake.
+pub trait Workload: Send {
+    fn name(&self) -> &str;
+    fn role(&self) -> Role;
+    /// Run one step of `phase`. Decode steps continue the sequence the last prefill started.
+    fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome>;
+    /// Validation loss on the held-out split (nats per token).
+    fn validate(&mut self) -> anyhow::Result<f64>;
+}
+
+/// What the measured run sends to a live viewer (the dashboard), in this order: `Started` once,
+/// then every `Record` as it is written, then `Finished` or `Failed`.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    Started(Box<RunHeader>),
+    Record(Box<Record>),
+    Finished(Box<RunSummary>),
+    Failed(String),
+}
