@@ -1,6 +1,32 @@
 //! Compute accounting: analytic FLOPs, parameters and bytes per component for any profile, and the
-//! executed-FLOP tally the real model fills in as it runs.
+//! executed-FLOP tally the real model fills in as it runs. Conventions: docs/accounting.md.
 
+pub mod analytic;
+pub mod bytes;
+pub mod executed;
 pub mod flops;
+pub mod params;
+pub mod summary;
+pub mod table;
 
+pub use analytic::{
+    decode_flops_per_token, decode_flops_per_token_avg, forward_flops_per_token,
+    forward_flops_per_token_with, prefill_flops_per_token, train_flops_per_token, AttnCounting,
+    TRAIN_FORWARD_MULTIPLE,
+};
+pub use bytes::{bytes_per_token, expected_experts_touched, tokens_per_step, ByteCount};
+pub use executed::{
+    check_expert_tokens, even_expert_tokens, executed_decode_flops, executed_forward_flops,
+    executed_prefill_flops,
+};
 pub use flops::{Component, FlopCount};
+pub use params::{params, ComponentParams, ParamCount};
+pub use summary::{human, AccountOptions, Summary};
+
+/// Errors of the accounting module.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    /// Per-expert token counts that do not fit the profile.
+    #[error("expert token counts: {0}")]
+    ExpertTokens(String),
+}

@@ -1,0 +1,160 @@
+//! Analytic FLOPs per token for any profile: forward, training, prefill and decode.
+//!
+//! Conventions (docs/accounting.md): a multiply-add is 2 FLOPs; every matmul with its real shape;
+//! attention scores (Q @ K^T) and the weighted sum (P @ V) counted over every key the executed
+//! matmul touches ([`AttnCounting::Full`]) unless [`AttnCounting::Causal`] is asked for; embedding
+//! lookups cost nothing; norms, GELU, softmaxes, residual adds and the gate-weighted combine of
+//! expert outputs go on [`Component::NormAct`] with the [`elementwise`] constants.
+
+use serde::{Deserialize, Serialize};
+
+use super::flops::elementwise::{
+    GELU_FLOPS_PER_ELEMENT as GELU, NORM_FLOPS_PER_ELEMENT as NORM,
+    RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
+};
+use super::{Component, FlopCount};
+use crate::profile::ModelProfile;
+
+/// Backward of a matmul is two matmuls of the forward's size (gradient of the input and of the
+/// weight), so training costs 3 x forward. Applied to the norm/activation line too, as a round
+/// figure.
+pub const TRAIN_FORWARD_MULTIPLE: f64 = 3.0;
+
+/// How attention over a causal mask is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttnCounting {
+    /// Every key of the square (ctx x ctx) matmul, masked or not: what a dense kernel executes.
+    Full,
+    /// Only the unmasked keys: position i sees i + 1 keys, (ctx + 1) / 2 on average, about half.
+    Causal,
+}
+
+/// FLOPs of one token passing through the model, with `keys` keys in each attention (a mean over
+/// tokens may be fractional) and `logits_share` of a logits row (1 when every position gets its
+/// logits, 1/prompt_len when only the last prompt position does).
+fn token_flops(p: &ModelProfile, keys: f64, logits_share: f64) -> FlopCount {
+    let d = p.d_model as f64;
+    let attn = p.attn_dim() as f64;
+    let d_ff = p.d_ff as f64;
+    let heads = p.heads as f64;
+    let e = p.experts as f64;
+    let k = p.top_k as f64;
+    let vocab = p.vocab_size as f64;
+    let mut f = FlopCount::default();
+    // Token + position embedding add.
+    f.add(Component::NormAct, RESIDUAL * d);
+    for i in 0..p.layers {
+        // Q, K, V (d -> attn) and O (attn -> d): 4 matmuls of a 1 x d by d x attn shape.
+        f.add(Component::AttnProj, 4.0 * 2.0 * d * attn);
+        // Per head: q (1 x d_head) @ K^T (d_head x keys), then p (1 x keys) @ V (keys x d_head).
+        f.add(Component::AttnScores, 2.0 * 2.0 * keys * attn);
+        f.add(Component::NormAct, SOFTMAX * heads * keys);
+        // Two pre-norms, two residual adds.
+        f.add(Component::NormAct, 2.0 * NORM * d + 2.0 * RESIDUAL * d);
+        if p.is_moe_layer(i) {
+            f.add(Component::Router, 2.0 * d * e);
+            f.add(Component::NormAct, SOFTMAX * e);
+            // top_k experts, each d -> d_ff -> d, then scale by its gate and sum (2 FLOPs an element).
+            f.add(Component::Experts, k * 2.0 * 2.0 * d * d_ff);
+            f.add(Component::NormAct, k * (GELU * d_ff + 2.0 * d));
+        } else {
+            f.add(Component::DenseFfn, 2.0 * 2.0 * d * d_ff);
+            f.add(Component::NormAct, GELU * d_ff);
+        }
+    }
+    // Final norm, output projection (d -> vocab) and its softmax.
+    f.add(Component::NormAct, NORM * d);
+    f.add(Component::Logits, logits_share * 2.0 * d * vocab);
+    f.add(Component::NormAct, logits_share * SOFTMAX * vocab);
+    f
+}
+
+/// Forward FLOPs per token of a full-sequence (training-style) pass over `ctx_len` tokens, attention
+/// counted in full (the square matmul the model executes), logits at every position.
+pub fn forward_flops_per_token(p: &ModelProfile, ctx_len: usize) -> FlopCount {
+    forward_flops_per_token_with(p, ctx_len, AttnCounting::Full)
+}
+
+/// [`forward_flops_per_token`] with the attention counting chosen.
+pub fn forward_flops_per_token_with(
+    p: &ModelProfile,
+    ctx_len: usize,
+    attn: AttnCounting,
+) -> FlopCount {
+    let keys = match attn {
+        AttnCounting::Full => ctx_len as f64,
+        AttnCounting::Causal => (ctx_len as f64 + 1.0) / 2.0,
+    };
+    token_flops(p, keys, 1.0)
+}
+
+/// Training FLOPs per token: forward + backward = 3 x forward at the profile's `seq_len`.
+pub fn train_flops_per_token(p: &ModelProfile) -> FlopCount {
+    forward_flops_per_token(p, p.seq_len).scaled(TRAIN_FORWARD_MULTIPLE)
+}
+
+/// Prefill FLOPs per prompt token: a full (unmasked-count) pass over `prompt_len` tokens that
+/// computes logits only for the last prompt position, so the logits cost 1/prompt_len of a row.
+pub fn prefill_flops_per_token(p: &ModelProfile, prompt_len: usize) -> FlopCount {
+    let n = prompt_len.max(1) as f64;
+    token_flops(p, n, 1.0 / n)
+}
+
+/// Decode FLOPs of one new token at `position`: it attends to `position` cached tokens plus itself.
+pub fn decode_flops_per_token(p: &ModelProfile, position: usize) -> FlopCount {
+    token_flops(p, position as f64 + 1.0, 1.0)
+}
+
+/// Mean decode FLOPs per generated token over `tokens` tokens generated from position `start`
+/// (positions start .. start + tokens - 1). Decode cost is linear in the position, so this is the
+/// cost at the mean position. `tokens == 0` gives the cost at `start`.
+pub fn decode_flops_per_token_avg(p: &ModelProfile, start: usize, tokens: usize) -> FlopCount {
+    let mean_position = start as f64 + (tokens.max(1) as f64 - 1.0) / 2.0;
+    token_flops(p, mean_position + 1.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_model;
+
+    #[test]
+    fn causal_attention_is_about_half_of_full() {
+        let p = load_model("glam-tiny").unwrap();
+        let full = forward_flops_per_token(&p, 128).get(Component::AttnScores);
+        let causal =
+            forward_flops_per_token_with(&p, 128, AttnCounting::Causal).get(Component::AttnScores);
+        assert_eq!(causal / full, 129.0 / 256.0);
+    }
+
+    #[test]
+    fn training_is_three_forwards() {
+        let p = load_model("dense-tiny").unwrap();
+        let f = forward_flops_per_token(&p, p.seq_len).total();
+        assert!((train_flops_per_token(&p).total() - 3.0 * f).abs() < 1e-6 * f);
+    }
+
+    #[test]
+    fn decode_attention_grows_linearly_with_position() {
+        let p = load_model("glam-tiny").unwrap();
+        let a = |pos| decode_flops_per_token(&p, pos).get(Component::AttnScores);
+        assert_eq!(a(0), 4.0 * 256.0 * 4.0);
+        assert_eq!(a(99) - a(49), a(50) - a(0));
+        let avg = decode_flops_per_token_avg(&p, 0, 128).get(Component::AttnScores);
+        let brute: f64 = (0..128).map(a).sum::<f64>() / 128.0;
+        assert!((avg - brute).abs() < 1e-9 * brute);
+    }
+
+    #[test]
+    fn prefill_pays_one_logits_row_per_prompt() {
+        let p = load_model("glam-tiny").unwrap();
+        let pre = prefill_flops_per_token(&p, 64).get(Component::Logits);
+        let fwd = forward_flops_per_token(&p, 64).get(Component::Logits);
+        assert_eq!(pre * 64.0, fwd);
+        assert_eq!(
+            prefill_flops_per_token(&p, 64).get(Component::Experts),
+            forward_flops_per_token(&p, 64).get(Component::Experts)
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Executed FLOPs of one step, from the shapes the model really runs and the tokens each expert
+//! really received, so an uneven load, dropped tokens and empty experts all show.
+//!
+//! Written independently of the per-token formulas in [`super::analytic`] (matmul by matmul, with
+//! the step's token counts) so that tests can check one against the other.
+
+use super::flops::elementwise::{
+    GELU_FLOPS_PER_ELEMENT as GELU, NORM_FLOPS_PER_ELEMENT as NORM,
+    RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
+};
+use super::{AccountingError, Component, FlopCount};
+use crate::profile::ModelProfile;
+
+/// The shape of one pass: `batch` sequences, each running `new` tokens over `cached + new` keys,
+/// with logits for `logits_rows` positions of each sequence.
+struct PassShape {
+    batch: usize,
+    new: usize,
+    cached: usize,
+    logits_rows: usize,
+}
+
+fn executed(p: &ModelProfile, s: PassShape, tokens_per_expert: &[Vec<u64>]) -> FlopCount {
+    let (d, d_ff, heads, d_head) = (p.d_model, p.d_ff, p.heads, p.d_head);
+    let attn = p.attn_dim();
+    let rows = s.batch * s.new; // tokens in the step
+    let keys = s.cached + s.new;
+    let n = rows as f64;
+    let mut f = FlopCount::default();
+    f.add(Component::NormAct, RESIDUAL * n * d as f64); // token + position embedding
+    let mut moe_index = 0;
+    for i in 0..p.layers {
+        f.add(Component::NormAct, NORM * n * d as f64);
+        // xs (rows, d) @ W_q, W_k, W_v (d, attn) -> (rows, attn); (rows, attn) @ W_o (attn, d).
+        for _ in 0..3 {
+            f.add_matmul(Component::AttnProj, rows, d, attn);
+        }
+        f.add_matmul(Component::AttnProj, rows, attn, d);
+        // Per (sequence, head): q (new, d_head) @ k^T (d_head, keys); probs (new, keys) @ v (keys, d_head).
+        let q_rows = s.batch * heads * s.new;
+        f.add_matmul(Component::AttnScores, q_rows, d_head, keys);
+        f.add_matmul(Component::AttnScores, q_rows, keys, d_head);
+        f.add(Component::NormAct, SOFTMAX * q_rows as f64 * keys as f64);
+        f.add(Component::NormAct, RESIDUAL * n * d as f64);
+        f.add(Component::NormAct, NORM * n * d as f64);
+        if p.is_moe_layer(i) {
+            f.add_matmul(Component::Router, rows, d, p.experts);
+            f.add(Component::NormAct, SOFTMAX * n * p.experts as f64);
+            let loads = tokens_per_expert
+                .get(moe_index)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            for &t in loads {
+                let t = t as usize;
+                f.add_matmul(Component::Experts, t, d, d_ff);
+                f.add_matmul(Component::Experts, t, d_ff, d);
+                // GELU on (t, d_ff); gate scale and sum into the output on (t, d).
+                f.add(
+                    Component::NormAct,
+                    GELU * t as f64 * d_ff as f64 + 2.0 * t as f64 * d as f64,
+                );
+            }
+            moe_index += 1;
+        } else {
+            f.add_matmul(Component::DenseFfn, rows, d, d_ff);
+            f.add_matmul(Component::DenseFfn, rows, d_ff, d);
+            f.add(Component::NormAct, GELU * n * d_ff as f64);
+        }
+        f.add(Component::NormAct, RESIDUAL * n * d as f64);
+    }
+    f.add(Component::NormAct, NORM * n * d as f64);
+    let logit_rows = s.batch * s.logits_rows;
+    f.add_matmul(Component::Logits, logit_rows, d, p.vocab_size);
+    f.add(
+        Component::NormAct,
+        SOFTMAX * logit_rows as f64 * p.vocab_size as f64,
+    );
+    f
+}
+
+/// FLOPs of one forward pass over `batch` x `seq` tokens (attention over the full square, logits at
+/// every position) when MoE layer j's expert e received `tokens_per_expert[j][e]` tokens. One vector
+/// per MoE layer in layer order; a missing vector means no expert ran in that layer (use
+/// [`check_expert_tokens`] to refuse a malformed one). Dense models pass `&[]`.
+pub fn executed_forward_flops(
+    p: &ModelProfile,
+    batch: usize,
+    seq: usize,
+    tokens_per_expert: &[Vec<u64>],
+) -> FlopCount {
+    let shape = PassShape {
+        batch,
+        new: seq,
+        cached: 0,
+        logits_rows: seq,
+    };
+    executed(p, shape, tokens_per_expert)
+}
+
+/// FLOPs of one prefill of `batch` prompts of `prompt_len` tokens: the same pass as
+/// [`executed_forward_flops`] but logits for the last prompt position only.
+pub fn executed_prefill_flops(
+    p: &ModelProfile,
+    batch: usize,
+    prompt_len: usize,
+    tokens_per_expert: &[Vec<u64>],
+) -> FlopCount {
+    let shape = PassShape {
+        batch,
+        new: prompt_len,
+        cached: 0,
+        logits_rows: 1.min(prompt_len),
+    };
+    executed(p, shape, tokens_per_expert)
+}
+
+/// FLOPs of one decode step: `batch` new tokens, each attending to `position` cached tokens plus
+/// itself, logits for each.
+pub fn executed_decode_flops(
+    p: &ModelProfile,
+    batch: usize,
+    position: usize,
+    tokens_per_expert: &[Vec<u64>],
+) -> FlopCount {
+    let shape = PassShape {
+        batch,
+        new: 1,
+        cached: position,
+        logits_rows: 1,
+    };
+    executed(p, shape, tokens_per_expert)
+}
+
+/// Check that `tokens_per_expert` has one vector of `experts` counts per MoE layer and that no
+/// layer routes more than `tokens x top_k` tokens.
+pub fn check_expert_tokens(
+    p: &ModelProfile,
+    tokens: usize,
+    tokens_per_expert: &[Vec<u64>],
+) -> Result<(), AccountingError> {
+    if tokens_per_expert.len() != p.moe_layers() {
+        return Err(AccountingError::ExpertTokens(format!(
+            "{} has {} MoE layers but {} expert-load vectors were given",
+            p.name,
+            p.moe_layers(),
+            tokens_per_expert.len()
+        )));
+    }
+    let most = (tokens * p.top_k) as u64;
+    for (j, loads) in tokens_per_expert.iter().enumerate() {
+        if loads.len() != p.experts {
+            return Err(AccountingError::ExpertTokens(format!(
+                "MoE layer {j} of {} has {} experts but {} counts were given",
+                p.name,
+                p.experts,
+                loads.len()
+            )));
+        }
+        let sum: u64 = loads.iter().sum();
+        if sum > most {
+            return Err(AccountingError::ExpertTokens(format!(
+                "MoE layer {j} of {} routed {sum} tokens, more than {tokens} tokens x top_k {}",
+                p.name, p.top_k
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An even routing of `tokens` tokens, top_k each, over every MoE layer (remainder on the first
+/// experts): the no-dropping, perfectly balanced load.
+pub fn even_expert_tokens(p: &ModelProfile, tokens: usize) -> Vec<Vec<u64>> {
+    let assignments = (tokens * p.top_k) as u64;
+    let e = p.experts as u64;
+    let layer: Vec<u64> = (0..e)
+        .map(|i| assignments / e + u64::from(i < assignments % e))
+        .collect();
+    vec![layer; p.moe_layers()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::{
+        decode_flops_per_token, forward_flops_per_token, prefill_flops_per_token,
+    };
+    use crate::profile::load_model;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn even_load_equals_the_analytic_forward() {
+        for name in ["glam-tiny", "dense-tiny"] {
+            let p = load_model(name).unwrap();
+            let (b, s) = (3, p.seq_len);
+            let ex = executed_forward_flops(&p, b, s, &even_expert_tokens(&p, b * s));
+            let an = forward_flops_per_token(&p, s).scaled((b * s) as f64);
+            for c in Component::ALL {
+                assert!(close(ex.get(c), an.get(c)), "{name} {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefill_and_decode_match_the_analytic_counts() {
+        let p = load_model("glam-tiny").unwrap();
+        let pre = executed_prefill_flops(&p, 2, 50, &even_expert_tokens(&p, 100));
+        assert!(close(
+            pre.total(),
+            100.0 * prefill_flops_per_token(&p, 50).total()
+        ));
+        let dec = executed_decode_flops(&p, 4, 70, &even_expert_tokens(&p, 4));
+        assert!(close(
+            dec.total(),
+            4.0 * decode_flops_per_token(&p, 70).total()
+        ));
+    }
+
+    #[test]
+    fn dropped_tokens_lower_expert_flops_only_by_their_share() {
+        let p = load_model("glam-tiny").unwrap();
+        let even = even_expert_tokens(&p, 64);
+        let mut dropped = even.clone();
+        dropped[0][0] = 0; // expert 0 of the first MoE layer drops its 16 tokens
+        let a = executed_forward_flops(&p, 1, 64, &even);
+        let b = executed_forward_flops(&p, 1, 64, &dropped);
+        let per_token_expert = 4.0 * 256.0 * 1024.0;
+        assert_eq!(
+            a.get(Component::Experts) - b.get(Component::Experts),
+            16.0 * per_token_expert
+        );
+        assert_eq!(a.get(Component::AttnProj), b.get(Component::AttnProj));
+    }
+
+    #[test]
+    fn malformed_expert_loads_are_refused() {
+        let p = load_model("glam-tiny").unwrap();
+        assert!(check_expert_tokens(&p, 64, &even_expert_tokens(&p, 64)).is_ok());
+        assert!(check_expert_tokens(&p, 64, &[]).is_err());
+        assert!(check_expert_tokens(&p, 10, &even_expert_tokens(&p, 64)).is_err());
+        assert!(check_expert_tokens(&p, 64, &[vec![1; 3], vec![1; 8]]).is_err());
+    }
+}

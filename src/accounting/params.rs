@@ -1,0 +1,89 @@
+//! Parameter counts by component: the total, and what one token touches.
+//!
+//! Structure counted (the model sparsewatt trains; published profiles are counted the same way, see
+//! docs/accounting.md): token embedding (vocab x d_model) and learned position embedding
+//! (seq_len x d_model); per block two LayerNorms (weight + bias), Q, K, V, O projections without
+//! biases, and either a dense GELU FFN (d_model -> d_ff -> d_model, no biases) or a MoE FFN (router
+//! d_model x experts without bias, plus `experts` such FFNs); a final LayerNorm; the output
+//! projection shares the token embedding when `tied_embeddings`, otherwise it is its own matrix.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::Component;
+use crate::profile::ModelProfile;
+
+/// Parameters of one component: all of them, and those one token touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComponentParams {
+    pub total: f64,
+    pub active: f64,
+}
+
+/// Parameter counts of a model (floating point: full-size totals exceed what f32 holds exactly,
+/// and every consumer divides them anyway).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParamCount {
+    /// Every parameter, embedding matrices counted once (a tied output projection is not counted
+    /// again).
+    pub total: f64,
+    /// What one token touches: everything except the experts it is not routed to (top_k of E per
+    /// MoE layer; the router counts in full). Embeddings and the output projection count in full,
+    /// as GLaM's "activated parameters" do.
+    pub active: f64,
+    pub by_component: BTreeMap<Component, ComponentParams>,
+}
+
+impl ParamCount {
+    fn add(&mut self, c: Component, total: f64, active: f64) {
+        let e = self.by_component.entry(c).or_default();
+        e.total += total;
+        e.active += active;
+        self.total += total;
+        self.active += active;
+    }
+
+    /// Parameters of a component (zero when the model has none).
+    pub fn get(&self, c: Component) -> ComponentParams {
+        self.by_component.get(&c).copied().unwrap_or_default()
+    }
+
+    /// Total parameters outside the expert FFNs (the weights every step reads in full).
+    pub fn non_expert_total(&self) -> f64 {
+        self.total - self.get(Component::Experts).total
+    }
+}
+
+/// Parameters of one expert (or one dense FFN): two matrices, d_model x d_ff and d_ff x d_model.
+pub fn ffn_params(p: &ModelProfile) -> f64 {
+    2.0 * p.d_model as f64 * p.d_ff as f64
+}
+
+/// Count the parameters of a profile by component.
+pub fn params(p: &ModelProfile) -> ParamCount {
+    let d = p.d_model as f64;
+    let attn = p.attn_dim() as f64;
+    let e = p.experts as f64;
+    let k = p.top_k as f64;
+    let mut out = ParamCount::default();
+    let embed = (p.vocab_size as f64 + p.seq_len as f64) * d;
+    out.add(Component::Embedding, embed, embed);
+    for i in 0..p.layers {
+        // Q, K, V: d_model -> heads*d_head; O: heads*d_head -> d_model.
+        out.add(Component::AttnProj, 4.0 * d * attn, 4.0 * d * attn);
+        if p.is_moe_layer(i) {
+            out.add(Component::Router, d * e, d * e);
+            out.add(Component::Experts, e * ffn_params(p), k * ffn_params(p));
+        } else {
+            out.add(Component::DenseFfn, ffn_params(p), ffn_params(p));
+        }
+    }
+    // Two LayerNorms per block and the final one, each weight + bias.
+    let norms = (2 * p.layers + 1) as f64 * 2.0 * d;
+    out.add(Component::NormAct, norms, norms);
+    if !p.tied_embeddings {
+        let head = p.vocab_size as f64 * d;
+        out.add(Component::Logits, head, head);
+    }
+    out
+}

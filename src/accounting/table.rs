@@ -1,0 +1,165 @@
+//! Plain-text tables of a [`Summary`]: one model per component, or two side by side with ratios.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::summary::{human, human_unit, Summary};
+use super::Component;
+
+fn get(map: &BTreeMap<Component, f64>, c: Component) -> f64 {
+    map.get(&c).copied().unwrap_or(0.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        if a == 0.0 {
+            "-".into()
+        } else {
+            "n/a".into()
+        }
+    } else {
+        format!("{:.2}x", a / b)
+    }
+}
+
+/// The account of one model: a row per component, then totals and bytes per token.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", header(s));
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>10} {:>12} {:>14}",
+        "component", "params", "active", "fwd FLOP/tok", "train FLOP/tok"
+    );
+    let row = |out: &mut String, name: &str, pt: f64, pa: f64, f: f64, t: f64| {
+        let _ = writeln!(
+            out,
+            "{name:<12} {:>10} {:>10} {:>12} {:>14}",
+            human(pt),
+            human(pa),
+            human(f),
+            human(t)
+        );
+    };
+    for c in Component::ALL {
+        let p = s.params_of(c);
+        let f = get(&s.flops_by_component.forward, c);
+        let t = get(&s.flops_by_component.train, c);
+        if p.total == 0.0 && f == 0.0 {
+            continue;
+        }
+        row(&mut out, c.label(), p.total, p.active, f, t);
+    }
+    let ft = &s.flops_per_token;
+    row(
+        &mut out,
+        "total",
+        s.params_total,
+        s.params_active,
+        ft.forward,
+        ft.train,
+    );
+    let _ = writeln!(
+        out,
+        "\nFLOPs per token: forward {} (causal-halved attention {}), train {}, prefill {}, decode {} at position {} (mean {} over {} generated)",
+        human(ft.forward),
+        human(ft.forward_causal),
+        human(ft.train),
+        human(ft.prefill),
+        human(ft.decode),
+        s.ctx_len - 1,
+        human(ft.decode_avg),
+        s.ctx_len
+    );
+    let _ = writeln!(
+        out,
+        "\nbytes per token at batch {} ({} B/param, {} B/activation):",
+        s.batch, s.bytes_per_param, s.bytes_per_act
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>10} {:>11} {:>10} {:>10} {:>10}",
+        "phase", "weights", "activations", "kv read", "kv write", "total"
+    );
+    let b = &s.bytes_per_token;
+    for (name, c) in [
+        ("train", b.train),
+        ("prefill", b.prefill),
+        ("decode", b.decode),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name:<8} {:>10} {:>11} {:>10} {:>10} {:>10}",
+            human_unit(c.weights_read, "B"),
+            human_unit(c.activations, "B"),
+            human_unit(c.kv_read, "B"),
+            human_unit(c.kv_written, "B"),
+            human_unit(c.total(), "B")
+        );
+    }
+    out
+}
+
+fn header(s: &Summary) -> String {
+    let mut h = format!(
+        "{}: seq_len {}, ctx {}, FLOPs per token (a multiply-add = 2 FLOPs)",
+        s.model, s.seq_len, s.ctx_len
+    );
+    if let Some(src) = &s.source {
+        let _ = write!(h, "\nsource: {src}");
+    }
+    h
+}
+
+/// Two models side by side, per component and in total, with the ratio a / b.
+pub fn render_compare(a: &Summary, b: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} vs {} (ratio = {} / {}); FLOPs per token, forward at ctx {} / {}",
+        a.model, b.model, a.model, b.model, a.ctx_len, b.ctx_len
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>10} {:>10} {:>8}",
+        "", a.model, b.model, "ratio"
+    );
+    let row = |out: &mut String, name: &str, x: f64, y: f64| {
+        let _ = writeln!(
+            out,
+            "{name:<22} {:>10} {:>10} {:>8}",
+            human(x),
+            human(y),
+            ratio(x, y)
+        );
+    };
+    row(&mut out, "params total", a.params_total, b.params_total);
+    row(&mut out, "params active", a.params_active, b.params_active);
+    let (fa, fb) = (&a.flops_per_token, &b.flops_per_token);
+    row(&mut out, "FLOPs/token forward", fa.forward, fb.forward);
+    row(&mut out, "FLOPs/token train", fa.train, fb.train);
+    row(&mut out, "FLOPs/token prefill", fa.prefill, fb.prefill);
+    row(&mut out, "FLOPs/token decode", fa.decode, fb.decode);
+    let (ba, bb) = (&a.bytes_per_token.decode, &b.bytes_per_token.decode);
+    row(&mut out, "decode bytes/token (B)", ba.total(), bb.total());
+    let _ = writeln!(out, "\nforward FLOPs per token by component:");
+    for c in Component::ALL {
+        let (x, y) = (
+            get(&a.flops_by_component.forward, c),
+            get(&b.flops_by_component.forward, c),
+        );
+        if x == 0.0 && y == 0.0 {
+            continue;
+        }
+        row(&mut out, c.label(), x, y);
+    }
+    let _ = writeln!(out, "\nparameters (total) by component:");
+    for c in Component::ALL {
+        let (x, y) = (a.params_of(c).total, b.params_of(c).total);
+        if x == 0.0 && y == 0.0 {
+            continue;
+        }
+        row(&mut out, c.label(), x, y);
+    }
+    out
+}
