@@ -10,7 +10,7 @@ use super::analytic::{
 };
 use super::bytes::{bytes_per_token, ByteCount};
 use super::params::{params, ComponentParams};
-use super::Component;
+use super::{Component, FlopCount};
 use crate::profile::ModelProfile;
 use crate::runlog::Phase;
 
@@ -52,7 +52,8 @@ pub struct FlopsPerToken {
     pub decode_avg: f64,
 }
 
-/// FLOPs per token by component, for each figure of [`FlopsPerToken`] but the causal one.
+/// FLOPs per token by component (every component, zero where it costs nothing), for each figure of
+/// [`FlopsPerToken`] but the causal and the mean decode ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlopsByComponent {
     pub forward: BTreeMap<Component, f64>,
@@ -82,6 +83,7 @@ pub struct Summary {
     pub bytes_per_act: f64,
     pub params_total: f64,
     pub params_active: f64,
+    /// Every component, zero where it has no parameters.
     pub params_by_component: BTreeMap<Component, ComponentParams>,
     pub flops_per_token: FlopsPerToken,
     pub flops_by_component: FlopsByComponent,
@@ -111,7 +113,7 @@ impl Summary {
             bytes_per_act: o.bytes_per_act,
             params_total: pc.total,
             params_active: pc.active,
-            params_by_component: pc.by_component,
+            params_by_component: Component::ALL.iter().map(|&c| (c, pc.get(c))).collect(),
             flops_per_token: FlopsPerToken {
                 forward: forward.total(),
                 forward_causal: forward_flops_per_token_with(p, ctx, AttnCounting::Causal).total(),
@@ -121,10 +123,10 @@ impl Summary {
                 decode_avg: decode_flops_per_token_avg(p, 0, ctx).total(),
             },
             flops_by_component: FlopsByComponent {
-                forward: forward.by_component,
-                train: train.by_component,
-                prefill: prefill.by_component,
-                decode: decode.by_component,
+                forward: every_component(&forward),
+                train: every_component(&train),
+                prefill: every_component(&prefill),
+                decode: every_component(&decode),
             },
             bytes_per_token: BytesPerToken {
                 train: bytes(Phase::Train, ctx),
@@ -141,6 +143,11 @@ impl Summary {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// Every component, zero where it costs nothing, so the JSON keys do not depend on the model.
+fn every_component(f: &FlopCount) -> BTreeMap<Component, f64> {
+    Component::ALL.iter().map(|&c| (c, f.get(c))).collect()
 }
 
 /// A number with an SI suffix and three significant digits: 1.20 T, 96.6 G, 180 G, 512.
