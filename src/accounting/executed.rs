@@ -167,6 +167,22 @@ pub fn check_expert_tokens(
     Ok(())
 }
 
+/// Tokens one expert may take in a step of `tokens` tokens: ceil(capacity_factor x tokens x top_k /
+/// experts) (GShard; the profile's `capacity_factor`), or `None` when the profile sets no limit.
+pub fn expert_capacity(p: &ModelProfile, tokens: usize) -> Option<u64> {
+    p.capacity_factor
+        .map(|c| (c * tokens as f64 * p.top_k as f64 / p.experts as f64).ceil() as u64)
+}
+
+/// The loads after capacity: each expert keeps at most `capacity` tokens, the rest are dropped
+/// (they pass through the residual connection without expert compute).
+pub fn cap_expert_tokens(tokens_per_expert: &[Vec<u64>], capacity: u64) -> Vec<Vec<u64>> {
+    tokens_per_expert
+        .iter()
+        .map(|layer| layer.iter().map(|&t| t.min(capacity)).collect())
+        .collect()
+}
+
 /// An even routing of `tokens` tokens, top_k each, over every MoE layer (remainder on the first
 /// experts): the no-dropping, perfectly balanced load.
 pub fn even_expert_tokens(p: &ModelProfile, tokens: usize) -> Vec<Vec<u64>> {
@@ -232,6 +248,29 @@ mod tests {
             16.0 * per_token_expert
         );
         assert_eq!(a.get(Component::AttnProj), b.get(Component::AttnProj));
+    }
+
+    #[test]
+    fn a_capacity_factor_drops_the_overflow_of_busy_experts() {
+        let p = load_model("glam-tiny").unwrap();
+        let p = ModelProfile {
+            capacity_factor: Some(1.0),
+            ..p
+        };
+        // 64 tokens x top-2 over 8 experts: capacity 16 each.
+        assert_eq!(expert_capacity(&p, 64), Some(16));
+        let skewed = vec![vec![40, 24, 16, 16, 8, 8, 8, 8]; 2];
+        let kept = cap_expert_tokens(&skewed, 16);
+        assert_eq!(kept[0], vec![16, 16, 16, 16, 8, 8, 8, 8]);
+        let before = executed_forward_flops(&p, 1, 64, &skewed);
+        let after = executed_forward_flops(&p, 1, 64, &kept);
+        let dropped_per_layer = 24.0 + 8.0;
+        let expert_token = 4.0 * 256.0 * 1024.0;
+        assert_eq!(
+            before.get(Component::Experts) - after.get(Component::Experts),
+            2.0 * dropped_per_layer * expert_token
+        );
+        assert_eq!(expert_capacity(&load_model("glam-tiny").unwrap(), 64), None);
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub use analytic::{
 };
 pub use bytes::{bytes_per_token, expected_experts_touched, tokens_per_step, ByteCount};
 pub use executed::{
-    check_expert_tokens, even_expert_tokens, executed_decode_flops, executed_forward_flops,
-    executed_prefill_flops,
+    cap_expert_tokens, check_expert_tokens, even_expert_tokens, executed_decode_flops,
+    executed_forward_flops, executed_prefill_flops, expert_capacity,
 };
 pub use flops::{Component, FlopCount};
 pub use params::{params, ComponentParams, ParamCount};
