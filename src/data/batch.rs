@@ -262,6 +262,7 @@ mod tests {
         let all = val.eval_batches(16, 128, usize::MAX).unwrap();
         let windows: usize = val.spans().iter().map(|s| (s.len() - 1) / 128).sum();
         assert_eq!(all.len(), windows / 16);
+        assert_eq!(all.len(), 38, "the figure in docs/data.md");
         // Map every evaluation row back to the source corpus and check it lies outside training text.
         for batch in &all {
             for row in batch.inputs.chunks(128) {

@@ -404,4 +404,25 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn any_file_loads_as_bytes_including_invalid_utf8() {
+        let path =
+            std::env::temp_dir().join(format!("sparsewatt-data-bin-{}.dat", std::process::id()));
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let corpus = Corpus::load(Some(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(corpus.bytes(), bytes.as_slice());
+        assert_eq!(
+            corpus.spans(),
+            [Span {
+                domain: 0,
+                start: 0,
+                end: 1000,
+                origin: 0
+            }]
+        );
+        assert_eq!(corpus.name(), path.display().to_string());
+    }
 }
