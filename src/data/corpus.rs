@@ -87,13 +87,16 @@ impl Corpus {
         ))
     }
 
-    /// A corpus from named domain texts, in order (one span each). Fails on an empty domain or
-    /// more domains than a `u16` index holds.
+    /// A corpus from named domain texts, in order (one span each). Fails on no domains, an empty
+    /// domain, or more domains than a `u16` index holds.
     pub fn from_domains(
         name: impl Into<String>,
         domains: Vec<(String, Vec<u8>)>,
     ) -> Result<Corpus, DataError> {
         let name = name.into();
+        if domains.is_empty() {
+            return Err(DataError::NoDomains { corpus: name });
+        }
         if domains.len() > usize::from(u16::MAX) + 1 {
             return Err(DataError::TooManyDomains {
                 corpus: name,
@@ -311,6 +314,14 @@ mod tests {
         .unwrap();
         let domains: Vec<_> = (0..6).map(|i| corpus.domain_of(i)).collect();
         assert_eq!(domains, [Some(0), Some(0), Some(1), Some(1), Some(1), None]);
+        assert_eq!(
+            (
+                corpus.domain_len(0),
+                corpus.domain_len(1),
+                corpus.domain_len(2)
+            ),
+            (2, 3, 0)
+        );
     }
 
     #[test]
@@ -424,5 +435,20 @@ mod tests {
             }]
         );
         assert_eq!(corpus.name(), path.display().to_string());
+    }
+
+    #[test]
+    fn from_domains_rejects_no_domains_and_empty_domains() {
+        let err = Corpus::from_domains("c", Vec::new()).unwrap_err();
+        assert!(matches!(err, DataError::NoDomains { .. }), "{err}");
+        let err = Corpus::from_domains(
+            "c",
+            vec![("a".into(), b"x".to_vec()), ("b".into(), Vec::new())],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, DataError::EmptyDomain { ref domain, .. } if domain == "b"),
+            "{err}"
+        );
     }
 }

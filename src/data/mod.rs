@@ -39,6 +39,8 @@ pub enum DataError {
     },
     #[error("corpus file {path} is empty")]
     EmptyFile { path: PathBuf },
+    #[error("corpus {corpus} has no domains")]
+    NoDomains { corpus: String },
     #[error("corpus {corpus}: domain {domain:?} has no text")]
     EmptyDomain { corpus: String, domain: String },
     #[error("corpus {corpus}: {domains} domains, more than the {max} a u16 domain index holds")]
