@@ -60,12 +60,12 @@ fn check_shape(batch: usize, seq_len: usize) -> Result<(), DataError> {
 /// from its seed: the same corpus, seed and calls give the same batches. Every window start is
 /// equally likely, so domains appear in proportion to their size.
 #[derive(Clone, Debug)]
-pub struct Sampler {
+pub struct BatchSampler {
     corpus: Corpus,
     rng: SplitMix64,
 }
 
-impl Sampler {
+impl BatchSampler {
     pub fn new(corpus: Corpus, seed: u64) -> Self {
         Self {
             corpus,
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn targets_are_the_inputs_shifted_by_one() {
         let (train, _) = split();
-        let mut sampler = Sampler::new(train, 3);
+        let mut sampler = BatchSampler::new(train, 3);
         let batch = sampler.next_batch(4, 32).unwrap();
         assert_eq!(
             (batch.inputs.len(), batch.targets.len(), batch.domains.len()),
@@ -206,7 +206,7 @@ mod tests {
     fn same_seed_same_batches_other_seed_other_batches() {
         let (train, _) = split();
         let draw = |seed| {
-            let mut sampler = Sampler::new(train.clone(), seed);
+            let mut sampler = BatchSampler::new(train.clone(), seed);
             (0..3)
                 .map(|_| sampler.next_batch(8, 64).unwrap())
                 .collect::<Vec<_>>()
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn domains_label_each_token_with_the_domain_of_its_text() {
         let (train, _) = split();
-        let mut sampler = Sampler::new(train, 5);
+        let mut sampler = BatchSampler::new(train, 5);
         let mut seen = [false; 4];
         for _ in 0..20 {
             let batch = sampler.next_batch(16, 64).unwrap();
@@ -302,7 +302,7 @@ mod tests {
             corpus.eval_batches(0, 128, 1),
             Err(DataError::EmptyShape { .. })
         ));
-        let mut sampler = Sampler::new(corpus, 1);
+        let mut sampler = BatchSampler::new(corpus, 1);
         assert!(matches!(
             sampler.next_batch(1, 300),
             Err(DataError::TooShort { needed: 301, .. })

@@ -1,13 +1,13 @@
 //! Byte tokens, the embedded default corpus, user corpora, batching and the train/validation split.
 //!
 //! ```no_run
-//! use sparsewatt::data::{Corpus, Sampler};
+//! use sparsewatt::data::{Corpus, BatchSampler};
 //! # fn main() -> Result<(), sparsewatt::data::DataError> {
 //! let corpus = Corpus::load(None)?; // the embedded corpus; Some(path) for `--data FILE`
 //! let (train, val) = corpus.split(0.05)?;
 //! train.check_windows(128)?;
 //! val.check_windows(128)?;
-//! let mut sampler = Sampler::new(train, 42);
+//! let mut sampler = BatchSampler::new(train, 42);
 //! let batch = sampler.next_batch(16, 128)?; // random windows, inputs and targets shifted by one
 //! let eval = val.eval_batches(16, 128, 8)?; // the same windows at every evaluation
 //! let prompt = val.prompt(64)?; // 64 tokens of held-out text
@@ -22,7 +22,7 @@ mod tokenizer;
 
 use std::path::PathBuf;
 
-pub use batch::{Batch, Sampler};
+pub use batch::{Batch, BatchSampler};
 pub use corpus::{Corpus, Span};
 pub use generate::{generate, DOMAIN_NAMES, EMBEDDED_BYTES_PER_DOMAIN, EMBEDDED_SEED};
 pub use tokenizer::{decode, encode, encode_bytes, VOCAB_SIZE};
