@@ -113,11 +113,10 @@ fn article(word: &str) -> &'static str {
 }
 
 fn prose_sentence(rng: &mut SplitMix64, out: &mut String) {
-    let name = rng.pick(&NAMES);
-    // Someone other than `name`: a shift by 1..len-1 around the list.
-    let other = NAMES[(NAMES.iter().position(|n| *n == name).unwrap_or(0)
-        + rng.range(1, NAMES.len() as u32 - 1) as usize)
-        % NAMES.len()];
+    let name_index = rng.below(NAMES.len());
+    let name = NAMES[name_index];
+    // Someone other than `name`.
+    let other = NAMES[(name_index + 1 + rng.below(NAMES.len() - 1)) % NAMES.len()];
     let adj = rng.pick(&ADJECTIVES);
     let noun = rng.pick(&NOUNS);
     let noun2 = rng.pick(&NOUNS);

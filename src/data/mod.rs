@@ -1,7 +1,7 @@
 //! Byte tokens, the embedded default corpus, user corpora, batching and the train/validation split.
 //!
 //! ```no_run
-//! use sparsewatt::data::{Corpus, BatchSampler};
+//! use sparsewatt::data::{BatchSampler, Corpus};
 //! # fn main() -> Result<(), sparsewatt::data::DataError> {
 //! let corpus = Corpus::load(None)?; // the embedded corpus; Some(path) for `--data FILE`
 //! let (train, val) = corpus.split(0.05)?;
