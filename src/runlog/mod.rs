@@ -9,6 +9,7 @@ pub use folder::{
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
 pub use record::{
-    Energy, EvalRecord, IdleRecord, Phase, Record, Role, Sample, StepRecord, FORMAT_VERSION,
+    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
+    FORMAT_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

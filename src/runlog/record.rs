@@ -77,10 +77,29 @@ pub struct StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub t_s: f64,
+    /// Average power over the sensor's own window (NVML's ~1 s average, RAPL or the estimate
+    /// between two readings), watts.
     pub power_w: Option<f64>,
+    /// Instant power where the sensor has it (NVML field 186), watts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instant_power_w: Option<f64>,
     /// Running energy total since the run started, joules.
     pub energy_j: Option<f64>,
     pub source: EnergySource,
+    /// Per-GPU readings (NVML only; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuSample>,
+}
+
+/// One GPU's state at a sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    pub index: u32,
+    pub power_w: Option<f64>,
+    pub utilization_pct: Option<u32>,
+    pub sm_clock_mhz: Option<u32>,
+    pub temperature_c: Option<u32>,
+    pub memory_used_bytes: Option<u64>,
 }
 
 /// Validation loss of one model at a point of its training.
