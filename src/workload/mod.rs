@@ -2,6 +2,7 @@
 
 mod bench;
 mod model_workload;
+pub mod run;
 
 pub use bench::{bench, cpu_threads, BenchConfig, BenchResult};
 pub use model_workload::{InferenceShape, ModelWorkload};

@@ -122,7 +122,11 @@ fn measured_step(
     if out.dropped > 0 {
         ctx.log(
             "warn",
-            format!("{}: {} expert assignments dropped by the capacity limit", w.name(), out.dropped),
+            format!(
+                "{}: {} expert assignments dropped by the capacity limit",
+                w.name(),
+                out.dropped
+            ),
         )?;
     }
     let rec = StepRecord {
@@ -153,7 +157,12 @@ fn measured_step(
     ctx.flush_samples()
 }
 
-fn evaluate(ctx: &mut Ctx, counts: &Counts, w: &mut dyn Workload, steps: u64) -> anyhow::Result<()> {
+fn evaluate(
+    ctx: &mut Ctx,
+    counts: &Counts,
+    w: &mut dyn Workload,
+    steps: u64,
+) -> anyhow::Result<()> {
     let val_loss = w.validate()?;
     let (tokens, flops, joules) = counts
         .train_tokens
@@ -170,8 +179,10 @@ fn evaluate(ctx: &mut Ctx, counts: &Counts, w: &mut dyn Workload, steps: u64) ->
         train_joules: Some(joules),
         val_loss,
     };
-    ctx.progress
-        .note(&format!("{} after {steps} steps: validation loss {val_loss:.4}", w.name()));
+    ctx.progress.note(&format!(
+        "{} after {steps} steps: validation loss {val_loss:.4}",
+        w.name()
+    ));
     ctx.emit(Record::Eval(rec))
 }
 
@@ -229,15 +240,21 @@ fn run_phases(
     let stopped = || stop.load(Ordering::SeqCst);
     // The idle baseline: nothing runs but the sampler.
     if plan.idle_seconds > 0.0 {
-        ctx.progress
-            .note(&format!("measuring the idle baseline for {:.1} s", plan.idle_seconds));
+        ctx.progress.note(&format!(
+            "measuring the idle baseline for {:.1} s",
+            plan.idle_seconds
+        ));
         let w = ctx.meter.begin();
         let until = Instant::now() + Duration::from_secs_f64(plan.idle_seconds);
         while Instant::now() < until && !stopped() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let e = ctx.meter.end(w)?;
-        let power_w = if e.seconds > 0.0 { e.joules / e.seconds } else { 0.0 };
+        let power_w = if e.seconds > 0.0 {
+            e.joules / e.seconds
+        } else {
+            0.0
+        };
         ctx.idle_power_w = Some(power_w);
         ctx.emit(Record::Idle(IdleRecord {
             seconds: e.seconds,
