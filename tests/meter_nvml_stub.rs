@@ -115,7 +115,11 @@ fn without_an_energy_counter_the_meter_integrates_power() {
     let _g = serial();
     let lib = build_stub("noenergy", &["NO_ENERGY", "NO_INSTANT"]);
     let mut sensor = NvmlSensor::open(Some(&lib)).unwrap();
-    assert!(sensor.scope().contains("no energy counter"), "{}", sensor.scope());
+    assert!(
+        sensor.scope().contains("no energy counter"),
+        "{}",
+        sensor.scope()
+    );
     let r = sensor.read().unwrap();
     assert_eq!(r.energy_j, None);
     assert_eq!(r.instant_power_w, None);
@@ -137,7 +141,10 @@ fn auto_picks_nvml_when_it_loads() {
     let _g = serial();
     let lib = build_stub("auto", &[]);
     std::env::set_var(NVML_LIB_ENV, &lib);
-    let opened = open_sensor(SensorChoice::Auto, &EstimateParams::cpu_generic_for_cores(2));
+    let opened = open_sensor(
+        SensorChoice::Auto,
+        &EstimateParams::cpu_generic_for_cores(2),
+    );
     std::env::remove_var(NVML_LIB_ENV);
     let (sensor, tried) = opened.unwrap();
     assert_eq!(sensor.source(), EnergySource::Nvml);
@@ -170,18 +177,31 @@ fn auto_falls_back_to_rapl_then_the_estimate_saying_why() {
     assert_eq!(sensor.source(), EnergySource::Rapl);
     assert_eq!(sensor.scope(), "cpu package, 1 socket (rapl)");
     assert_eq!(tried.len(), 1);
-    assert!(tried[0].starts_with("nvml: cannot load /nonexistent/libnvidia-ml.so.1"), "{tried:?}");
+    assert!(
+        tried[0].starts_with("nvml: cannot load /nonexistent/libnvidia-ml.so.1"),
+        "{tried:?}"
+    );
 
     let (sensor, tried) = estimate.unwrap();
     assert_eq!(sensor.source(), EnergySource::Estimate);
-    assert!(sensor.scope().starts_with("estimate: "), "{}", sensor.scope());
+    assert!(
+        sensor.scope().starts_with("estimate: "),
+        "{}",
+        sensor.scope()
+    );
     assert_eq!(tried.len(), 2);
     assert!(tried[0].starts_with("nvml: "), "{tried:?}");
-    assert!(tried[1].starts_with("rapl: /nonexistent/powercap not found"), "{tried:?}");
+    assert!(
+        tried[1].starts_with("rapl: /nonexistent/powercap not found"),
+        "{tried:?}"
+    );
 
     // An explicit choice that cannot open is an error naming why.
     let msg = explicit_rapl.err().expect("no powercap").to_string();
-    assert!(msg.starts_with("rapl: /nonexistent/powercap not found"), "{msg}");
+    assert!(
+        msg.starts_with("rapl: /nonexistent/powercap not found"),
+        "{msg}"
+    );
     let msg = explicit_nvml.err().expect("no NVML").to_string();
     assert!(msg.starts_with("nvml: cannot load"), "{msg}");
 }

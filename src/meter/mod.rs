@@ -40,7 +40,7 @@ mod sensor;
 mod window;
 
 pub use error::MeterError;
-pub use estimate::{process_cpu_s, proc_stat_cpu_s, EstimateSensor};
+pub use estimate::{proc_stat_cpu_s, process_cpu_s, EstimateSensor};
 pub use nvml::{counter_delta_mj, NvmlSensor, NVML_LIB_ENV};
 pub use rapl::{wrapped_delta_uj, RaplSensor, DEFAULT_POWERCAP_ROOT, POWERCAP_ROOT_ENV};
 pub use sampler::{Meter, DEFAULT_SAMPLE_HZ};

@@ -168,10 +168,7 @@ impl Sensor for NvmlSensor {
                 memory_used_bytes: d.memory_info().ok().map(|m| m.used),
             });
         }
-        let power_w = gpus
-            .iter()
-            .map(|g| g.power_w)
-            .sum::<Option<f64>>();
+        let power_w = gpus.iter().map(|g| g.power_w).sum::<Option<f64>>();
         Ok(Reading {
             energy_j,
             power_w,

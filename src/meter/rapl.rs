@@ -251,7 +251,12 @@ mod tests {
             let t = Tree::new(tag);
             const MAX: u64 = 262_143_328_850;
             for n in 0..2 {
-                t.zone(&format!("intel-rapl:{n}"), &format!("package-{n}"), 1_000_000, MAX);
+                t.zone(
+                    &format!("intel-rapl:{n}"),
+                    &format!("package-{n}"),
+                    1_000_000,
+                    MAX,
+                );
                 let p = format!("intel-rapl:{n}/intel-rapl:{n}");
                 t.zone(&format!("{p}:0"), "core", 500_000, MAX);
                 t.zone(&format!("{p}:1"), "uncore", 100_000, MAX);
@@ -316,7 +321,10 @@ mod tests {
     fn a_missing_root_says_so() {
         let err = RaplSensor::open(Path::new("/nonexistent/powercap")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("rapl: /nonexistent/powercap not found"), "{msg}");
+        assert!(
+            msg.starts_with("rapl: /nonexistent/powercap not found"),
+            "{msg}"
+        );
         assert!(matches!(err, MeterError::Unavailable { .. }));
     }
 
@@ -334,14 +342,17 @@ mod tests {
         t.zone("intel-rapl:0", "package-0", 1, 100);
         fs::write(t.0.join("intel-rapl:0/energy_uj"), "lots\n").unwrap();
         let msg = RaplSensor::open(&t.0).unwrap_err().to_string();
-        assert!(msg.contains("intel-rapl:0/energy_uj") && msg.contains("\"lots\""), "{msg}");
+        assert!(
+            msg.contains("intel-rapl:0/energy_uj") && msg.contains("\"lots\""),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_permission_error_is_reported_plainly() {
         let e = std::io::Error::from(ErrorKind::PermissionDenied);
-        let msg = unavailable(Path::new("/sys/class/powercap/intel-rapl:0/energy_uj"), &e)
-            .to_string();
+        let msg =
+            unavailable(Path::new("/sys/class/powercap/intel-rapl:0/energy_uj"), &e).to_string();
         assert_eq!(
             msg,
             "rapl: /sys/class/powercap/intel-rapl:0/energy_uj: permission denied \

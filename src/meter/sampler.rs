@@ -353,7 +353,10 @@ mod tests {
             "{} J vs {expect_j} J",
             e.joules
         );
-        assert!(m.take_samples().len() >= 5, "the sampler ran during the window");
+        assert!(
+            m.take_samples().len() >= 5,
+            "the sampler ran during the window"
+        );
     }
 
     #[test]
@@ -372,7 +375,11 @@ mod tests {
         assert!((8..=23).contains(&s.len()), "{} samples", s.len());
         assert!(s.windows(2).all(|w| w[0].t_s < w[1].t_s));
         assert!(s.windows(2).all(|w| w[0].energy_j < w[1].energy_j));
-        assert_eq!(s[0].energy_j, Some(0.0), "energy counts from the meter's start");
+        assert_eq!(
+            s[0].energy_j,
+            Some(0.0),
+            "energy counts from the meter's start"
+        );
         assert!(s.iter().all(|x| x.source == EnergySource::Rapl));
         // Taken samples are gone; later ones keep coming.
         std::thread::sleep(Duration::from_millis(30));

@@ -143,7 +143,10 @@ mod tests {
         );
         assert_eq!("auto".parse::<SensorChoice>().unwrap(), SensorChoice::Auto);
         let err = "gpu".parse::<SensorChoice>().unwrap_err().to_string();
-        assert!(err.contains("\"gpu\"") && err.contains("nvml, rapl, estimate"), "{err}");
+        assert!(
+            err.contains("\"gpu\"") && err.contains("nvml, rapl, estimate"),
+            "{err}"
+        );
         for c in [
             SensorChoice::Auto,
             SensorChoice::Nvml,
