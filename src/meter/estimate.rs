@@ -124,7 +124,7 @@ fn clock_process_cpu_s() -> Option<f64> {
     };
     // SAFETY: `ts` is a valid, writable timespec; the call writes nothing else.
     let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 #[cfg(not(target_os = "linux"))]
