@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use std::time::Instant;
+
 use anyhow::Context;
-use sparsewatt::runlog::read_run;
+use sparsewatt::runlog::{read_run, summarize, Record};
 use sparsewatt::tui::{self, App, View};
 
 use super::BadInput;
@@ -61,6 +63,31 @@ fn bench_draw(app: &mut App, frames: u32) -> anyhow::Result<()> {
             v.title(),
             s * 1e3,
             100.0 * s * tui::MIN_FPS as f64
+        );
+    }
+    // A live dashboard also re-summarises the run at most once a second while records arrive;
+    // that cost grows with the steps so far, so it is measured on a long run made of copies.
+    let steps: Vec<Record> = app
+        .replay_records()
+        .unwrap_or(&[])
+        .iter()
+        .filter(|r| matches!(r, Record::Step(_)))
+        .cloned()
+        .collect();
+    if !steps.is_empty() {
+        let n = 10_000;
+        let long: Vec<Record> = steps.iter().cycle().take(n).cloned().collect();
+        let best = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(summarize(&long));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "summary refresh over {n} steps: {:.2} ms, at most once a second: {:.2}% of one core",
+            best * 1e3,
+            100.0 * best
         );
     }
     Ok(())
