@@ -42,8 +42,8 @@ pub struct Args {
     /// Measured decode steps per model (each: --decode-tokens new tokens per sequence).
     #[arg(long, default_value_t = 12)]
     decode_steps: u64,
-    /// Sequences per training batch.
-    #[arg(long, default_value_t = 16)]
+    /// Sequences per training batch (of the profile's seq_len tokens).
+    #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Sequences served together in prefill and decode.
     #[arg(long, default_value_t = 4)]
@@ -64,6 +64,9 @@ pub struct Args {
     /// Energy sensor: auto (NVML, then RAPL, then the estimate), nvml, rapl or estimate.
     #[arg(long, default_value = "auto")]
     sensor: String,
+    /// CPU hardware profile whose watts the estimate uses (see `sparsewatt hardware`).
+    #[arg(long, default_value = "cpu-generic")]
+    hardware: String,
     /// Sensor readings per second.
     #[arg(long, default_value_t = 10.0)]
     sample_hz: f64,
@@ -155,7 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| BadInput(format!("--sensor: {e}")))?;
     let corpus = Corpus::load(a.data.as_deref()).map_err(|e| BadInput(e.to_string()))?;
-    let estimate = super::estimate_params()?;
+    let estimate = super::estimate_params(&a.hardware)?;
     let (sensor, fallbacks) = open_sensor(choice, &estimate)?;
     let (device, device_name, device_fallback) = pick_device(a.gpu);
 
@@ -171,6 +174,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut tc = TrainConfig::for_profile(p, a.steps.max(1));
         tc.batch = a.batch;
         tc.seed = a.seed;
+        // Two fixed validation batches keep evaluation short beside the measured steps.
+        tc.val_batches = 2;
         let model = Model::new(p, &device, a.seed)?;
         ModelWorkload::new(model, role, &corpus, tc, shape)
             .map_err(|e| BadInput(format!("{e:#}")).into())
@@ -315,7 +320,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 /// Reports beside the records, and the answer on standard output.
 fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
-    match write_reports(dir) {
+    match sparsewatt::report::write_all(dir) {
         Ok(files) => {
             for f in files {
                 eprintln!("wrote {}", f.display());
@@ -369,8 +374,4 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn write_reports(_dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
-    Ok(Vec::new())
 }
