@@ -137,3 +137,100 @@ fn hardware_and_profiles_list_key_figures() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("glam-64b-64e") && out.contains("gpt3-175b"), "{out}");
 }
+
+/// A run folder with two measured training steps of the sparse model on this machine (estimate).
+fn write_run(dir: &std::path::Path) {
+    use sparsewatt::meter::EnergySource;
+    use sparsewatt::profile::load_model;
+    use sparsewatt::runlog::*;
+    let header = RunHeader {
+        format_version: FORMAT_VERSION,
+        id: "calib".into(),
+        started_unix_s: 0.0,
+        command: "test".into(),
+        sparsewatt_version: "0".into(),
+        machine: MachineInfo {
+            hostname: "h".into(),
+            cpu_model: "c".into(),
+            logical_cpus: 2,
+            os: "linux".into(),
+            device: "cpu".into(),
+            hardware_profile: None,
+        },
+        sensor: SensorInfo {
+            source: EnergySource::Estimate,
+            scope: "test".into(),
+            fallbacks: vec![],
+            sample_hz: 10.0,
+        },
+        models: vec![RunModel {
+            role: Role::Sparse,
+            profile: load_model("glam-tiny").unwrap(),
+        }],
+        config: RunConfig {
+            train_steps: 2,
+            warmup_steps: 0,
+            batch: 1,
+            seq_len: 8,
+            prefill_steps: 0,
+            prompt_len: 4,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            data: "embedded".into(),
+            seed: 0,
+        },
+    };
+    let mut w = RunWriter::create(dir, &header).unwrap();
+    for step in 0..2 {
+        // 28 GFLOP/s (half of cpu-generic's 0.4 x 140 GFLOP/s) at 3.5 W (half its 7 W).
+        w.append(&Record::Step(StepRecord {
+            t_s: step as f64,
+            model: "glam-tiny".into(),
+            role: Role::Sparse,
+            phase: Phase::Train,
+            step,
+            warmup: false,
+            tokens: 100,
+            seconds: 1.0,
+            flops: 28e9,
+            flops_by_component: Default::default(),
+            energy: Some(Energy {
+                joules: 3.5,
+                idle_joules: None,
+                source: EnergySource::Estimate,
+                scope: "test".into(),
+            }),
+            loss: None,
+            aux_loss: None,
+            expert_tokens: vec![],
+            dropped: 0,
+            domain_expert_tokens: Default::default(),
+        }))
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+#[test]
+fn calibration_reports_this_machine_and_carries_on_request() {
+    let dir = std::env::temp_dir().join(format!("sw-calib-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_run(&dir);
+    let d = dir.to_string_lossy().to_string();
+    let c = json(&["project", "--calibrate", &d, "--json"]);
+    assert_eq!(c["hardware"], "cpu-generic");
+    let t = &c["phases"][0];
+    assert!((f(t, "utilization_ratio") - 0.5).abs() < 1e-9, "{t}");
+    assert!((f(t, "power_ratio") - 0.5).abs() < 1e-9, "{t}");
+    let plain = json(&["project", "--flops", "1e21", "--hardware", "tpu-v4", "--json"]);
+    let carried = json(&[
+        "project", "--flops", "1e21", "--hardware", "tpu-v4", "--calibrate", &d, "--carry",
+        "--json",
+    ]);
+    assert!((f(&carried, "mfu") - 0.5 * f(&plain, "mfu")).abs() < 1e-9);
+    assert_eq!(carried["power_scope"], "calibrated");
+    // Half the utilisation and half the power: twice the time, the same energy.
+    assert!((f(&carried, "hours") / f(&plain, "hours") - 2.0).abs() < 1e-9);
+    assert!((f(&carried, "energy_mwh") / f(&plain, "energy_mwh") - 1.0).abs() < 1e-9);
+    std::fs::remove_dir_all(&dir).ok();
+}
