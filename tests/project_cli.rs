@@ -23,15 +23,29 @@ fn json(args: &[&str]) -> Value {
 }
 
 fn f(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or_else(|| panic!("no number `{k}` in {v}"))
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("no number `{k}` in {v}"))
 }
 
 #[test]
 fn gpt3_row_as_json_has_hours_energy_and_carbon() {
     let v = json(&[
-        "project", "--flops", "3.14e23", "--hardware", "v100", "--chips", "10000",
-        "--achieved-tflops", "24.6", "--power-w", "330", "--pue", "1.10",
-        "--grid-kg-per-kwh", "0.429", "--json",
+        "project",
+        "--flops",
+        "3.14e23",
+        "--hardware",
+        "v100",
+        "--chips",
+        "10000",
+        "--achieved-tflops",
+        "24.6",
+        "--power-w",
+        "330",
+        "--pue",
+        "1.10",
+        "--grid-kg-per-kwh",
+        "0.429",
+        "--json",
     ]);
     assert!(v.is_object());
     assert!((f(&v, "hours") / 24.0 - 14.8).abs() / 14.8 < 0.03);
@@ -42,8 +56,16 @@ fn gpt3_row_as_json_has_hours_energy_and_carbon() {
 #[test]
 fn several_hardware_profiles_give_an_array_one_object_each() {
     let v = json(&[
-        "project", "--flops", "1e22", "--hardware", "tpu-v4", "--hardware", "h100-sxm",
-        "--chips", "64", "--json",
+        "project",
+        "--flops",
+        "1e22",
+        "--hardware",
+        "tpu-v4",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "64",
+        "--json",
     ]);
     let a = v.as_array().unwrap();
     assert_eq!(a.len(), 2);
@@ -67,34 +89,73 @@ fn all_projects_onto_every_profile() {
 #[test]
 fn sparse_model_is_compared_with_its_dense_baseline() {
     let v = json(&[
-        "project", "--model", "glam-64b-64e", "--tokens", "280e9", "--hardware", "tpu-v4",
-        "--chips", "1024", "--json",
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--tokens",
+        "280e9",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "1024",
+        "--json",
     ]);
     assert_eq!(v["compare"]["model"], "glam-64b-dense");
     let ratio = f(&v["compare"]["ratio"], "energy");
     let want = f(&v, "energy_mwh") / f(&v["compare"]["projection"], "energy_mwh");
     assert!((ratio - want).abs() < 1e-9);
     let (code, table, err) = sw(&[
-        "project", "--model", "glam-64b-64e", "--tokens", "280e9", "--hardware", "tpu-v4",
-        "--chips", "1024",
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--tokens",
+        "280e9",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "1024",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(table.contains("glam-64b-64e") && table.contains("glam-64b-dense") && table.contains("MWh"));
+    assert!(
+        table.contains("glam-64b-64e") && table.contains("glam-64b-dense") && table.contains("MWh")
+    );
 }
 
 #[test]
 fn inference_shows_the_roofline_bound() {
     let v = json(&[
-        "project", "--model", "gpt3-175b", "--inference", "--batch", "1", "--context", "128",
-        "--hardware", "h100-sxm", "--chips", "8", "--json",
+        "project",
+        "--model",
+        "gpt3-175b",
+        "--inference",
+        "--batch",
+        "1",
+        "--context",
+        "128",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "8",
+        "--json",
     ]);
     assert_eq!(v["decode"]["bound"], "memory");
     let (code, out, err) = sw(&[
-        "project", "--model", "glam-64b-64e", "--compare", "gpt3-175b", "--inference",
-        "--hardware", "tpu-v4", "--chips", "64",
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--compare",
+        "gpt3-175b",
+        "--inference",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "64",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("decode") && out.contains("memory") && out.contains("gpt3-175b"), "{out}");
+    assert!(
+        out.contains("decode") && out.contains("memory") && out.contains("gpt3-175b"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -102,7 +163,15 @@ fn bad_input_exits_2_with_a_clear_message() {
     let (code, _, err) = sw(&["project", "--flops", "1e20", "--hardware", "tpu-v9"]);
     assert_eq!(code, 2);
     assert!(err.contains("tpu-v9") && err.contains("tpu-v4"), "{err}");
-    let (code, _, err) = sw(&["project", "--flops", "1e20", "--hardware", "v100", "--mfu", "1.5"]);
+    let (code, _, err) = sw(&[
+        "project",
+        "--flops",
+        "1e20",
+        "--hardware",
+        "v100",
+        "--mfu",
+        "1.5",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("--mfu"), "{err}");
     let (code, _, err) = sw(&["project", "--hardware", "v100"]);
@@ -124,7 +193,10 @@ fn a_bad_hardware_file_is_named_with_its_field() {
     let p = path.to_string_lossy().to_string();
     let (code, _, err) = sw(&["project", "--flops", "1e20", "--hardware", &p]);
     assert_eq!(code, 2);
-    assert!(err.contains("chip.toml") && err.contains("defaults"), "{err}");
+    assert!(
+        err.contains("chip.toml") && err.contains("defaults"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -132,10 +204,16 @@ fn a_bad_hardware_file_is_named_with_its_field() {
 fn hardware_and_profiles_list_key_figures() {
     let (code, out, err) = sw(&["hardware"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("tpu-v4") && out.contains("275") && out.contains("cpu-generic"), "{out}");
+    assert!(
+        out.contains("tpu-v4") && out.contains("275") && out.contains("cpu-generic"),
+        "{out}"
+    );
     let (code, out, err) = sw(&["profiles"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("glam-64b-64e") && out.contains("gpt3-175b"), "{out}");
+    assert!(
+        out.contains("glam-64b-64e") && out.contains("gpt3-175b"),
+        "{out}"
+    );
 }
 
 /// A run folder with two measured training steps of the sparse model on this machine (estimate).
@@ -222,9 +300,23 @@ fn calibration_reports_this_machine_and_carries_on_request() {
     let t = &c["phases"][0];
     assert!((f(t, "utilization_ratio") - 0.5).abs() < 1e-9, "{t}");
     assert!((f(t, "power_ratio") - 0.5).abs() < 1e-9, "{t}");
-    let plain = json(&["project", "--flops", "1e21", "--hardware", "tpu-v4", "--json"]);
+    let plain = json(&[
+        "project",
+        "--flops",
+        "1e21",
+        "--hardware",
+        "tpu-v4",
+        "--json",
+    ]);
     let carried = json(&[
-        "project", "--flops", "1e21", "--hardware", "tpu-v4", "--calibrate", &d, "--carry",
+        "project",
+        "--flops",
+        "1e21",
+        "--hardware",
+        "tpu-v4",
+        "--calibrate",
+        &d,
+        "--carry",
         "--json",
     ]);
     assert!((f(&carried, "mfu") - 0.5 * f(&plain, "mfu")).abs() < 1e-9);

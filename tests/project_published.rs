@@ -111,13 +111,23 @@ fn decode_is_memory_bound_at_batch_1_and_compute_bound_at_a_large_batch_on_every
             let mut became_compute = None;
             for k in 0..=20 {
                 let d = at(1 << k);
-                assert!(d.flops_per_byte >= last * (1.0 - 1e-9), "{name} on {}", hw.name);
+                assert!(
+                    d.flops_per_byte >= last * (1.0 - 1e-9),
+                    "{name} on {}",
+                    hw.name
+                );
                 last = d.flops_per_byte;
                 if d.bound == Bound::Compute && became_compute.is_none() {
                     became_compute = Some(1 << k);
                 }
                 if let Some(b) = became_compute {
-                    assert_eq!(d.bound, Bound::Compute, "{name} on {}: back at {}", hw.name, b);
+                    assert_eq!(
+                        d.bound,
+                        Bound::Compute,
+                        "{name} on {}: back at {}",
+                        hw.name,
+                        b
+                    );
                 }
             }
             assert!(

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde_json::json;
-use sparsewatt::accounting::{params, train_flops_per_token, forward_flops_per_token, human};
+use sparsewatt::accounting::{forward_flops_per_token, human, params, train_flops_per_token};
 use sparsewatt::profile::{load_model, names, Kind};
 use sparsewatt::project::table::grid;
 

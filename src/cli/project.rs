@@ -8,8 +8,8 @@ use sparsewatt::profile::{load_all_hardware, load_hardware, load_model, Hardware
 use sparsewatt::profile::{ModelProfile, Precision};
 use sparsewatt::project::{
     calibrate_run, compare_inference, compare_training, dense_counterpart, project_inference,
-    project_training, project_training_tokens, table, Calibration, InferenceSettings,
-    ProjectError, Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
+    project_training, project_training_tokens, table, Calibration, InferenceSettings, ProjectError,
+    Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
 };
 
 use super::BadInput;
@@ -188,7 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if let Some(flops) = args.flops {
         if args.model.is_some() {
-            return Err(BadInput("give either --flops or --model with --tokens, not both".into()).into());
+            return Err(
+                BadInput("give either --flops or --model with --tokens, not both".into()).into(),
+            );
         }
         let ps = hardware
             .iter()
@@ -262,11 +264,18 @@ fn inference(args: &Args, hardware: &[HardwareProfile]) -> anyhow::Result<()> {
         .as_deref()
         .ok_or_else(|| BadInput("--inference needs --model NAME".into()))?;
     if args.flops.is_some() || args.tokens.is_some() {
-        return Err(BadInput("--inference takes --batch and --context, not --flops or --tokens".into()).into());
+        return Err(BadInput(
+            "--inference takes --batch and --context, not --flops or --tokens".into(),
+        )
+        .into());
     }
     let model = load(name)?;
     let other = other_model(args, &model)?;
-    let mut s = InferenceSettings::new(args.chips, args.batch, args.context.unwrap_or(model.seq_len));
+    let mut s = InferenceSettings::new(
+        args.chips,
+        args.batch,
+        args.context.unwrap_or(model.seq_len),
+    );
     s.precision = precision(args)?;
     s.compute_utilization = args.mfu;
     s.power_w_per_chip = args.power_w;

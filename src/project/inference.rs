@@ -173,7 +173,10 @@ fn roofline(
         (Bound::Network, network_s),
     ]
     .into_iter()
-    .fold((Bound::Compute, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    .fold(
+        (Bound::Compute, f64::MIN),
+        |a, b| if b.1 > a.1 { b } else { a },
+    );
     PhaseRoofline {
         phase,
         tokens_per_step: tokens,
@@ -197,7 +200,11 @@ pub fn project_inference(
     hw: &HardwareProfile,
     s: &InferenceSettings,
 ) -> Result<InferenceProjection, ProjectError> {
-    for (name, v) in [("chips", s.chips), ("batch", s.batch), ("context", s.context)] {
+    for (name, v) in [
+        ("chips", s.chips),
+        ("batch", s.batch),
+        ("context", s.context),
+    ] {
         if v == 0 {
             return Err(bad(name, "must be at least 1, got 0"));
         }
