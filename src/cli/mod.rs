@@ -57,6 +57,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// The figures of the energy estimate for this machine: the generic CPU profile, with this
+/// machine's core count.
+pub fn estimate_params() -> anyhow::Result<sparsewatt::meter::EstimateParams> {
+    Ok(sparsewatt::meter::EstimateParams::cpu_generic_fallback())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
