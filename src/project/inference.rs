@@ -234,8 +234,8 @@ pub fn project_inference(
                 ))
             }
             Some(i) if s.chips > i.chips_per_pod => notes.push(format!(
-                "{} chips span more than one {}-chip pod/NVLink domain: the slower network between them is not modelled",
-                s.chips, i.chips_per_pod
+                "{}: {} chips span more than one {}-chip pod/NVLink domain; the slower network between them is not modelled",
+                hw.name, s.chips, i.chips_per_pod
             )),
             Some(_) => {}
         }
@@ -262,7 +262,8 @@ pub fn project_inference(
     let fits_in_memory = weights_held_bytes + kv_cache_bytes <= mach.chips * hw.memory_bytes;
     if !fits_in_memory {
         notes.push(format!(
-            "weights ({:.0} GB) and KV cache ({:.0} GB) do not fit in {} x {:.0} GB",
+            "{}: weights ({:.0} GB) and KV cache ({:.0} GB) do not fit in {} x {:.0} GB",
+            hw.name,
             weights_held_bytes / 1e9,
             kv_cache_bytes / 1e9,
             s.chips,

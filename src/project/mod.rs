@@ -5,6 +5,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod inference;
+pub mod table;
 pub mod training;
 
 pub use calibrate::{calibrate, calibrate_run, Calibration, PhaseCalibration};
