@@ -8,11 +8,18 @@ use sparsewatt::profile::load_model;
 use sparsewatt::workload::{bench, BenchConfig, BenchResult};
 
 fn main() {
+    sparsewatt::model::tune_cpu_runtime();
     let base = load_model("glam-tiny").expect("glam-tiny profile");
     let variants = [
-        ("dense-tiny", load_model("dense-tiny").expect("dense-tiny profile")),
+        (
+            "dense-tiny",
+            load_model("dense-tiny").expect("dense-tiny profile"),
+        ),
         ("glam-tiny E8", base.clone()),
-        ("glam-tiny E64", base.with_overrides(Some(64), None).expect("E64")),
+        (
+            "glam-tiny E64",
+            base.with_overrides(Some(64), None).expect("E64"),
+        ),
     ];
     // Two rounds, variants interleaved, so a change in the machine's load hits all of them.
     let mut results: Vec<Vec<BenchResult>> = vec![Vec::new(); variants.len()];
@@ -22,9 +29,8 @@ fn main() {
             results[i].push(bench(p, &cfg, &Device::Cpu).expect("bench"));
         }
     }
-    let best = |rs: &[BenchResult], f: fn(&BenchResult) -> f64| {
-        rs.iter().map(f).fold(f64::NAN, f64::max)
-    };
+    let best =
+        |rs: &[BenchResult], f: fn(&BenchResult) -> f64| rs.iter().map(f).fold(f64::NAN, f64::max);
     println!(
         "{:<14} {:>12} {:>12} {:>12}  (tokens/s, best of 2 rounds of medians)",
         "model", "train", "prefill", "decode"
