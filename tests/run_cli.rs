@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sparsewatt::accounting::{
+    decode_flops_per_token_avg, prefill_flops_per_token, train_flops_per_token,
+};
+use sparsewatt::profile::load_model;
 use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role};
 
 /// The smallest shapes that still exercise every phase.
@@ -139,6 +143,24 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
             let ph = m.phase(p).unwrap();
             assert_eq!(ph.steps, 2, "{role:?} {p:?}");
             assert!(ph.joules_per_token.is_some());
+        }
+    }
+    // Per-token FLOPs equal the accounting's: without capacity every token reaches exactly top-k
+    // experts, so the executed count matches the analytic one however the load falls.
+    for (role, name) in [(Role::Sparse, "glam-tiny"), (Role::Dense, "dense-tiny")] {
+        let p = load_model(name).unwrap();
+        let m = s.model(role).unwrap();
+        let want = [
+            (Phase::Train, train_flops_per_token(&p).total()),
+            (Phase::Prefill, prefill_flops_per_token(&p, 16).total()),
+            (Phase::Decode, decode_flops_per_token_avg(&p, 16, 4).total()),
+        ];
+        for (phase, w) in want {
+            let got = m.phase(phase).unwrap().flops_per_token;
+            assert!(
+                (got - w).abs() <= 1e-9 * w,
+                "{name} {phase:?}: {got} vs {w}"
+            );
         }
     }
     // The sparse model executes more FLOPs per token than its dense base (top-2 experts).

@@ -103,28 +103,32 @@ impl Moe {
             }
         }
 
+        // Experts run on their rows only; the gate scaling is one op over all kept assignments.
         let mut outs = Vec::new();
         let mut all_rows = Vec::new();
+        let mut all_slots = Vec::new();
         for (e, expert) in self.experts.iter().enumerate() {
             if rows[e].is_empty() {
                 continue;
             }
             let cnt = rows[e].len();
             let r = Tensor::from_slice(&rows[e], cnt, x.device())?;
-            let s = Tensor::from_slice(&slots[e], cnt, x.device())?;
             let xe = x.index_select(&r, 0)?;
-            let he = expert.forward(&xe, Component::Experts, f)?;
-            let ge = gates_flat.index_select(&s, 0)?.unsqueeze(1)?;
-            outs.push(he.broadcast_mul(&ge)?);
+            outs.push(expert.forward(&xe, Component::Experts, f)?);
             f.add(Component::NormAct, 2.0 * (cnt * d) as f64); // scale and sum back
             all_rows.extend_from_slice(&rows[e]);
+            all_slots.extend_from_slice(&slots[e]);
         }
         let y = Tensor::zeros((n, d), x.dtype(), x.device())?;
         let y = if outs.is_empty() {
             y
         } else {
-            let idx = Tensor::from_vec(all_rows.clone(), all_rows.len(), x.device())?;
-            y.index_add(&idx, &Tensor::cat(&outs, 0)?, 0)?
+            let kept = all_rows.len();
+            let slots_t = Tensor::from_vec(all_slots, kept, x.device())?;
+            let g = gates_flat.index_select(&slots_t, 0)?.unsqueeze(1)?;
+            let scaled = Tensor::cat(&outs, 0)?.broadcast_mul(&g)?;
+            let idx = Tensor::from_vec(all_rows, kept, x.device())?;
+            y.index_add(&idx, &scaled, 0)?
         };
 
         // Load balancing: f_e = share of the n x k assignments routed to e (a constant),

@@ -220,6 +220,24 @@ pub fn execute(
         let _ = ctx.log("error", format!("{e:#}"));
     }
     let _ = ctx.flush_samples();
+    let overhead = ctx.meter.overhead_fraction();
+    let _ = ctx.log(
+        if overhead > 0.01 { "warn" } else { "info" },
+        format!(
+            "meter overhead: the sampler spent {:.3}% of the run's wall time reading the sensor",
+            overhead * 100.0
+        ),
+    );
+    let (errors, last) = ctx.meter.read_errors();
+    if errors > 0 {
+        let _ = ctx.log(
+            "warn",
+            format!(
+                "{errors} sensor readings failed and were skipped (last: {})",
+                last.unwrap_or_default()
+            ),
+        );
+    }
     let t_s = ctx.t();
     ctx.emit(Record::End { t_s, reason })?;
     ctx.writer.flush()?;
