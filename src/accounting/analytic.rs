@@ -63,8 +63,8 @@ fn token_flops(p: &ModelProfile, keys: f64, logits_share: f64) -> FlopCount {
             f.add(Component::NormAct, GELU * d_ff);
         }
     }
-    // Final norm, output projection (d -> vocab) and its softmax.
-    f.add(Component::NormAct, NORM * d);
+    // Final norm, output projection (d -> vocab) and its softmax, for the rows that get logits.
+    f.add(Component::NormAct, logits_share * NORM * d);
     f.add(Component::Logits, logits_share * 2.0 * d * vocab);
     f.add(Component::NormAct, logits_share * SOFTMAX * vocab);
     f

@@ -68,8 +68,9 @@ fn executed(p: &ModelProfile, s: PassShape, tokens_per_expert: &[Vec<u64>]) -> F
         }
         f.add(Component::NormAct, RESIDUAL * n * d as f64);
     }
-    f.add(Component::NormAct, NORM * n * d as f64);
     let logit_rows = s.batch * s.logits_rows;
+    // The final norm runs on the rows that get logits only.
+    f.add(Component::NormAct, NORM * logit_rows as f64 * d as f64);
     f.add_matmul(Component::Logits, logit_rows, d, p.vocab_size);
     f.add(
         Component::NormAct,
