@@ -256,7 +256,7 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
                 text.push_str(&format!(
                     " used {}x the {energy_word} per {} of the dense model ({}): {} against {} J/token ({}, n = {} and {})",
                     num(rj.value),
-                    row.denominator.trim_end_matches('s'),
+                    per_one(row.phase),
                     d.model,
                     num(sj.value),
                     num(dj.value),

@@ -97,6 +97,15 @@ pub fn denominator(phase: Phase) -> &'static str {
     }
 }
 
+/// One unit of the denominator, for "J per token trained".
+pub fn per_one(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Train => "token trained",
+        Phase::Prefill => "prompt token",
+        Phase::Decode => "generated token",
+    }
+}
+
 /// `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

@@ -66,7 +66,7 @@ pub fn jpt_charts(phases: &[PhaseRow]) -> Vec<String> {
                 .clone();
             let title = format!(
                 "J per {}, {} ({}), 95% CI",
-                row.denominator.trim_end_matches('s'),
+                per_one(row.phase),
                 phase_title(row.phase),
                 super::format::source_label(&source)
             );

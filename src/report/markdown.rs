@@ -61,7 +61,7 @@ pub fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
             let fpt = |x: Option<&PhaseFigures>| x.map_or("–".into(), |p| human(p.flops_per_token.value));
             let ratio = r.ratio.as_ref();
             vec![
-                format!("{} (per {})", phase_title(r.phase), r.denominator.trim_end_matches('s')),
+                format!("{} (per {})", phase_title(r.phase), per_one(r.phase)),
                 jpt(s),
                 jpt(d),
                 format!("{}, {}", n(s), n(d)),
