@@ -17,6 +17,12 @@ const DENSE_TRAIN_J: [f64; 6] = [999.0, 20.0, 22.0, 21.0, 25.0, 19.0];
 const SPARSE_FLOPS: f64 = 1.0e9;
 const DENSE_FLOPS: f64 = 1.5e9;
 const LOAD: [u64; 8] = [256, 128, 128, 128, 128, 128, 64, 64];
+const PROMPT: u64 = 64;
+const GENERATED: u64 = 8;
+const PREFILL_J: ([f64; 3], [f64; 3]) = ([1.0, 1.2, 1.1], [2.0, 2.2, 2.4]);
+const DECODE_J: ([f64; 3], [f64; 3]) = ([0.5, 0.6, 0.55], [0.9, 1.0, 0.95]);
+/// Two-sided 95% Student t quantiles with 2 and 4 degrees of freedom (from a t table).
+const T2: f64 = 4.302_652_729_749_464;
 /// Two-sided 95% Student t quantile with 4 degrees of freedom (from a t table).
 const T4: f64 = 2.776_445_105_197_798_7;
 
@@ -85,17 +91,27 @@ fn header(f: &Fixture) -> RunHeader {
 }
 
 fn step(f: &Fixture, role: Role, i: usize, joules: f64, t_s: f64) -> Record {
+    phase_step(f, role, Phase::Train, i, TOKENS, joules, t_s)
+}
+
+/// A step of `tokens` tokens; the first train step is a warm-up. Inference steps execute a third
+/// of a train step's FLOPs per token (forward only).
+fn phase_step(f: &Fixture, role: Role, phase: Phase, i: usize, tokens: u64, joules: f64, t_s: f64) -> Record {
     let sparse = role == Role::Sparse;
+    let train = phase == Phase::Train;
+    let per_token = if sparse { SPARSE_FLOPS } else { DENSE_FLOPS } / TOKENS as f64;
+    // LOAD routes 512 tokens x top-2; scale it to this step's tokens.
+    let load: Vec<u64> = LOAD.iter().map(|c| c * tokens / TOKENS).collect();
     Record::Step(StepRecord {
         t_s,
         model: if sparse { "glam-tiny" } else { "dense-tiny" }.into(),
         role,
-        phase: Phase::Train,
+        phase,
         step: i as u64,
-        warmup: i == 0,
-        tokens: TOKENS,
+        warmup: train && i == 0,
+        tokens,
         seconds: SECONDS,
-        flops: if sparse { SPARSE_FLOPS } else { DENSE_FLOPS },
+        flops: per_token * tokens as f64 / if train { 1.0 } else { 3.0 },
         flops_by_component: Default::default(),
         energy: Some(Energy {
             joules: joules * f.energy_scale,
@@ -103,14 +119,14 @@ fn step(f: &Fixture, role: Role, i: usize, joules: f64, t_s: f64) -> Record {
             source: f.source,
             scope: "cpu package+dram".into(),
         }),
-        loss: Some(5.0 - i as f64 * 0.3),
-        aux_loss: sparse.then_some(0.01),
+        loss: train.then_some(5.0 - i as f64 * 0.3),
+        aux_loss: (sparse && train).then_some(0.01),
         expert_tokens: if sparse {
-            vec![LOAD.to_vec(), LOAD.to_vec()]
+            vec![load.clone(), load]
         } else {
             vec![]
         },
-        dropped: if sparse { 3 } else { 0 },
+        dropped: if sparse && train { 3 } else { 0 },
         domain_expert_tokens: Default::default(),
     })
 }
@@ -158,6 +174,16 @@ fn fixture(name: &str, f: &Fixture) -> PathBuf {
         let t = 2.0 + i as f64;
         w.append(&step(f, Role::Sparse, i, SPARSE_TRAIN_J[i], t)).unwrap();
         w.append(&step(f, Role::Dense, i, DENSE_TRAIN_J[i], t + 0.5)).unwrap();
+    }
+    for (phase, tokens, js, jd) in [
+        (Phase::Prefill, PROMPT, PREFILL_J.0, PREFILL_J.1),
+        (Phase::Decode, GENERATED, DECODE_J.0, DECODE_J.1),
+    ] {
+        for i in 0..3 {
+            let t = 8.0 + i as f64;
+            w.append(&phase_step(f, Role::Sparse, phase, i, tokens, js[i], t)).unwrap();
+            w.append(&phase_step(f, Role::Dense, phase, i, tokens, jd[i], t + 0.5)).unwrap();
+        }
     }
     // Sparse reaches 2.5 halfway from 2048 to 3072 tokens; dense reaches it at 3072.
     for (k, (ls, ld)) in [(4.0, 4.5), (3.0, 3.5), (2.0, 2.5)].into_iter().enumerate() {
@@ -241,6 +267,24 @@ fn the_report_carries_the_figures_computed_by_hand() {
     assert!(close(r["joules_per_token"]["value"].as_f64().unwrap(), ms / md));
     assert!(close(r["flops_per_token"]["value"].as_f64().unwrap(), SPARSE_FLOPS / DENSE_FLOPS));
 
+    // Prefill and decode: per prompt token and per generated token, three steps each.
+    assert_eq!(v["phases"][1]["denominator"], "prompt tokens");
+    let dec = &v["phases"][2];
+    assert_eq!(dec["phase"], "decode");
+    assert_eq!(dec["sparse"]["joules_per_token"]["per"], "generated tokens");
+    let x: Vec<f64> = DECODE_J.0.iter().map(|j| j / GENERATED as f64).collect();
+    let mean = x.iter().sum::<f64>() / 3.0;
+    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let jd = &dec["sparse"]["joules_per_token"];
+    assert!(close(jd["value"].as_f64().unwrap(), mean));
+    assert!(close(jd["ci95"][1].as_f64().unwrap(), mean + T2 * sd / 3f64.sqrt()));
+    assert!(close(
+        dec["sparse"]["flops_per_token"]["value"].as_f64().unwrap(),
+        SPARSE_FLOPS / TOKENS as f64 / 3.0
+    ));
+    let dense_dec = DECODE_J.1.iter().sum::<f64>() / 3.0 / GENERATED as f64;
+    assert!(close(dec["ratio"]["joules_per_token"]["value"].as_f64().unwrap(), mean / dense_dec));
+
     // Parameters by hand for glam-tiny (d 256, d_ff 1024, 4 blocks, MoE in blocks 1 and 3, 8 experts,
     // top-2, tied embeddings): embeddings (256 + 128) x 256, attention 4 x 256^2 a block, FFN
     // 2 x 256 x 1024, router 256 x 8, LayerNorms 2 x 2 x 256 a block plus the final 2 x 256.
@@ -251,7 +295,7 @@ fn the_report_carries_the_figures_computed_by_hand() {
     assert_eq!(m["total_params"]["value"].as_f64().unwrap(), common + 2.0 * 8.0 * ffn);
     assert_eq!(m["active_params"]["value"].as_f64().unwrap(), common + 2.0 * 2.0 * ffn);
 
-    // Expert load: five measured steps of LOAD in each of the two MoE layers (blocks 1 and 3).
+    // Expert load (train first): five measured steps of LOAD in each of the two MoE layers (blocks 1 and 3).
     let e = &v["expert_load"][0];
     assert_eq!((e["model"].as_str(), e["steps"].as_u64()), (Some("glam-tiny"), Some(5)));
     let l1 = &e["layers"][1];
@@ -306,7 +350,7 @@ fn a_cut_off_run_is_reported_and_says_so() {
     drop(f);
     let md = report(&[dir.to_str().unwrap()]);
     assert!(
-        md.contains("Run cut off: records end without an end record (killed or crashed); figures cover the 12 steps recorded (10 measured after warm-up)."),
+        md.contains("Run cut off: records end without an end record (killed or crashed); figures cover the 24 steps recorded (22 measured after warm-up)."),
         "{md}"
     );
     assert!(md.contains("half-written last line"));
@@ -487,9 +531,9 @@ fn the_html_opens_in_headless_chromium_with_its_charts() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
     assert!(!html.contains("https://") && !html.contains("<script"));
-    // J/token for the train phase, power over time, two loss curves, expert load.
+    // J/token for three phases, power over time, two loss curves, expert load in three phases.
     let charts = html.matches("<svg").count();
-    assert_eq!(charts, 5, "charts in the file");
+    assert_eq!(charts, 9, "charts in the file");
 
     let dom = headless(browser, &["--dump-dom"], &page);
     assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
