@@ -8,5 +8,7 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Still single-threaded here: safe to set the environment candle reads.
+    sparsewatt::model::tune_cpu_runtime();
     cli::main()
 }

@@ -96,7 +96,15 @@ fn step(f: &Fixture, role: Role, i: usize, joules: f64, t_s: f64) -> Record {
 
 /// A step of `tokens` tokens; the first train step is a warm-up. Inference steps execute a third
 /// of a train step's FLOPs per token (forward only).
-fn phase_step(f: &Fixture, role: Role, phase: Phase, i: usize, tokens: u64, joules: f64, t_s: f64) -> Record {
+fn phase_step(
+    f: &Fixture,
+    role: Role,
+    phase: Phase,
+    i: usize,
+    tokens: u64,
+    joules: f64,
+    t_s: f64,
+) -> Record {
     let sparse = role == Role::Sparse;
     let train = phase == Phase::Train;
     let per_token = if sparse { SPARSE_FLOPS } else { DENSE_FLOPS } / TOKENS as f64;
@@ -172,8 +180,10 @@ fn fixture(name: &str, f: &Fixture) -> PathBuf {
     }
     for i in 0..6 {
         let t = 2.0 + i as f64;
-        w.append(&step(f, Role::Sparse, i, SPARSE_TRAIN_J[i], t)).unwrap();
-        w.append(&step(f, Role::Dense, i, DENSE_TRAIN_J[i], t + 0.5)).unwrap();
+        w.append(&step(f, Role::Sparse, i, SPARSE_TRAIN_J[i], t))
+            .unwrap();
+        w.append(&step(f, Role::Dense, i, DENSE_TRAIN_J[i], t + 0.5))
+            .unwrap();
     }
     for (phase, tokens, js, jd) in [
         (Phase::Prefill, PROMPT, PREFILL_J.0, PREFILL_J.1),
@@ -181,8 +191,18 @@ fn fixture(name: &str, f: &Fixture) -> PathBuf {
     ] {
         for i in 0..3 {
             let t = 8.0 + i as f64;
-            w.append(&phase_step(f, Role::Sparse, phase, i, tokens, js[i], t)).unwrap();
-            w.append(&phase_step(f, Role::Dense, phase, i, tokens, jd[i], t + 0.5)).unwrap();
+            w.append(&phase_step(f, Role::Sparse, phase, i, tokens, js[i], t))
+                .unwrap();
+            w.append(&phase_step(
+                f,
+                Role::Dense,
+                phase,
+                i,
+                tokens,
+                jd[i],
+                t + 0.5,
+            ))
+            .unwrap();
         }
     }
     // Sparse reaches 2.5 halfway from 2048 to 3072 tokens; dense reaches it at 3072.
@@ -219,7 +239,11 @@ fn report(args: &[&str]) -> String {
     let mut a = vec!["report"];
     a.extend_from_slice(args);
     let out = sparsewatt(&a);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -254,18 +278,32 @@ fn the_report_carries_the_figures_computed_by_hand() {
     let ci = j["ci95"].as_array().unwrap();
     assert!(close(ci[0].as_f64().unwrap(), ms - hs) && close(ci[1].as_f64().unwrap(), ms + hs));
     assert_eq!(j["n"], 5);
-    assert_eq!((j["unit"].as_str(), j["source"].as_str()), (Some("J/token"), Some("rapl")));
+    assert_eq!(
+        (j["unit"].as_str(), j["source"].as_str()),
+        (Some("J/token"), Some("rapl"))
+    );
     assert_eq!(j["per"], "tokens trained");
     assert_eq!(train["sparse"]["warmup_steps_excluded"], 1);
     // Idle-subtracted: 10 W x 0.5 s off each step.
-    let idle: Vec<f64> = SPARSE_TRAIN_J[1..].iter().map(|j| j - IDLE_W * SECONDS).collect();
-    let ji = train["sparse"]["joules_per_token_idle_subtracted"]["value"].as_f64().unwrap();
+    let idle: Vec<f64> = SPARSE_TRAIN_J[1..]
+        .iter()
+        .map(|j| j - IDLE_W * SECONDS)
+        .collect();
+    let ji = train["sparse"]["joules_per_token_idle_subtracted"]["value"]
+        .as_f64()
+        .unwrap();
     assert!(close(ji, by_hand(&idle).0));
     let fpt = train["dense"]["flops_per_token"]["value"].as_f64().unwrap();
     assert!(close(fpt, DENSE_FLOPS / TOKENS as f64));
     let r = &train["ratio"];
-    assert!(close(r["joules_per_token"]["value"].as_f64().unwrap(), ms / md));
-    assert!(close(r["flops_per_token"]["value"].as_f64().unwrap(), SPARSE_FLOPS / DENSE_FLOPS));
+    assert!(close(
+        r["joules_per_token"]["value"].as_f64().unwrap(),
+        ms / md
+    ));
+    assert!(close(
+        r["flops_per_token"]["value"].as_f64().unwrap(),
+        SPARSE_FLOPS / DENSE_FLOPS
+    ));
 
     // Prefill and decode: per prompt token and per generated token, three steps each.
     assert_eq!(v["phases"][1]["denominator"], "prompt tokens");
@@ -277,31 +315,50 @@ fn the_report_carries_the_figures_computed_by_hand() {
     let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
     let jd = &dec["sparse"]["joules_per_token"];
     assert!(close(jd["value"].as_f64().unwrap(), mean));
-    assert!(close(jd["ci95"][1].as_f64().unwrap(), mean + T2 * sd / 3f64.sqrt()));
+    assert!(close(
+        jd["ci95"][1].as_f64().unwrap(),
+        mean + T2 * sd / 3f64.sqrt()
+    ));
     assert!(close(
         dec["sparse"]["flops_per_token"]["value"].as_f64().unwrap(),
         SPARSE_FLOPS / TOKENS as f64 / 3.0
     ));
     let dense_dec = DECODE_J.1.iter().sum::<f64>() / 3.0 / GENERATED as f64;
-    assert!(close(dec["ratio"]["joules_per_token"]["value"].as_f64().unwrap(), mean / dense_dec));
+    assert!(close(
+        dec["ratio"]["joules_per_token"]["value"].as_f64().unwrap(),
+        mean / dense_dec
+    ));
 
     // Parameters by hand for glam-tiny (d 256, d_ff 1024, 4 blocks, MoE in blocks 1 and 3, 8 experts,
     // top-2, tied embeddings): embeddings (256 + 128) x 256, attention 4 x 256^2 a block, FFN
     // 2 x 256 x 1024, router 256 x 8, LayerNorms 2 x 2 x 256 a block plus the final 2 x 256.
     let ffn = 2.0 * 256.0 * 1024.0;
-    let common = 384.0 * 256.0 + 4.0 * (4.0 * 65536.0) + 4.0 * 1024.0 + 512.0 + 2.0 * ffn + 2.0 * 2048.0;
+    let common =
+        384.0 * 256.0 + 4.0 * (4.0 * 65536.0) + 4.0 * 1024.0 + 512.0 + 2.0 * ffn + 2.0 * 2048.0;
     let m = &v["models"][0];
     assert_eq!(m["role"], "sparse");
-    assert_eq!(m["total_params"]["value"].as_f64().unwrap(), common + 2.0 * 8.0 * ffn);
-    assert_eq!(m["active_params"]["value"].as_f64().unwrap(), common + 2.0 * 2.0 * ffn);
+    assert_eq!(
+        m["total_params"]["value"].as_f64().unwrap(),
+        common + 2.0 * 8.0 * ffn
+    );
+    assert_eq!(
+        m["active_params"]["value"].as_f64().unwrap(),
+        common + 2.0 * 2.0 * ffn
+    );
 
     // Expert load (train first): five measured steps of LOAD in each of the two MoE layers (blocks 1 and 3).
     let e = &v["expert_load"][0];
-    assert_eq!((e["model"].as_str(), e["steps"].as_u64()), (Some("glam-tiny"), Some(5)));
+    assert_eq!(
+        (e["model"].as_str(), e["steps"].as_u64()),
+        (Some("glam-tiny"), Some(5))
+    );
     let l1 = &e["layers"][1];
     assert_eq!(l1["block"], 3);
     let want: Vec<u64> = LOAD.iter().map(|c| 5 * c).collect();
-    assert_eq!(serde_json::from_value::<Vec<u64>>(l1["tokens_per_expert"].clone()).unwrap(), want);
+    assert_eq!(
+        serde_json::from_value::<Vec<u64>>(l1["tokens_per_expert"].clone()).unwrap(),
+        want
+    );
     assert!(close(l1["max_over_mean"].as_f64().unwrap(), 256.0 / 128.0));
     assert_eq!(e["dropped"]["value"].as_f64(), Some(15.0));
     // 5 steps x 512 tokens x top-2 x 2 MoE layers.
@@ -311,12 +368,27 @@ fn the_report_carries_the_figures_computed_by_hand() {
     let s = &v["data_efficiency"]["same_loss"];
     assert_eq!(v["data_efficiency"]["basis"], "validation loss");
     assert_eq!(s["target_loss"]["value"].as_f64(), Some(2.5));
-    assert!(close(s["reach"][0]["tokens"]["value"].as_f64().unwrap(), 2560.0));
-    assert!(close(s["reach"][1]["tokens"]["value"].as_f64().unwrap(), 3072.0));
-    assert!(close(s["ratio_joules"]["value"].as_f64().unwrap(), 2560.0 * 0.02 / (3072.0 * 0.04)));
+    assert!(close(
+        s["reach"][0]["tokens"]["value"].as_f64().unwrap(),
+        2560.0
+    ));
+    assert!(close(
+        s["reach"][1]["tokens"]["value"].as_f64().unwrap(),
+        3072.0
+    ));
+    assert!(close(
+        s["ratio_joules"]["value"].as_f64().unwrap(),
+        2560.0 * 0.02 / (3072.0 * 0.04)
+    ));
 
-    assert!(close(v["idle"]["power_w"]["value"].as_f64().unwrap(), IDLE_W));
-    assert!(close(v["power"]["mean_power_w"]["value"].as_f64().unwrap(), 32.0));
+    assert!(close(
+        v["idle"]["power_w"]["value"].as_f64().unwrap(),
+        IDLE_W
+    ));
+    assert!(close(
+        v["power"]["mean_power_w"]["value"].as_f64().unwrap(),
+        32.0
+    ));
     assert!(v["run"]["complete"].as_bool().unwrap());
     assert!(v["notes"][0].as_str().unwrap().contains("sensor read late"));
 
@@ -324,7 +396,10 @@ fn the_report_carries_the_figures_computed_by_hand() {
     let md = report(&[dir.to_str().unwrap()]);
     let q = md.find("## The question and the answer").unwrap();
     assert!(q < md.find("## Models").unwrap());
-    let row = md.lines().find(|l| l.starts_with("| train (per token trained)")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| train (per token trained)"))
+        .unwrap();
     // 11 / 512 = 0.021484..., shown with three significant digits.
     assert!(row.contains("0.0215 ± "), "{row}");
     assert!(row.contains("5, 5"), "{row}");
@@ -374,7 +449,10 @@ fn figures_carry_unit_and_source(v: &Value, path: &str) {
     match v {
         Value::Object(m) => {
             if m.contains_key("value") {
-                assert!(m["unit"].is_string() && m["source"].is_string(), "{path}: {v}");
+                assert!(
+                    m["unit"].is_string() && m["source"].is_string(),
+                    "{path}: {v}"
+                );
             }
             for (k, x) in m {
                 figures_carry_unit_and_source(x, &format!("{path}.{k}"));
@@ -398,7 +476,9 @@ fn same_json(a: &Value, b: &Value) -> bool {
             _ => x == y,
         },
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_json(v, w))
@@ -435,7 +515,10 @@ fn an_estimate_is_labelled_as_an_estimate() {
     assert!(!md.contains("(measured)"));
     let v = json_of(&dir);
     assert_eq!(v["sensor"]["is_measurement"], false);
-    assert_eq!(v["phases"][0]["sparse"]["joules_per_token"]["source"], "estimate");
+    assert_eq!(
+        v["phases"][0]["sparse"]["joules_per_token"]["source"],
+        "estimate"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -461,14 +544,30 @@ fn comparing_two_runs_gives_b_over_a_and_warns_of_different_sensors() {
             .unwrap()
             .clone()
     };
-    assert!(close(row("sparse", "J/token")["b_over_a"].as_f64().unwrap(), 2.0));
-    assert!(close(row("dense", "FLOP/token")["b_over_a"].as_f64().unwrap(), 1.0));
+    assert!(close(
+        row("sparse", "J/token")["b_over_a"].as_f64().unwrap(),
+        2.0
+    ));
+    assert!(close(
+        row("dense", "FLOP/token")["b_over_a"].as_f64().unwrap(),
+        1.0
+    ));
     // Both energies doubled: the sparse / dense ratio is unchanged.
-    assert!(close(row("sparse/dense", "J/token ratio")["b_over_a"].as_f64().unwrap(), 1.0));
+    assert!(close(
+        row("sparse/dense", "J/token ratio")["b_over_a"]
+            .as_f64()
+            .unwrap(),
+        1.0
+    ));
     let warnings = v["warnings"].to_string();
-    assert!(warnings.contains("different sources") && warnings.contains("B's energy is an estimate"));
+    assert!(
+        warnings.contains("different sources") && warnings.contains("B's energy is an estimate")
+    );
     let md = report(&[sa, sb]);
-    assert!(md.contains("| train | sparse | J/token |") && md.contains("| B / A |"), "{md}");
+    assert!(
+        md.contains("| train | sparse | J/token |") && md.contains("| B / A |"),
+        "{md}"
+    );
     let html = report(&[sa, sb, "--format", "html"]);
     assert!(html.contains("<svg") && html.contains("A against B"));
     std::fs::remove_dir_all(&a).unwrap();
@@ -496,7 +595,12 @@ fn out_picks_the_format_from_the_extension() {
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
 }
 
 fn headless(browser: &str, extra: &[&str], page: &Path) -> std::process::Output {
@@ -527,35 +631,71 @@ fn the_html_opens_in_headless_chromium_with_its_charts() {
     };
     let dir = fixture("html", &PLAIN);
     let page = dir.join("report.html");
-    report(&[dir.to_str().unwrap(), "--format", "html", "--out", page.to_str().unwrap()]);
+    report(&[
+        dir.to_str().unwrap(),
+        "--format",
+        "html",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").count()
+                == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
     assert!(!html.contains("https://") && !html.contains("<script"));
     // J/token for three phases, power over time, two loss curves, expert load in three phases.
     let charts = html.matches("<svg").count();
     assert_eq!(charts, 9, "charts in the file");
 
     let dom = headless(browser, &["--dump-dom"], &page);
-    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let dom_text = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom_text.matches("<svg").count(), charts, "charts in the parsed DOM");
+    assert_eq!(
+        dom_text.matches("<svg").count(),
+        charts,
+        "charts in the parsed DOM"
+    );
     assert!(dom_text.contains("class=\"errorbar\"") && dom_text.contains("class=\"cell\""));
     let log = String::from_utf8_lossy(&dom.stderr);
-    assert!(!log.contains("net::ERR_") && !log.contains("Uncaught"), "{log}");
+    assert!(
+        !log.contains("net::ERR_") && !log.contains("Uncaught"),
+        "{log}"
+    );
 
     // A screenshot of the report against one of an empty page of the same size: the charts and
     // tables make the PNG several times larger than a blank one.
     let shot = dir.join("report.png");
-    let out = headless(browser, &[&format!("--screenshot={}", shot.display())], &page);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = headless(
+        browser,
+        &[&format!("--screenshot={}", shot.display())],
+        &page,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let blank_page = dir.join("blank.html");
     std::fs::write(&blank_page, "<!DOCTYPE html><html><body></body></html>").unwrap();
     let blank = dir.join("blank.png");
-    headless(browser, &[&format!("--screenshot={}", blank.display())], &blank_page);
+    headless(
+        browser,
+        &[&format!("--screenshot={}", blank.display())],
+        &blank_page,
+    );
     let (size, blank_size) = (
         std::fs::metadata(&shot).unwrap().len(),
         std::fs::metadata(&blank).unwrap().len(),
     );
-    assert!(size > 5 * blank_size, "screenshot {size} B against a blank page's {blank_size} B");
+    assert!(
+        size > 5 * blank_size,
+        "screenshot {size} B against a blank page's {blank_size} B"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -39,12 +39,12 @@ fn load(dir: &Path) -> anyhow::Result<report::Report> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.write {
-        for p in report::write_all(&args.run)
-            .map_err(|e| match e.downcast::<sparsewatt::runlog::RunFolderError>() {
-                Ok(rf) => anyhow::Error::new(BadInput(format!("reading run folder: {rf}"))),
-                Err(e) => e,
-            })?
+        for p in report::write_all(&args.run).map_err(|e| match e
+            .downcast::<sparsewatt::runlog::RunFolderError>()
         {
+            Ok(rf) => anyhow::Error::new(BadInput(format!("reading run folder: {rf}"))),
+            Err(e) => e,
+        })? {
             println!("{}", p.display());
         }
         return Ok(());

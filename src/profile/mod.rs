@@ -5,8 +5,13 @@
 //! A profile is named either by path (anything containing `/` or ending in `.toml`) or by name:
 //! `$SPARSEWATT_PROFILES/<name>.toml`, then `./profiles/<name>.toml`, then the copy embedded at build.
 
+pub mod hardware;
 mod model;
 
+pub use hardware::{
+    hardware_names, load_all_hardware, load_hardware, parse_hardware, HardwareKind,
+    HardwareProfile, PowerFigure, PowerScope, Precision, RawHardwareProfile,
+};
 pub use model::{ModelProfile, RawModelProfile};
 
 use std::path::{Path, PathBuf};

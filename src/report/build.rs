@@ -3,9 +3,7 @@
 
 use crate::accounting::params;
 use crate::meter::EnergySource;
-use crate::runlog::{
-    summarize, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord,
-};
+use crate::runlog::{summarize, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
 use crate::stats::Estimate;
 
 use super::document::*;
@@ -193,9 +191,7 @@ fn phase_rows(summary: &RunSummary) -> Vec<PhaseRow> {
             }
             let ratio = match (&sparse, &dense) {
                 (Some(s), Some(d)) => {
-                    let both = |f: fn(&PhaseFigures) -> Option<&Figure>| {
-                        ratio_of(f(s)?, f(d)?)
-                    };
+                    let both = |f: fn(&PhaseFigures) -> Option<&Figure>| ratio_of(f(s)?, f(d)?);
                     Some(RatioFigures {
                         joules_per_token: both(|p| p.joules_per_token.as_ref()),
                         joules_per_token_idle_subtracted: both(|p| {
@@ -251,7 +247,11 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
             continue;
         };
         let mut text = format!("{}: the sparse model ({})", phase_name(row.phase), s.model);
-        match (&r.joules_per_token, &s.joules_per_token, &d.joules_per_token) {
+        match (
+            &r.joules_per_token,
+            &s.joules_per_token,
+            &d.joules_per_token,
+        ) {
             (Some(rj), Some(sj), Some(dj)) => {
                 text.push_str(&format!(
                     " used {}x the {energy_word} per {} of the dense model ({}): {} against {} J/token ({}, n = {} and {})",
@@ -286,7 +286,8 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
         sentences.push(text);
     }
     if sentences.is_empty() {
-        sentences.push("The run recorded no measured step: there is nothing to compare yet.".into());
+        sentences
+            .push("The run recorded no measured step: there is nothing to compare yet.".into());
     }
     Answer {
         question: "What does a token cost, in joules and in FLOPs, on the sparse mixture-of-experts model against its dense baseline, for training, prefill and decode?".into(),
@@ -433,6 +434,9 @@ mod tests {
     fn no_ratio_over_zero_and_none_without_spread() {
         assert!(ratio_of(&mean(1.0, 0.1, 3), &Figure::new(0.0, "J/token", "rapl")).is_none());
         let r = ratio_of(&Figure::new(1.0, "x", "a"), &Figure::new(2.0, "x", "b")).unwrap();
-        assert_eq!((r.ci95, r.source.as_str()), (None, "ratio of a to b figures"));
+        assert_eq!(
+            (r.ci95, r.source.as_str()),
+            (None, "ratio of a to b figures")
+        );
     }
 }

@@ -26,7 +26,9 @@ type Pick = fn(&PhaseFigures) -> Option<&Figure>;
 
 const METRICS: [(&str, Pick); 5] = [
     ("J/token", |p| p.joules_per_token.as_ref()),
-    ("J/token idle-subtracted", |p| p.joules_per_token_idle_subtracted.as_ref()),
+    ("J/token idle-subtracted", |p| {
+        p.joules_per_token_idle_subtracted.as_ref()
+    }),
     ("FLOP/token", |p| Some(&p.flops_per_token)),
     ("token/s", |p| p.tokens_per_s.as_ref()),
     ("J/FLOP", |p| p.joules_per_flop.as_ref()),
@@ -39,7 +41,13 @@ const RATIO_METRICS: [(&str, PickRatio); 2] = [
     ("FLOP/token ratio", |r| r.flops_per_token.as_ref()),
 ];
 
-fn row(phase: Phase, role: &str, metric: &str, a: Option<&Figure>, b: Option<&Figure>) -> Option<CompareRow> {
+fn row(
+    phase: Phase,
+    role: &str,
+    metric: &str,
+    a: Option<&Figure>,
+    b: Option<&Figure>,
+) -> Option<CompareRow> {
     if a.is_none() && b.is_none() {
         return None;
     }
@@ -66,12 +74,27 @@ pub fn compare(a: &Report, b: &Report) -> Comparison {
         for role in [Role::Sparse, Role::Dense] {
             let (sa, sb) = (pa.and_then(|p| p.side(role)), pb.and_then(|p| p.side(role)));
             for (metric, pick) in METRICS {
-                rows.extend(row(phase, role_title(role), metric, sa.and_then(pick), sb.and_then(pick)));
+                rows.extend(row(
+                    phase,
+                    role_title(role),
+                    metric,
+                    sa.and_then(pick),
+                    sb.and_then(pick),
+                ));
             }
         }
-        let (ra, rb) = (pa.and_then(|p| p.ratio.as_ref()), pb.and_then(|p| p.ratio.as_ref()));
+        let (ra, rb) = (
+            pa.and_then(|p| p.ratio.as_ref()),
+            pb.and_then(|p| p.ratio.as_ref()),
+        );
         for (metric, pick) in RATIO_METRICS {
-            rows.extend(row(phase, "sparse/dense", metric, ra.and_then(pick), rb.and_then(pick)));
+            rows.extend(row(
+                phase,
+                "sparse/dense",
+                metric,
+                ra.and_then(pick),
+                rb.and_then(pick),
+            ));
         }
     }
     Comparison {
@@ -99,14 +122,21 @@ fn warnings(a: &Report, b: &Report) -> Vec<String> {
     }
     for (name, r) in [("A", a), ("B", b)] {
         if !r.sensor.is_measurement {
-            w.push(format!("{name}'s energy is an estimate, not a measurement."));
+            w.push(format!(
+                "{name}'s energy is an estimate, not a measurement."
+            ));
         }
         if !r.run.complete {
             w.push(format!("{name}: {}", r.run.status));
         }
     }
     for role in [Role::Sparse, Role::Dense] {
-        let name = |r: &Report| r.models.iter().find(|m| m.role == role).map(|m| m.name.clone());
+        let name = |r: &Report| {
+            r.models
+                .iter()
+                .find(|m| m.role == role)
+                .map(|m| m.name.clone())
+        };
         let (na, nb) = (name(a), name(b));
         if na != nb {
             w.push(format!(
@@ -149,16 +179,31 @@ fn runs(c: &Comparison) -> Vec<Vec<String>> {
                 r.device.clone(),
                 r.cpu_model.clone(),
                 format!("{}, {}", source_label(&r.source), r.scope),
-                if r.complete { "finished".into() } else { "cut off".into() },
+                if r.complete {
+                    "finished".into()
+                } else {
+                    "cut off".into()
+                },
             ]
         })
         .collect()
 }
 
-const RUN_HEADER: [&str; 7] = ["run", "id", "folder", "device", "CPU", "energy source, scope", "ended"];
+const RUN_HEADER: [&str; 7] = [
+    "run",
+    "id",
+    "folder",
+    "device",
+    "CPU",
+    "energy source, scope",
+    "ended",
+];
 
 pub fn render_markdown(c: &Comparison) -> String {
-    let mut o = format!("# sparsewatt comparison: {} (A) against {} (B)\n\n", c.a.id, c.b.id);
+    let mut o = format!(
+        "# sparsewatt comparison: {} (A) against {} (B)\n\n",
+        c.a.id, c.b.id
+    );
     o.push_str(&table(&RUN_HEADER, &runs(c)));
     o.push('\n');
     for w in &c.warnings {
@@ -191,13 +236,24 @@ pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
         let mut bars = Vec::new();
         for role in [Role::Sparse, Role::Dense] {
             for (name, r) in [("A", a), ("B", b)] {
-                let Some(p) = r.phases.iter().find(|p| p.phase == phase).and_then(|p| p.side(role)) else {
+                let Some(p) = r
+                    .phases
+                    .iter()
+                    .find(|p| p.phase == phase)
+                    .and_then(|p| p.side(role))
+                else {
                     continue;
                 };
-                let Some(j) = &p.joules_per_token else { continue };
+                let Some(j) = &p.joules_per_token else {
+                    continue;
+                };
                 bars.push(svg::Bar {
                     label: format!("{name} {}", role_title(role)),
-                    color: if role == Role::Sparse { svg::SPARSE } else { svg::DENSE },
+                    color: if role == Role::Sparse {
+                        svg::SPARSE
+                    } else {
+                        svg::DENSE
+                    },
                     value: j.value,
                     ci95: j.ci95,
                 });
@@ -214,5 +270,8 @@ pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
     o.push_str("</div><h2>Figures</h2>");
     o.push_str(&html::table(&HEADER, &rows(c)));
     o.push_str("<p>B / A below 1: B is lower (cheaper, or slower for token/s).</p>");
-    html::page(&format!("sparsewatt comparison: {} against {}", c.a.id, c.b.id), &o)
+    html::page(
+        &format!("sparsewatt comparison: {} against {}", c.a.id, c.b.id),
+        &o,
+    )
 }

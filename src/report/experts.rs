@@ -24,7 +24,11 @@ pub fn expert_load(steps: &[&StepRecord], header: &RunHeader) -> Vec<ExpertLoad>
         .into_iter()
         .map(|((role, model, phase), steps)| {
             let profile = header.model(role);
-            let n_layers = steps.iter().map(|s| s.expert_tokens.len()).max().unwrap_or(0);
+            let n_layers = steps
+                .iter()
+                .map(|s| s.expert_tokens.len())
+                .max()
+                .unwrap_or(0);
             let mut sums: Vec<Vec<u64>> = vec![Vec::new(); n_layers];
             for s in &steps {
                 for (layer, counts) in s.expert_tokens.iter().enumerate() {

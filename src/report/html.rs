@@ -141,7 +141,11 @@ pub fn expert_chart(e: &ExpertLoad) -> String {
             None => format!("MoE {}", l.moe_layer),
         })
         .collect();
-    let rows: Vec<Vec<u64>> = e.layers.iter().map(|l| l.tokens_per_expert.clone()).collect();
+    let rows: Vec<Vec<u64>> = e
+        .layers
+        .iter()
+        .map(|l| l.tokens_per_expert.clone())
+        .collect();
     svg::heatmap(
         &format!("Expert load, {} {}", e.model, phase_title(e.phase)),
         &labels,
@@ -181,11 +185,23 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "<h1>sparsewatt report: run {}</h1>", esc(&r.run.id));
     let class = if r.run.complete { "done" } else { "cutoff" };
     let _ = writeln!(o, "<p class=\"{class}\">{}</p>", esc(&r.run.status));
-    let _ = writeln!(o, "<h2>The question and the answer</h2><p>{}</p>", esc(&r.answer.question));
+    let _ = writeln!(
+        o,
+        "<h2>The question and the answer</h2><p>{}</p>",
+        esc(&r.answer.question)
+    );
     list(&mut o, &r.answer.sentences);
     o.push_str(&table(&md::ANSWER_HEADER, &md::answer_rows(&r.phases)));
-    let class = if r.sensor.is_measurement { "" } else { " class=\"estimate\"" };
-    let _ = writeln!(o, "<p{class}>{}</p>", esc(&md::energy_line(r).replace("**", "")));
+    let class = if r.sensor.is_measurement {
+        ""
+    } else {
+        " class=\"estimate\""
+    };
+    let _ = writeln!(
+        o,
+        "<p{class}>{}</p>",
+        esc(&md::energy_line(r).replace("**", ""))
+    );
     charts(&mut o, &jpt_charts(&r.phases));
     o.push_str("<h2>Each phase in detail</h2>");
     o.push_str(&table(&md::DETAIL_HEADER, &md::detail_rows(&r.phases)));
@@ -206,7 +222,10 @@ pub fn render(r: &Report) -> String {
                 esc(&de.basis),
                 s.target_loss.value
             );
-            o.push_str(&table(&["model", "tokens", "FLOPs", "joules"], &md::same_loss_rows(s)));
+            o.push_str(&table(
+                &["model", "tokens", "FLOPs", "joules"],
+                &md::same_loss_rows(s),
+            ));
         }
         None => o.push_str("<p>No loss both models reached: no same-loss comparison.</p>\n"),
     }
@@ -224,7 +243,10 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "<p>{}</p>", esc(n));
     }
     if !r.projections.rows.is_empty() {
-        o.push_str(&table(&md::PROJECTION_HEADER, &md::projection_rows(&r.projections)));
+        o.push_str(&table(
+            &md::PROJECTION_HEADER,
+            &md::projection_rows(&r.projections),
+        ));
     }
     if !r.projections.this_machine.is_empty() {
         o.push_str("<p>This machine, projected against measured:</p>");

@@ -56,9 +56,13 @@ pub fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
         .map(|r| {
             let s = r.sparse.as_ref();
             let d = r.dense.as_ref();
-            let jpt = |x: Option<&PhaseFigures>| opt(x.and_then(|p| p.joules_per_token.as_ref()), with_ci);
+            let jpt = |x: Option<&PhaseFigures>| {
+                opt(x.and_then(|p| p.joules_per_token.as_ref()), with_ci)
+            };
             let n = |x: Option<&PhaseFigures>| x.map_or("–".into(), |p| p.steps.to_string());
-            let fpt = |x: Option<&PhaseFigures>| x.map_or("–".into(), |p| human(p.flops_per_token.value));
+            let fpt = |x: Option<&PhaseFigures>| {
+                x.map_or("–".into(), |p| human(p.flops_per_token.value))
+            };
             let ratio = r.ratio.as_ref();
             vec![
                 format!("{} (per {})", phase_title(r.phase), per_one(r.phase)),
@@ -171,13 +175,23 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
     let m = &r.machine;
     let s = &r.sensor;
     let mut v = vec![
-        format!("Machine: {} ({}, {} logical CPUs, {})", m.hostname, m.cpu_model, m.logical_cpus, m.os),
+        format!(
+            "Machine: {} ({}, {} logical CPUs, {})",
+            m.hostname, m.cpu_model, m.logical_cpus, m.os
+        ),
         format!("Device: {}", m.device),
-        format!("Hardware profile: {}", m.hardware_profile.as_deref().unwrap_or("none")),
+        format!(
+            "Hardware profile: {}",
+            m.hardware_profile.as_deref().unwrap_or("none")
+        ),
         format!(
             "Sensor: {} ({}), scope: {}, sampled at {} Hz",
             s.source,
-            if s.is_measurement { "a measurement" } else { "an estimate, not a measurement" },
+            if s.is_measurement {
+                "a measurement"
+            } else {
+                "an estimate, not a measurement"
+            },
             s.scope,
             num(s.sample_hz)
         ),
@@ -194,7 +208,8 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
             source_label(&i.power_w.source),
             i.power_w.scope.as_deref().unwrap_or("?")
         ),
-        None => "Idle baseline: not measured (no idle window); idle-subtracted figures are absent".into(),
+        None => "Idle baseline: not measured (no idle window); idle-subtracted figures are absent"
+            .into(),
     });
     v.push(match &r.power.mean_power_w {
         Some(p) => format!(
@@ -232,7 +247,9 @@ pub fn same_loss_rows(s: &SameLoss) -> Vec<Vec<String>> {
                 format!("{} ({})", r.model, role_title(r.role)),
                 human(r.tokens.value),
                 human(r.flops.value),
-                opt(r.joules.as_ref(), |f| format!("{} ({})", num(f.value), source_label(&f.source))),
+                opt(r.joules.as_ref(), |f| {
+                    format!("{} ({})", num(f.value), source_label(&f.source))
+                }),
             ]
         })
         .collect();
@@ -254,7 +271,10 @@ pub fn expert_summary(e: &ExpertLoad) -> String {
         e.steps,
         human(e.dropped.value),
         human(e.assignments.value),
-        opt(e.dropped_fraction.as_ref(), |f| format!("{}%", num(f.value * 100.0)))
+        opt(e.dropped_fraction.as_ref(), |f| format!(
+            "{}%",
+            num(f.value * 100.0)
+        ))
     )
 }
 
@@ -310,7 +330,9 @@ pub fn projection_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub const PROJECTION_HEADER: [&str; 6] = ["hardware", "model", "phase", "s/token", "J/token", "bound by"];
+pub const PROJECTION_HEADER: [&str; 6] = [
+    "hardware", "model", "phase", "s/token", "J/token", "bound by",
+];
 
 pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
     p.this_machine
@@ -322,14 +344,27 @@ pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
                 phase_title(c.phase).into(),
                 c.metric.clone(),
                 format!("{} {}", num(c.projected.value), c.projected.unit),
-                format!("{} {} ({})", num(c.measured.value), c.measured.unit, source_label(&c.measured.source)),
+                format!(
+                    "{} {} ({})",
+                    num(c.measured.value),
+                    c.measured.unit,
+                    source_label(&c.measured.source)
+                ),
                 num(c.ratio),
             ]
         })
         .collect()
 }
 
-pub const CHECK_HEADER: [&str; 7] = ["hardware", "role", "phase", "figure", "projected", "measured", "projected / measured"];
+pub const CHECK_HEADER: [&str; 7] = [
+    "hardware",
+    "role",
+    "phase",
+    "figure",
+    "projected",
+    "measured",
+    "projected / measured",
+];
 
 /// Render the whole report as Markdown.
 pub fn render(r: &Report) -> String {
@@ -341,14 +376,29 @@ pub fn render(r: &Report) -> String {
         format!("**{}**", r.run.status)
     };
     let _ = writeln!(o, "{status}\n");
-    let _ = writeln!(o, "## The question and the answer\n\n{}\n", r.answer.question);
+    let _ = writeln!(
+        o,
+        "## The question and the answer\n\n{}\n",
+        r.answer.question
+    );
     for s in &r.answer.sentences {
         let _ = writeln!(o, "- {s}");
     }
     let _ = writeln!(o, "\n{}\n{}\n", answer_table(&r.phases), energy_line(r));
-    let _ = writeln!(o, "## Each phase in detail\n\n{}", table(&DETAIL_HEADER, &detail_rows(&r.phases)));
-    let _ = writeln!(o, "## Models\n\n{}", table(&MODEL_HEADER, &model_rows(&r.models)));
-    let _ = writeln!(o, "Parameters are counted analytically from the profiles (docs/accounting.md).\n");
+    let _ = writeln!(
+        o,
+        "## Each phase in detail\n\n{}",
+        table(&DETAIL_HEADER, &detail_rows(&r.phases))
+    );
+    let _ = writeln!(
+        o,
+        "## Models\n\n{}",
+        table(&MODEL_HEADER, &model_rows(&r.models))
+    );
+    let _ = writeln!(
+        o,
+        "Parameters are counted analytically from the profiles (docs/accounting.md).\n"
+    );
     let _ = writeln!(o, "## Machine, sensor and idle baseline\n");
     for l in machine_lines(r) {
         let _ = writeln!(o, "- {l}");
@@ -375,7 +425,10 @@ pub fn render(r: &Report) -> String {
             "{} ({}):\n\n{}",
             c.model,
             role_title(c.role),
-            table(&["tokens trained", "FLOPs", "joules", "loss (nats/token)"], &rows)
+            table(
+                &["tokens trained", "FLOPs", "joules", "loss (nats/token)"],
+                &rows
+            )
         );
     }
     match &de.same_loss {
@@ -397,14 +450,23 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "No routed tokens were recorded.\n");
     }
     for e in &r.expert_load {
-        let _ = writeln!(o, "{}\n\n{}", expert_summary(e), table(&EXPERT_HEADER, &expert_rows(e)));
+        let _ = writeln!(
+            o,
+            "{}\n\n{}",
+            expert_summary(e),
+            table(&EXPERT_HEADER, &expert_rows(e))
+        );
     }
     let _ = writeln!(o, "## Projections\n");
     if let Some(n) = &r.projections.note {
         let _ = writeln!(o, "{n}\n");
     }
     if !r.projections.rows.is_empty() {
-        let _ = writeln!(o, "{}", table(&PROJECTION_HEADER, &projection_rows(&r.projections)));
+        let _ = writeln!(
+            o,
+            "{}",
+            table(&PROJECTION_HEADER, &projection_rows(&r.projections))
+        );
     }
     if !r.projections.this_machine.is_empty() {
         let _ = writeln!(

@@ -105,7 +105,8 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         (JSON_FILE, Format::Json),
     ] {
         let p = dir.join(name);
-        std::fs::write(&p, render(&report, f)).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, render(&report, f))
+            .with_context(|| format!("writing {}", p.display()))?;
         written.push(p);
     }
     Ok(written)

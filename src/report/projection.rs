@@ -7,7 +7,9 @@ use super::document::{PhaseRow, ProjectionSection};
 
 pub fn projections(_run: &RunData, _phases: &[PhaseRow]) -> ProjectionSection {
     ProjectionSection {
-        note: Some("Projections are not available in this build (src/project is not built yet).".into()),
+        note: Some(
+            "Projections are not available in this build (src/project is not built yet).".into(),
+        ),
         rows: Vec::new(),
         this_machine: Vec::new(),
     }

@@ -42,7 +42,11 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 
 /// Widen [lo, hi] so it is not empty and has a little room at the top.
 fn padded(lo: f64, hi: f64, from_zero: bool) -> (f64, f64) {
-    let (lo, hi) = if from_zero { (lo.min(0.0), hi.max(0.0)) } else { (lo, hi) };
+    let (lo, hi) = if from_zero {
+        (lo.min(0.0), hi.max(0.0))
+    } else {
+        (lo, hi)
+    };
     if hi > lo {
         (lo, hi + (hi - lo) * 0.05)
     } else if hi == 0.0 {
@@ -114,7 +118,11 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
     for (name, color, dashed) in entries.iter().rev() {
         let w = 26.0 + 6.5 * name.chars().count() as f64;
         x -= w;
-        let dash = if *dashed { r##" stroke-dasharray="5 3""## } else { "" };
+        let dash = if *dashed {
+            r##" stroke-dasharray="5 3""##
+        } else {
+            ""
+        };
         let _ = write!(
             out,
             r##"<line x1="{x:.1}" y1="36" x2="{:.1}" y2="36" stroke="{color}" stroke-width="2.5"{dash}/><text x="{:.1}" y="40" font-size="11" fill="#222">{}</text>"##,
@@ -138,18 +146,34 @@ pub struct HLine {
 }
 
 /// Lines through (x, y) points, one per series, with an optional dashed reference line.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], hline: Option<&HLine>) -> String {
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    hline: Option<&HLine>,
+) -> String {
     let all = || series.iter().flat_map(|s| s.points.iter());
     let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
         all().map(pick).fold(init, f)
     };
-    let (mut ylo, mut yhi) = (fold(f64::min, f64::INFINITY, |p| p.1), fold(f64::max, f64::NEG_INFINITY, |p| p.1));
+    let (mut ylo, mut yhi) = (
+        fold(f64::min, f64::INFINITY, |p| p.1),
+        fold(f64::max, f64::NEG_INFINITY, |p| p.1),
+    );
     if let Some(h) = hline {
         ylo = ylo.min(h.y);
         yhi = yhi.max(h.y);
     }
-    let (xlo, xhi) = (fold(f64::min, f64::INFINITY, |p| p.0), fold(f64::max, f64::NEG_INFINITY, |p| p.0));
-    let xr = if xhi > xlo { (xlo, xhi) } else { (xlo - 1.0, xlo + 1.0) };
+    let (xlo, xhi) = (
+        fold(f64::min, f64::INFINITY, |p| p.0),
+        fold(f64::max, f64::NEG_INFINITY, |p| p.0),
+    );
+    let xr = if xhi > xlo {
+        (xlo, xhi)
+    } else {
+        (xlo - 1.0, xlo + 1.0)
+    };
     let f = Frame {
         x: xr,
         y: padded(ylo, yhi, false),
@@ -192,7 +216,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             }
         }
     }
-    let mut entries: Vec<(&str, &str, bool)> = series.iter().map(|s| (s.name.as_str(), s.color, false)).collect();
+    let mut entries: Vec<(&str, &str, bool)> = series
+        .iter()
+        .map(|s| (s.name.as_str(), s.color, false))
+        .collect();
     if let Some(h) = hline {
         entries.push((h.name.as_str(), MUTED, true));
     }
@@ -263,10 +290,22 @@ pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar]) -> String {
 fn load_colour(r: f64) -> String {
     let lerp = |a: (f64, f64, f64), b: (f64, f64, f64), t: f64| {
         let t = t.clamp(0.0, 1.0);
-        (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t, a.2 + (b.2 - a.2) * t)
+        (
+            a.0 + (b.0 - a.0) * t,
+            a.1 + (b.1 - a.1) * t,
+            a.2 + (b.2 - a.2) * t,
+        )
     };
-    let (blue, white, red) = ((33.0, 102.0, 172.0), (247.0, 247.0, 247.0), (178.0, 24.0, 43.0));
-    let c = if r < 1.0 { lerp(blue, white, r) } else { lerp(white, red, r - 1.0) };
+    let (blue, white, red) = (
+        (33.0, 102.0, 172.0),
+        (247.0, 247.0, 247.0),
+        (178.0, 24.0, 43.0),
+    );
+    let c = if r < 1.0 {
+        lerp(blue, white, r)
+    } else {
+        lerp(white, red, r - 1.0)
+    };
     format!("rgb({:.0},{:.0},{:.0})", c.0, c.1, c.2)
 }
 

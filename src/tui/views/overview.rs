@@ -1,0 +1,347 @@
+//! Overview: sparse and dense side by side (power, energy and FLOPs per token, speed, utilisation,
+//! energy per FLOP, loss), their ratios, and where the energy figures come from.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
+
+use super::charts::{axis, bounds, thin};
+use crate::accounting::params;
+use crate::meter::EnergySource;
+use crate::runlog::{Phase, PhaseSummary, Role};
+use crate::tui::app::App;
+use crate::tui::format::{self, or_dash, si};
+use crate::tui::theme;
+
+pub const PHASES: [Phase; 3] = [Phase::Train, Phase::Prefill, Phase::Decode];
+
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Train => "train",
+        Phase::Prefill => "prefill",
+        Phase::Decode => "decode",
+    }
+}
+
+/// Below this width the two models' columns no longer fit side by side; one table holds both.
+const TWO_COLUMNS_WIDTH: u16 = 136;
+
+pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
+    let [top, ratios, note] = Layout::vertical([
+        Constraint::Min(8),
+        Constraint::Length(5),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    let s = &app.state;
+    let all_power = s
+        .power
+        .values()
+        .chain(s.step_power.values())
+        .map(|v| v.as_slice());
+    let y = bounds(all_power, |p| p.1).map(|[_, hi]| [0.0, hi * 1.1]);
+    let x = [0.0, s.t_s.max(1.0)];
+    if area.width >= TWO_COLUMNS_WIDTH {
+        let [left, right] = Layout::horizontal([Constraint::Percentage(50); 2]).areas(top);
+        column(app, Role::Sparse, x, y, left, buf);
+        column(app, Role::Dense, x, y, right, buf);
+    } else {
+        compact(app, x, y, top, buf);
+    }
+    ratio_block(app, ratios, buf);
+    footnote(app, note, buf);
+}
+
+/// Both models in one table over one power chart, for narrow terminals.
+fn compact(app: &App, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Buffer) {
+    let [table, chart] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
+    let block = Block::bordered().title(Line::from(
+        [Role::Sparse, Role::Dense]
+            .iter()
+            .flat_map(|&r| {
+                [
+                    Span::styled(format!(" {} ", theme::role_name(r)), theme::role(r)),
+                    Span::raw(format!("{} ", app.state.model_name(r).unwrap_or("—"))),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let inner = block.inner(table);
+    block.render(table, buf);
+    phase_table(app, &[Role::Sparse, Role::Dense], inner, buf);
+    let block = Block::bordered().title(" power while each model's steps ran ");
+    let inner = block.inner(chart);
+    block.render(chart, buf);
+    power_chart(app, &[Role::Sparse, Role::Dense], x, y, inner, buf);
+}
+
+fn column(app: &App, role: Role, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Buffer) {
+    let s = &app.state;
+    let mut title = vec![Span::styled(
+        format!(" {} ", theme::role_name(role)),
+        theme::role(role).add_modifier(ratatui::style::Modifier::BOLD),
+    )];
+    match s.header.as_ref().and_then(|h| h.model(role)) {
+        Some(p) => {
+            let n = params(p);
+            let shape = if p.is_sparse() {
+                format!(
+                    " · {} experts, top-{} · {} params, {} active per token",
+                    p.experts,
+                    p.top_k,
+                    si(n.total, "").trim_end(),
+                    si(n.active, "").trim_end()
+                )
+            } else {
+                format!(" · {} params", si(n.total, "").trim_end())
+            };
+            title.push(Span::raw(format!("{}{shape} ", p.name)));
+        }
+        None => title.push(Span::styled("not in this run ", theme::dim())),
+    }
+    let block = Block::bordered()
+        .title(Line::from(title))
+        .border_style(theme::role(role));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [chart, table, extra] = Layout::vertical([
+        Constraint::Min(5),
+        Constraint::Length(4),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+    power_chart(app, &[role], x, y, chart, buf);
+    phase_table(app, &[role], table, buf);
+    extra_lines(app, role, extra, buf);
+}
+
+fn power_chart(
+    app: &App,
+    roles: &[Role],
+    x: [f64; 2],
+    y: Option<[f64; 2]>,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let s = &app.state;
+    let Some(y) = y else {
+        Paragraph::new(Line::styled("power: no readings yet", theme::dim())).render(area, buf);
+        return;
+    };
+    let max_points = 2 * area.width as usize;
+    let series: Vec<(Role, Vec<(f64, f64)>, Vec<(f64, f64)>)> = roles
+        .iter()
+        .map(|r| {
+            let get = |m: &std::collections::BTreeMap<Role, Vec<(f64, f64)>>| {
+                thin(m.get(r).map_or(&[][..], |v| v), max_points)
+            };
+            (*r, get(&s.power), get(&s.step_power))
+        })
+        .collect();
+    let mut datasets = Vec::new();
+    for (role, readings, steps) in &series {
+        let name = if roles.len() > 1 {
+            theme::role_name(*role)
+        } else {
+            ""
+        };
+        datasets.push(
+            Dataset::default()
+                .name(format!("{name} sensor W").trim_start().to_string())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(theme::role(*role))
+                .data(readings),
+        );
+        if roles.len() == 1 {
+            datasets.push(
+                Dataset::default()
+                    .name("step mean W")
+                    .marker(Marker::Dot)
+                    .graph_type(GraphType::Scatter)
+                    .style(Style::new())
+                    .data(steps),
+            );
+        }
+    }
+    Chart::new(datasets)
+        .x_axis(axis("", x, "s").style(theme::dim()))
+        .y_axis(axis("", y, "W").style(theme::dim()))
+        .render(area, buf);
+}
+
+fn phase_of(app: &App, role: Role, p: Phase) -> Option<&PhaseSummary> {
+    app.state.summary()?.model(role)?.phase(p)
+}
+
+fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
+    let label_w: u16 = if roles.len() > 1 { 14 } else { 7 };
+    let header = Row::new([
+        "phase",
+        "J/tok ±95% CI",
+        "FLOP/tok",
+        "tok/s",
+        "util",
+        "J/FLOP",
+    ])
+    .style(theme::header());
+    let rows = roles.iter().flat_map(|&role| {
+        PHASES.iter().map(move |&p| {
+            let ph = phase_of(app, role, p);
+            let jpt = ph
+                .and_then(|x| x.joules_per_token.as_ref())
+                .map(|j| format::estimate(&j.total, "J"));
+            let fpt = ph
+                .filter(|x| x.tokens > 0)
+                .map(|x| si(x.flops_per_token, "FLOP"));
+            let tps = ph
+                .and_then(|x| x.tokens_per_s)
+                .map(|e| si(e.mean, "").trim_end().to_string());
+            let util = ph.and_then(|x| {
+                let peak = app.machine_peak.as_ref()?.flops_per_s;
+                (peak > 0.0 && x.flops_per_s > 0.0)
+                    .then(|| format!("{:.1}%", 100.0 * x.flops_per_s / peak))
+            });
+            let jpf = ph.and_then(|x| x.joules_per_flop).map(|j| si(j, "J"));
+            let label = if roles.len() > 1 {
+                format!("{} {}", theme::role_name(role), phase_name(p))
+            } else {
+                phase_name(p).to_string()
+            };
+            let row = Row::new([
+                label,
+                or_dash(jpt),
+                or_dash(fpt),
+                or_dash(tps),
+                or_dash(util),
+                or_dash(jpf),
+            ]);
+            if roles.len() > 1 {
+                row.style(theme::role(role))
+            } else {
+                row
+            }
+        })
+    });
+    Table::new(
+        rows,
+        [
+            Constraint::Length(label_w),
+            Constraint::Length(21),
+            Constraint::Length(10),
+            Constraint::Length(7),
+            Constraint::Length(6),
+            Constraint::Length(8),
+        ],
+    )
+    .header(header)
+    .render(area, buf);
+}
+
+fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
+    let s = &app.state;
+    let idle: Vec<String> = PHASES
+        .iter()
+        .map(|&p| {
+            let v = phase_of(app, role, p)
+                .and_then(|x| x.joules_per_token.as_ref()?.idle_subtracted)
+                .map(|e| si(e.mean, "J"));
+            format!("{} {}", phase_name(p), or_dash(v))
+        })
+        .collect();
+    let model = s.summary().and_then(|x| x.model(role));
+    let train_loss = model
+        .and_then(|m| m.phase(Phase::Train)?.last_loss)
+        .map(|l| format!("{l:.3}"));
+    let val_loss = model.and_then(|m| m.val_loss).map(|l| format!("{l:.3}"));
+    let steps: Vec<String> = PHASES
+        .iter()
+        .map(|&p| {
+            format!(
+                "{} {}",
+                phase_name(p),
+                s.steps.get(&(role, p)).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    Paragraph::new(vec![
+        Line::from(format!("idle-subtracted: {}", idle.join(" · "))),
+        Line::from(format!(
+            "loss: train {} · val {}   steps: {}",
+            or_dash(train_loss),
+            or_dash(val_loss),
+            steps.join(" ")
+        )),
+    ])
+    .render(area, buf);
+}
+
+fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
+    let block = Block::bordered().title(" sparse ÷ dense (below 1×: sparse costs less) ");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let ratios = app
+        .state
+        .summary()
+        .map(|s| s.ratios.as_slice())
+        .unwrap_or(&[]);
+    let fmt = |x: Option<f64>| or_dash(x.map(format::ratio));
+    let lines: Vec<Line> = PHASES
+        .iter()
+        .map(|&p| match ratios.iter().find(|r| r.phase == p) {
+            Some(r) => Line::from(format!(
+                "{:<8} J/tok {:<8} FLOP/tok {:<8} tok/s {}",
+                phase_name(p),
+                fmt(r.joules_per_token),
+                fmt(r.flops_per_token),
+                fmt(r.tokens_per_s)
+            )),
+            None => Line::styled(
+                format!("{:<8} not measured for both models yet", phase_name(p)),
+                theme::dim(),
+            ),
+        })
+        .collect();
+    Paragraph::new(lines).render(inner, buf);
+}
+
+fn footnote(app: &App, area: Rect, buf: &mut Buffer) {
+    let util = match &app.machine_peak {
+        Some(m) => format!(
+            " util = achieved FLOP/s ÷ {} peak {} ({}).",
+            m.hardware,
+            si(m.flops_per_s, "FLOP/s"),
+            m.precision
+        ),
+        None => " util: no hardware profile names this machine's peak.".into(),
+    };
+    let source = match app.state.source() {
+        Some(EnergySource::Estimate) => Line::from(vec![
+            Span::styled(
+                "Energy is an ESTIMATE (CPU time × profile watts), not a sensor reading.",
+                theme::warn(),
+            ),
+            Span::styled(util, theme::dim()),
+        ]),
+        Some(s) => Line::from(vec![
+            Span::raw(format!(
+                "Energy measured by {}; J/tok includes the idle baseline, idle-subtracted removes it.",
+                s.label()
+            )),
+            Span::styled(util, theme::dim()),
+        ]),
+        None => Line::styled("No energy source yet.", theme::dim()),
+    };
+    Paragraph::new(vec![
+        Line::styled(
+            "J/tok per token trained (train), prompt token (prefill), generated token (decode); \
+             warm-up left out; ± = 95% CI over steps.",
+            theme::dim(),
+        ),
+        source,
+    ])
+    .render(area, buf);
+}

@@ -1,0 +1,278 @@
+//! The dashboard drawn off-screen (ratatui's TestBackend) from the recorded fixture run: each view
+//! as a snapshot (tests/snapshots/*.txt; `UPDATE_SNAPSHOTS=1` rewrites them), key handling, the
+//! replay cursor, and the too-small message.
+
+#[path = "common/tui_fixture.rs"]
+mod tui_fixture;
+
+use std::path::Path;
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role, RunData};
+use sparsewatt::tui::{buffer_text, render, App, Status, View};
+use sparsewatt::workload::RunEvent;
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1")
+}
+
+fn run() -> RunData {
+    read_run(&tui_fixture::fixture_dir()).expect("fixture run folder")
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render(app, f)).unwrap();
+    buffer_text(t.backend().buffer())
+}
+
+/// Compare with tests/snapshots/NAME.txt, or write it when UPDATE_SNAPSHOTS=1.
+fn snapshot(name: &str, text: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{name}.txt"));
+    if updating() {
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", path.display()));
+    if want != text {
+        let line = want
+            .lines()
+            .zip(text.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.lines().count().min(text.lines().count()));
+        panic!(
+            "{name}: the screen differs from {} from line {}:\n--- expected\n{}\n--- drawn\n{}\n\
+             (UPDATE_SNAPSHOTS=1 rewrites the snapshot if the change is intended)",
+            path.display(),
+            line + 1,
+            want.lines().nth(line).unwrap_or(""),
+            text.lines().nth(line).unwrap_or("")
+        );
+    }
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+#[test]
+fn the_fixture_is_what_its_generator_writes() {
+    let (header, records) = tui_fixture::files();
+    let dir = tui_fixture::fixture_dir();
+    if updating() {
+        // Other tests read the fixture meanwhile: replace each file in one rename.
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in [("run.json", &header), ("records.jsonl", &records)] {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, dir.join(name)).unwrap();
+        }
+    }
+    let on_disk = std::fs::read_to_string(dir.join("records.jsonl")).unwrap();
+    assert!(
+        on_disk == records,
+        "tests/data/run-small is stale (UPDATE_SNAPSHOTS=1 regenerates it)"
+    );
+    let run = run();
+    assert!(run.complete() && run.unreadable_lines == 0);
+}
+
+#[test]
+fn every_view_matches_its_snapshot_at_140_by_45() {
+    let mut app = App::replay(run());
+    for v in View::ALL {
+        app.view = v;
+        snapshot(
+            &format!("{}-140x45", v.title().to_lowercase()),
+            &screen(&app, 140, 45),
+        );
+    }
+    app.view = View::Overview;
+    key(&mut app, KeyCode::Char('?'));
+    snapshot("help-140x45", &screen(&app, 140, 45));
+}
+
+#[test]
+fn the_overview_at_the_smallest_size_matches_its_snapshot() {
+    let app = App::replay(run());
+    snapshot("overview-80x24", &screen(&app, 80, 24));
+}
+
+#[test]
+fn the_overview_shows_both_models_energy_per_token_and_the_source() {
+    let app = App::replay(run());
+    let s = screen(&app, 140, 45);
+    for want in [
+        "sparse",
+        "dense",
+        "glam-tiny",
+        "dense-tiny",
+        "J/tok",
+        "measured: rapl",
+    ] {
+        assert!(s.contains(want), "{want:?} not on the Overview:\n{s}");
+    }
+    // The J/tok of the sparse train row is the summary's, formatted (an independent summarize).
+    let sum = summarize(&run().records);
+    let j = sum
+        .model(Role::Sparse)
+        .unwrap()
+        .phase(Phase::Train)
+        .unwrap();
+    let mean = j.joules_per_token.as_ref().unwrap().total.mean;
+    let shown = sparsewatt::tui::format::si(mean, "J");
+    assert!(s.contains(&shown), "{shown} not on screen");
+}
+
+#[test]
+fn a_terminal_too_small_says_so_and_a_resize_draws_again() {
+    let app = App::replay(run());
+    let mut t = Terminal::new(TestBackend::new(60, 20)).unwrap();
+    t.draw(|f| render(&app, f)).unwrap();
+    let small = buffer_text(t.backend().buffer());
+    assert!(
+        small.contains("Terminal too small") && small.contains("60×20"),
+        "{small}"
+    );
+    assert!(small.contains("80×24"), "{small}");
+    t.backend_mut().resize(140, 45);
+    t.resize(ratatui::layout::Rect::new(0, 0, 140, 45)).unwrap();
+    t.draw(|f| render(&app, f)).unwrap();
+    let big = buffer_text(t.backend().buffer());
+    assert!(
+        !big.contains("too small") && big.contains("Overview"),
+        "{big}"
+    );
+}
+
+#[test]
+fn tab_cycles_through_every_view_and_digits_jump() {
+    let mut app = App::replay(run());
+    let mut seen = vec![app.view];
+    for _ in 0..View::ALL.len() {
+        key(&mut app, KeyCode::Tab);
+        seen.push(app.view);
+    }
+    assert_eq!(&seen[..5], &View::ALL[..]);
+    assert_eq!(seen[5], View::Overview, "Tab wraps around");
+    key(&mut app, KeyCode::BackTab);
+    assert_eq!(app.view, View::Log);
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.view, View::Training);
+    // The help overlay swallows the next key instead of acting on it.
+    key(&mut app, KeyCode::Char('?'));
+    assert!(app.help);
+    key(&mut app, KeyCode::Tab);
+    assert!(!app.help);
+    assert_eq!(app.view, View::Training);
+}
+
+#[test]
+fn q_in_replay_quits_at_once() {
+    let mut app = App::replay(run());
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.should_exit());
+}
+
+fn live_events() -> Vec<RunEvent> {
+    let run = run();
+    let mut ev = vec![RunEvent::Started(Box::new(run.header.clone()))];
+    ev.extend(
+        run.records
+            .iter()
+            .cloned()
+            .map(|r| RunEvent::Record(Box::new(r))),
+    );
+    ev
+}
+
+#[test]
+fn q_while_running_asks_the_workload_to_stop_and_waits_for_its_summary() {
+    let mut app = App::live();
+    let events = live_events();
+    let mut it = events.into_iter();
+    for e in it.by_ref().take(40) {
+        app.on_event(e);
+    }
+    assert_eq!(app.status, Status::Running);
+    app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(app.stop_requested() && !app.should_exit());
+    assert_eq!(app.status, Status::Stopping);
+    assert!(screen(&app, 140, 45).contains("stopping"));
+    for e in it {
+        app.on_event(e);
+    }
+    assert!(!app.should_exit(), "records alone do not end the wait");
+    app.on_event(RunEvent::Finished(Box::new(summarize(&run().records))));
+    assert!(app.should_exit());
+}
+
+#[test]
+fn a_run_that_finishes_on_its_own_stays_on_screen_until_q() {
+    let mut app = App::live();
+    for e in live_events() {
+        app.on_event(e);
+    }
+    app.on_event(RunEvent::Finished(Box::new(summarize(&run().records))));
+    assert!(!app.should_exit() && !app.stop_requested());
+    assert!(screen(&app, 140, 45).contains("finished"));
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.should_exit() && !app.stop_requested());
+}
+
+#[test]
+fn a_closed_channel_ends_the_wait_after_q() {
+    let mut app = App::live();
+    app.on_event(live_events().remove(0));
+    key(&mut app, KeyCode::Char('q'));
+    app.on_disconnect();
+    assert!(app.should_exit());
+}
+
+#[test]
+fn the_live_summary_equals_summarize_of_the_records_received() {
+    let mut app = App::live();
+    let events = live_events();
+    let n = 120;
+    for e in events.into_iter().take(n) {
+        app.on_event(e);
+    }
+    app.tick(std::time::Instant::now());
+    let records: Vec<Record> = run().records[..n - 1].to_vec();
+    assert_eq!(app.state.summary(), Some(&summarize(&records)));
+}
+
+#[test]
+fn the_replay_cursor_shows_only_the_records_up_to_it() {
+    let run = run();
+    let mut app = App::replay(run.clone());
+    key(&mut app, KeyCode::Home);
+    assert!(app.state.steps.is_empty());
+    let at = 5.0;
+    app.set_cursor(at);
+    let upto: Vec<Record> = run
+        .records
+        .iter()
+        .take_while(|r| sparsewatt::tui::record_time(r).is_none_or(|t| t <= at))
+        .cloned()
+        .collect();
+    assert!(upto.len() < run.records.len());
+    assert_eq!(app.state.summary(), Some(&summarize(&upto)));
+    let c = app.replay_cursor().unwrap();
+    assert_eq!(c.shown, upto.len());
+    // → moves forward by 1% of the run, ← back, End to the whole run.
+    let before = c.cursor_s;
+    key(&mut app, KeyCode::Right);
+    let c = app.replay_cursor().unwrap();
+    assert!((c.cursor_s - before - c.end_s / 100.0).abs() < 1e-9);
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.state.summary(), Some(&summarize(&run.records)));
+    snapshot("overview-replay-at-5s-140x45", &{
+        let mut app = App::replay(run);
+        app.set_cursor(at);
+        screen(&app, 140, 45)
+    });
+}

@@ -1,0 +1,191 @@
+//! End to end: the real binary in a real terminal (tmux, 140×45). `sparsewatt replay` of the
+//! fixture run shows the Overview, switches views with keys, quits on `q`, and leaves the terminal
+//! as it found it (main screen, cooked mode). Skipped, with a message, where tmux is not installed.
+
+#[path = "common/tui_fixture.rs"]
+#[allow(dead_code)]
+mod tui_fixture;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Session {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Session {
+    /// Start `command` in a detached 140×45 tmux session; afterwards the pane records the exit
+    /// status and the terminal modes in files of a scratch folder.
+    fn start(tag: &str, command: &str) -> Option<Session> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("tmux not installed: skipping the end-to-end dashboard test");
+            return None;
+        }
+        let name = format!("sw-tui-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let script = format!(
+            "{command}; echo EXIT=$? > {d}/done.tmp; stty -a > {d}/stty; \
+             mv {d}/done.tmp {d}/done; sleep 60"
+        );
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-x", "140", "-y", "45", "-s", &name])
+            .arg(script)
+            .env("TERM", "xterm-256color")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session failed");
+        Some(Session { name, dir })
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux send-keys failed");
+    }
+
+    /// Wait until the pane shows every one of `want` (10 s at most); returns the screen.
+    fn wait_for(&self, want: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if want.iter().all(|w| s.contains(w)) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "waited 10 s for {want:?}; the screen shows:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_done(&self) -> String {
+        let start = Instant::now();
+        let done = self.dir.join("done");
+        while !done.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "did not exit within 10 s; the screen shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read_to_string(done).unwrap()
+    }
+
+    fn alternate_screen_on(&self) -> bool {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.name, "#{alternate_on}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sparsewatt")
+}
+
+fn fixture() -> PathBuf {
+    tui_fixture::fixture_dir()
+}
+
+#[test]
+fn replay_in_a_terminal_switches_views_quits_and_restores_the_terminal() {
+    let cmd = format!("{} replay {}", bin(), fixture().display());
+    let Some(s) = Session::start("replay", &cmd) else {
+        return;
+    };
+    let overview = s.wait_for(&["1 Overview", "sparse", "dense", "J/tok", "measured: rapl"]);
+    assert!(overview.contains("replay"), "{overview}");
+    s.keys(&["Tab"]);
+    s.wait_for(&["imbalance max/mean", "which experts each corpus domain"]);
+    s.keys(&["3"]);
+    s.wait_for(&["loss (nats/token) vs tokens trained"]);
+    s.keys(&["5"]);
+    s.wait_for(&["sensor fell back"]);
+    // The cursor moves back to the start: nothing recorded yet at 0 s.
+    s.keys(&["1", "Home"]);
+    s.wait_for(&["records 2/139"]);
+    s.keys(&["?"]);
+    s.wait_for(&["keys (any key closes)"]);
+    s.keys(&["q"]);
+    let done = s.wait_done();
+    assert_eq!(done.trim(), "EXIT=0", "{}", s.screen());
+    // Back on the main screen in cooked mode (echo and canonical input on).
+    assert!(!s.alternate_screen_on(), "still on the alternate screen");
+    let stty = std::fs::read_to_string(s.dir.join("stty")).unwrap();
+    let words: Vec<&str> = stty.split_whitespace().collect();
+    assert!(
+        words.contains(&"icanon") && words.contains(&"echo"),
+        "terminal left in raw mode: {stty}"
+    );
+}
+
+#[test]
+fn replay_of_a_folder_that_is_not_a_run_fails_with_exit_2_naming_the_file() {
+    let out = Command::new(bin())
+        .args(["replay", "/nonexistent/run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/run/run.json"), "{err}");
+}
+
+#[test]
+fn replay_without_a_terminal_says_it_needs_one() {
+    let out = Command::new(bin())
+        .args(["replay"])
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+}
+
+#[test]
+fn bench_draw_reports_every_view() {
+    let out = Command::new(bin())
+        .args(["replay", "--bench-draw", "20"])
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for v in ["Overview", "Experts", "Training", "Projections", "Log"] {
+        assert!(text.contains(v), "{v} missing:\n{text}");
+    }
+}
