@@ -512,7 +512,12 @@ fn an_estimate_is_labelled_as_an_estimate() {
     assert!(md.contains("**estimate (not measured)**"), "{md}");
     assert!(md.contains("an estimate, not a measurement"));
     assert!(md.contains("Energy is an ESTIMATE, not a measurement"));
-    assert!(!md.contains("(measured)"));
+    let energy_line = md
+        .lines()
+        .find(|l| l.starts_with("Energy source:"))
+        .unwrap();
+    assert!(!energy_line.contains("(measured)"), "{energy_line}");
+    assert!(!md.contains("(a measurement)"));
     let v = json_of(&dir);
     assert_eq!(v["sensor"]["is_measurement"], false);
     assert_eq!(

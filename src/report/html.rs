@@ -239,7 +239,7 @@ pub fn render(r: &Report) -> String {
         o.push_str(&table(&md::EXPERT_HEADER, &md::expert_rows(e)));
     }
     o.push_str("<h2>Projections</h2>");
-    if let Some(n) = &r.projections.note {
+    for n in &r.projections.notes {
         let _ = writeln!(o, "<p>{}</p>", esc(n));
     }
     if !r.projections.rows.is_empty() {
@@ -248,8 +248,12 @@ pub fn render(r: &Report) -> String {
             &md::projection_rows(&r.projections),
         ));
     }
-    if !r.projections.this_machine.is_empty() {
-        o.push_str("<p>This machine, projected against measured:</p>");
+    if let Some(c) = r.projections.this_machine.first() {
+        let _ = writeln!(
+            o,
+            "<p>This machine ({}), projected against measured (no PUE on either side):</p>",
+            esc(&c.hardware)
+        );
         o.push_str(&table(&md::CHECK_HEADER, &md::check_rows(&r.projections)));
     }
     o.push_str("<h2>Method</h2>");
