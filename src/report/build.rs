@@ -56,7 +56,7 @@ pub fn build(run: &RunData) -> Report {
         data_efficiency: data_efficiency(&run.records, source),
         expert_load: expert_load(&steps, &run.header),
         power: power_series(&run.records, &run.header.sensor.scope),
-        projections: super::projection::projections(run),
+        projections: super::projection::projections(run, &phases),
         method: method(run, &summary),
         notes: notes(run),
         phases,

@@ -13,7 +13,7 @@ pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',san
 table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.cutoff{background:#fde2e1;border:1px solid #c33;padding:0.6em 1em}
 .done{background:#e6f2e6;border:1px solid #6a6;padding:0.6em 1em}.estimate{background:#fff4d6;border:1px solid #d9a400;padding:0.4em 1em}
-.charts{display:flex;flex-wrap:wrap;gap:12px}svg.chart{border:1px solid #ddd;max-width:100%;height:auto}code{background:#f4f4f4;padding:0 3px}footer{color:#666;font-size:0.85em;margin-top:2em}";
+.charts{display:flex;flex-wrap:wrap;gap:12px}svg.chart{border:1px solid #ddd;max-width:100%;height:auto}svg.third{width:32%}code{background:#f4f4f4;padding:0 3px}footer{color:#666;font-size:0.85em;margin-top:2em}";
 
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut o = String::from("<table><thead><tr>");
@@ -70,7 +70,14 @@ pub fn jpt_charts(phases: &[PhaseRow]) -> Vec<String> {
                 phase_title(row.phase),
                 super::format::source_label(&source)
             );
-            (!bars.is_empty()).then(|| svg::bar_chart(&title, "J/token", &bars))
+            // Three phases side by side: each chart a third of the page wide.
+            (!bars.is_empty()).then(|| {
+                svg::bar_chart(&title, "J/token", &bars).replacen(
+                    "class=\"chart\"",
+                    "class=\"chart third\"",
+                    1,
+                )
+            })
         })
         .collect()
 }

@@ -9,7 +9,9 @@ use crate::project::{
 };
 use crate::runlog::{summarize, Phase, RunData};
 
-use super::document::{denominator, Figure, ProjectionCheck, ProjectionRow, ProjectionSection};
+use super::document::{
+    denominator, Figure, PhaseRow, ProjectionCheck, ProjectionRow, ProjectionSection,
+};
 
 /// Any positive count works: a projection's J/token does not depend on how many tokens.
 const TOKENS: f64 = 1e6;
@@ -64,9 +66,20 @@ fn rows_for(
     out
 }
 
-pub fn projections(run: &RunData) -> ProjectionSection {
+pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
     let cfg = &run.header.config;
-    let (batch, context) = (cfg.batch.max(1), cfg.prompt_len.max(1));
+    let context = cfg.prompt_len.max(1);
+    // The header keeps the training batch; the serving batch is what a prefill step ran.
+    let batch = run
+        .records
+        .iter()
+        .find_map(|r| match r {
+            crate::runlog::Record::Step(s) if s.phase == Phase::Prefill && s.tokens > 0 => {
+                Some((s.tokens as usize / context).max(1))
+            }
+            _ => None,
+        })
+        .unwrap_or(cfg.batch.max(1));
     let mut notes = vec![format!(
         "One chip of each profile at its defaults: training at the profile's utilisation; prefill and decode on the roofline (peak compute) at batch {batch} and context {context} (the run's prompt length). Energy is facility energy: the profile's power per chip x its PUE. These are projections, not measurements."
     )];
@@ -97,7 +110,10 @@ pub fn projections(run: &RunData) -> ProjectionSection {
                     hw.name
                 ));
             }
-            checks(run, &hw)
+            let mut c = checks(run, &hw);
+            c.extend(jpt_checks(&hw, &rows, phases));
+            c.sort_by_key(|x| (x.role, x.phase));
+            c
         }
         Err(e) => {
             notes.push(format!("No comparison with this machine: {e}"));
@@ -162,6 +178,40 @@ fn checks(run: &RunData, hw: &HardwareProfile) -> Vec<ProjectionCheck> {
                 Figure::new(p.projected_joules_per_flop, "J/FLOP", &src),
                 Figure::new(j, "J/FLOP", energy).with_scope(scope),
             );
+        }
+    }
+    out
+}
+
+/// Measured J/token against this machine's projected J/token, PUE taken off the projection.
+fn jpt_checks(
+    hw: &HardwareProfile,
+    rows: &[ProjectionRow],
+    phases: &[PhaseRow],
+) -> Vec<ProjectionCheck> {
+    let mut out = Vec::new();
+    for row in rows.iter().filter(|r| r.hardware == hw.name) {
+        let measured = phases
+            .iter()
+            .find(|p| p.phase == row.phase)
+            .and_then(|p| p.side(row.role))
+            .and_then(|p| p.joules_per_token.clone());
+        let Some(measured) = measured else { continue };
+        let projected = Figure {
+            value: row.joules_per_token.value / row.pue,
+            scope: Some(format!("{}, no PUE", row.power_scope)),
+            ..row.joules_per_token.clone()
+        };
+        if projected.value > 0.0 {
+            out.push(ProjectionCheck {
+                hardware: hw.name.clone(),
+                role: row.role,
+                phase: row.phase,
+                metric: "J/token".into(),
+                measured_over_projected: measured.value / projected.value,
+                projected,
+                measured,
+            });
         }
     }
     out
