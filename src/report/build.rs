@@ -68,7 +68,7 @@ fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> Ru
     let warm = steps.len() - measured;
     let status = if summary.complete {
         format!(
-            "Run finished ({}); figures cover {measured} measured steps ({warm} warm-up steps left out).",
+            "Run ended cleanly ({}); figures cover {measured} measured steps ({warm} warm-up steps left out).",
             summary.end_reason
         )
     } else {
@@ -256,7 +256,7 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
                 text.push_str(&format!(
                     " used {}x the {energy_word} per {} of the dense model ({}): {} against {} J/token ({}, n = {} and {})",
                     num(rj.value),
-                    row.denominator.trim_end_matches('s'),
+                    per_one(row.phase),
                     d.model,
                     num(sj.value),
                     num(dj.value),
@@ -405,4 +405,38 @@ fn notes(run: &RunData) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mean(v: f64, sd: f64, n: usize) -> Figure {
+        Figure {
+            std_dev: Some(sd),
+            n: Some(n),
+            ..Figure::new(v, "J/token", "rapl")
+        }
+    }
+
+    #[test]
+    fn the_ratio_interval_follows_the_delta_method() {
+        // 2 / 4 = 0.5; relative standard errors 0.2/2/sqrt(4) = 0.05 and 0.6/4/sqrt(9) = 0.05.
+        let r = ratio_of(&mean(2.0, 0.2, 4), &mean(4.0, 0.6, 9)).unwrap();
+        let h = 0.5 * Z95 * (2.0 * 0.05f64.powi(2)).sqrt();
+        let [lo, hi] = r.ci95.unwrap();
+        assert!((r.value - 0.5).abs() < 1e-12);
+        assert!((lo - (0.5 - h)).abs() < 1e-12 && (hi - (0.5 + h)).abs() < 1e-12);
+        assert_eq!(r.source, "ratio of rapl figures");
+    }
+
+    #[test]
+    fn no_ratio_over_zero_and_none_without_spread() {
+        assert!(ratio_of(&mean(1.0, 0.1, 3), &Figure::new(0.0, "J/token", "rapl")).is_none());
+        let r = ratio_of(&Figure::new(1.0, "x", "a"), &Figure::new(2.0, "x", "b")).unwrap();
+        assert_eq!(
+            (r.ci95, r.source.as_str()),
+            (None, "ratio of a to b figures")
+        );
+    }
 }

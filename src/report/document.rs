@@ -97,6 +97,15 @@ pub fn denominator(phase: Phase) -> &'static str {
     }
 }
 
+/// One unit of the denominator, for "J per token trained".
+pub fn per_one(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Train => "token trained",
+        Phase::Prefill => "prompt token",
+        Phase::Decode => "generated token",
+    }
+}
+
 /// `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -320,24 +329,29 @@ pub struct PowerSeries {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionSection {
-    /// Why there are no projections, when there are none.
-    pub note: Option<String>,
+    /// The settings projected at, what the projection leaves out, and why any part is missing.
+    pub notes: Vec<String>,
     pub rows: Vec<ProjectionRow>,
     /// This machine's projection against what the run measured.
     pub this_machine: Vec<ProjectionCheck>,
 }
 
-/// One model and phase projected onto one hardware profile.
+/// One model and phase projected onto one chip of a hardware profile, at the profile's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionRow {
     pub hardware: String,
     pub role: Role,
     pub model: String,
     pub phase: Phase,
-    pub seconds_per_token: Option<Figure>,
-    pub joules_per_token: Option<Figure>,
-    /// What bounds the phase on this chip: "compute" or "memory".
+    /// Seconds per token on one chip (the phase's denominator).
+    pub seconds_per_token: Figure,
+    /// Facility energy per token: power per chip x PUE x seconds per token.
+    pub joules_per_token: Figure,
+    /// What bounds an inference step on this chip: "compute", "memory" or "network".
     pub bound: Option<String>,
+    /// Which power the projection uses (system per chip, chip TDP, ...) and the PUE.
+    pub power_scope: String,
+    pub pue: f64,
 }
 
 /// A projection for the machine the run used, next to the measurement.
@@ -346,11 +360,11 @@ pub struct ProjectionCheck {
     pub hardware: String,
     pub role: Role,
     pub phase: Phase,
+    /// "FLOP/s", "power" or "J/FLOP".
     pub metric: String,
     pub projected: Figure,
     pub measured: Figure,
-    /// Projected / measured.
-    pub ratio: f64,
+    pub measured_over_projected: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

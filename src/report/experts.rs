@@ -99,10 +99,10 @@ mod tests {
 
     #[test]
     fn a_skewed_layer_reports_its_busiest_expert_and_idle_ones() {
-        // mean 2, max 6, population sd = sqrt((16 + 4 + 4 + 4) / 4) = sqrt(7).
+        // mean 2, max 6, population sd = sqrt((16 + 4 + 4 + 0) / 4) = sqrt(6).
         let l = layer_load(0, None, vec![6, 0, 0, 2]);
         assert_eq!(l.max_over_mean, 3.0);
-        assert!((l.cv - 7f64.sqrt() / 2.0).abs() < 1e-12);
+        assert!((l.cv - 6f64.sqrt() / 2.0).abs() < 1e-12);
         assert_eq!(l.idle_experts, 2);
     }
 }

@@ -14,15 +14,7 @@ pub fn num(x: f64) -> String {
     } else if a >= 1e4 {
         human(x)
     } else if a >= 0.01 {
-        let digits = if a >= 100.0 {
-            0
-        } else if a >= 10.0 {
-            1
-        } else if a >= 1.0 {
-            2
-        } else {
-            3
-        };
+        let digits = (2 - a.log10().floor() as i32).max(0) as usize;
         format!("{x:.digits$}")
     } else {
         format!("{x:.2e}")
@@ -71,6 +63,7 @@ mod tests {
     fn numbers_keep_three_significant_digits() {
         assert_eq!(num(0.0012345), "1.23e-3");
         assert_eq!(num(0.5), "0.500");
+        assert_eq!(num(0.021484), "0.0215");
         assert_eq!(num(2.3456), "2.35");
         assert_eq!(num(23.456), "23.5");
         assert_eq!(num(234.56), "235");

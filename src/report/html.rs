@@ -13,7 +13,7 @@ pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',san
 table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.cutoff{background:#fde2e1;border:1px solid #c33;padding:0.6em 1em}
 .done{background:#e6f2e6;border:1px solid #6a6;padding:0.6em 1em}.estimate{background:#fff4d6;border:1px solid #d9a400;padding:0.4em 1em}
-.charts{display:flex;flex-wrap:wrap;gap:12px}svg.chart{border:1px solid #ddd;max-width:100%;height:auto}code{background:#f4f4f4;padding:0 3px}footer{color:#666;font-size:0.85em;margin-top:2em}";
+.charts{display:flex;flex-wrap:wrap;gap:12px}svg.chart{border:1px solid #ddd;max-width:100%;height:auto}svg.third{width:32%}code{background:#f4f4f4;padding:0 3px}footer{color:#666;font-size:0.85em;margin-top:2em}";
 
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut o = String::from("<table><thead><tr>");
@@ -66,11 +66,18 @@ pub fn jpt_charts(phases: &[PhaseRow]) -> Vec<String> {
                 .clone();
             let title = format!(
                 "J per {}, {} ({}), 95% CI",
-                row.denominator.trim_end_matches('s'),
+                per_one(row.phase),
                 phase_title(row.phase),
                 super::format::source_label(&source)
             );
-            (!bars.is_empty()).then(|| svg::bar_chart(&title, "J/token", &bars))
+            // Three phases side by side: each chart a third of the page wide.
+            (!bars.is_empty()).then(|| {
+                svg::bar_chart(&title, "J/token", &bars).replacen(
+                    "class=\"chart\"",
+                    "class=\"chart third\"",
+                    1,
+                )
+            })
         })
         .collect()
 }
@@ -239,7 +246,7 @@ pub fn render(r: &Report) -> String {
         o.push_str(&table(&md::EXPERT_HEADER, &md::expert_rows(e)));
     }
     o.push_str("<h2>Projections</h2>");
-    if let Some(n) = &r.projections.note {
+    for n in &r.projections.notes {
         let _ = writeln!(o, "<p>{}</p>", esc(n));
     }
     if !r.projections.rows.is_empty() {
@@ -248,8 +255,12 @@ pub fn render(r: &Report) -> String {
             &md::projection_rows(&r.projections),
         ));
     }
-    if !r.projections.this_machine.is_empty() {
-        o.push_str("<p>This machine, projected against measured:</p>");
+    if let Some(c) = r.projections.this_machine.first() {
+        let _ = writeln!(
+            o,
+            "<p>This machine ({}), projected against measured (no PUE on either side):</p>",
+            esc(&c.hardware)
+        );
         o.push_str(&table(&md::CHECK_HEADER, &md::check_rows(&r.projections)));
     }
     o.push_str("<h2>Method</h2>");

@@ -65,11 +65,7 @@ pub fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
             };
             let ratio = r.ratio.as_ref();
             vec![
-                format!(
-                    "{} (per {})",
-                    phase_title(r.phase),
-                    r.denominator.trim_end_matches('s')
-                ),
+                format!("{} (per {})", phase_title(r.phase), per_one(r.phase)),
                 jpt(s),
                 jpt(d),
                 format!("{}, {}", n(s), n(d)),
@@ -318,24 +314,45 @@ pub const EXPERT_HEADER: [&str; 6] = [
     "idle experts",
 ];
 
+/// One row per hardware profile and model: J/token of each phase side by side.
 pub fn projection_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
-    p.rows
-        .iter()
-        .map(|r| {
-            vec![
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut last: Option<(&str, Role)> = None;
+    for r in &p.rows {
+        if last != Some((r.hardware.as_str(), r.role)) {
+            last = Some((r.hardware.as_str(), r.role));
+            rows.push(vec![
                 r.hardware.clone(),
+                format!("{} x PUE {}", r.power_scope, num(r.pue)),
                 format!("{} ({})", r.model, role_title(r.role)),
-                phase_title(r.phase).into(),
-                opt(r.seconds_per_token.as_ref(), plain),
-                opt(r.joules_per_token.as_ref(), plain),
-                r.bound.clone().unwrap_or_else(|| "–".into()),
-            ]
-        })
-        .collect()
+                "–".into(),
+                "–".into(),
+                "–".into(),
+            ]);
+        }
+        let col = match r.phase {
+            Phase::Train => 3,
+            Phase::Prefill => 4,
+            Phase::Decode => 5,
+        };
+        let mut cell = num(r.joules_per_token.value);
+        if let Some(b) = &r.bound {
+            cell.push_str(&format!(" ({b})"));
+        }
+        if let Some(row) = rows.last_mut() {
+            row[col] = cell;
+        }
+    }
+    rows
 }
 
 pub const PROJECTION_HEADER: [&str; 6] = [
-    "hardware", "model", "phase", "s/token", "J/token", "bound by",
+    "hardware",
+    "power",
+    "model",
+    "train J/token",
+    "prefill J/token (bound)",
+    "decode J/token (bound)",
 ];
 
 pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
@@ -354,7 +371,7 @@ pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
                     c.measured.unit,
                     source_label(&c.measured.source)
                 ),
-                num(c.ratio),
+                num(c.measured_over_projected),
             ]
         })
         .collect()
@@ -367,7 +384,7 @@ pub const CHECK_HEADER: [&str; 7] = [
     "figure",
     "projected",
     "measured",
-    "projected / measured",
+    "measured / projected",
 ];
 
 /// Render the whole report as Markdown.
@@ -462,7 +479,7 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(o, "## Projections\n");
-    if let Some(n) = &r.projections.note {
+    for n in &r.projections.notes {
         let _ = writeln!(o, "{n}\n");
     }
     if !r.projections.rows.is_empty() {
@@ -475,7 +492,8 @@ pub fn render(r: &Report) -> String {
     if !r.projections.this_machine.is_empty() {
         let _ = writeln!(
             o,
-            "This machine, projected against measured:\n\n{}",
+            "This machine ({}), projected against measured (no PUE on either side):\n\n{}",
+            r.projections.this_machine[0].hardware,
             table(&CHECK_HEADER, &check_rows(&r.projections))
         );
     }

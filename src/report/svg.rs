@@ -8,7 +8,7 @@ const W: f64 = 640.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 72.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 34.0;
+const TOP: f64 = 52.0;
 const BOTTOM: f64 = 46.0;
 
 /// Colours of the two sides, used everywhere in the report.
@@ -125,7 +125,7 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
         };
         let _ = write!(
             out,
-            r##"<line x1="{x:.1}" y1="16" x2="{:.1}" y2="16" stroke="{color}" stroke-width="2.5"{dash}/><text x="{:.1}" y="20" font-size="11" fill="#222">{}</text>"##,
+            r##"<line x1="{x:.1}" y1="36" x2="{:.1}" y2="36" stroke="{color}" stroke-width="2.5"{dash}/><text x="{:.1}" y="40" font-size="11" fill="#222">{}</text>"##,
             x + 18.0,
             x + 22.0,
             esc(name)
@@ -311,6 +311,9 @@ fn load_colour(r: f64) -> String {
 
 /// Rows of cells coloured by value / row mean (tokens per expert, one row per MoE layer).
 pub fn heatmap(title: &str, row_labels: &[String], rows: &[Vec<u64>]) -> String {
+    // Room on the left for "MoE 12 (block 25)".
+    const LEFT: f64 = 124.0;
+    const TOP: f64 = 34.0;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let cell_w = ((W - LEFT - RIGHT) / cols as f64).min(40.0);
     let cell_h = 22.0;

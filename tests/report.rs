@@ -1,0 +1,706 @@
+//! `sparsewatt report` on run folders built here with known figures, checked against figures
+//! computed independently in the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use sparsewatt::meter::EnergySource;
+use sparsewatt::profile::load_model;
+use sparsewatt::runlog::*;
+
+const TOKENS: u64 = 512;
+const SECONDS: f64 = 0.5;
+const IDLE_W: f64 = 10.0;
+const SPARSE_TRAIN_J: [f64; 6] = [999.0, 10.0, 12.0, 11.0, 13.0, 9.0];
+const DENSE_TRAIN_J: [f64; 6] = [999.0, 20.0, 22.0, 21.0, 25.0, 19.0];
+const SPARSE_FLOPS: f64 = 1.0e9;
+const DENSE_FLOPS: f64 = 1.5e9;
+const LOAD: [u64; 8] = [256, 128, 128, 128, 128, 128, 64, 64];
+const PROMPT: u64 = 64;
+const GENERATED: u64 = 8;
+const PREFILL_J: ([f64; 3], [f64; 3]) = ([1.0, 1.2, 1.1], [2.0, 2.2, 2.4]);
+const DECODE_J: ([f64; 3], [f64; 3]) = ([0.5, 0.6, 0.55], [0.9, 1.0, 0.95]);
+/// Two-sided 95% Student t quantiles with 2 and 4 degrees of freedom (from a t table).
+const T2: f64 = 4.302_652_729_749_464;
+/// Two-sided 95% Student t quantile with 4 degrees of freedom (from a t table).
+const T4: f64 = 2.776_445_105_197_798_7;
+
+struct Fixture {
+    energy_scale: f64,
+    source: EnergySource,
+    complete: bool,
+}
+
+const PLAIN: Fixture = Fixture {
+    energy_scale: 1.0,
+    source: EnergySource::Rapl,
+    complete: true,
+};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sw-report-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn header(f: &Fixture) -> RunHeader {
+    RunHeader {
+        format_version: FORMAT_VERSION,
+        id: "fixture".into(),
+        started_unix_s: 1.7e9,
+        command: "sparsewatt run --headless".into(),
+        sparsewatt_version: "test".into(),
+        machine: MachineInfo {
+            hostname: "bench".into(),
+            cpu_model: "Test CPU".into(),
+            logical_cpus: 2,
+            os: "linux".into(),
+            device: "cpu".into(),
+            hardware_profile: None,
+        },
+        sensor: SensorInfo {
+            source: f.source,
+            scope: "cpu package+dram".into(),
+            fallbacks: vec!["nvml: no NVIDIA driver".into()],
+            sample_hz: 2.0,
+        },
+        models: vec![
+            RunModel {
+                role: Role::Sparse,
+                profile: load_model("glam-tiny").unwrap(),
+            },
+            RunModel {
+                role: Role::Dense,
+                profile: load_model("dense-tiny").unwrap(),
+            },
+        ],
+        config: RunConfig {
+            train_steps: 6,
+            warmup_steps: 1,
+            batch: 4,
+            seq_len: 128,
+            prefill_steps: 0,
+            prompt_len: 16,
+            decode_steps: 0,
+            idle_seconds: 2.0,
+            data: "embedded".into(),
+            seed: 1,
+        },
+    }
+}
+
+fn step(f: &Fixture, role: Role, i: usize, joules: f64, t_s: f64) -> Record {
+    phase_step(f, role, Phase::Train, i, TOKENS, joules, t_s)
+}
+
+/// A step of `tokens` tokens; the first train step is a warm-up. Inference steps execute a third
+/// of a train step's FLOPs per token (forward only).
+fn phase_step(
+    f: &Fixture,
+    role: Role,
+    phase: Phase,
+    i: usize,
+    tokens: u64,
+    joules: f64,
+    t_s: f64,
+) -> Record {
+    let sparse = role == Role::Sparse;
+    let train = phase == Phase::Train;
+    let per_token = if sparse { SPARSE_FLOPS } else { DENSE_FLOPS } / TOKENS as f64;
+    // LOAD routes 512 tokens x top-2; scale it to this step's tokens.
+    let load: Vec<u64> = LOAD.iter().map(|c| c * tokens / TOKENS).collect();
+    Record::Step(StepRecord {
+        t_s,
+        model: if sparse { "glam-tiny" } else { "dense-tiny" }.into(),
+        role,
+        phase,
+        step: i as u64,
+        warmup: train && i == 0,
+        tokens,
+        seconds: SECONDS,
+        flops: per_token * tokens as f64 / if train { 1.0 } else { 3.0 },
+        flops_by_component: Default::default(),
+        energy: Some(Energy {
+            joules: joules * f.energy_scale,
+            idle_joules: Some(IDLE_W * SECONDS),
+            source: f.source,
+            scope: "cpu package+dram".into(),
+        }),
+        loss: train.then_some(5.0 - i as f64 * 0.3),
+        aux_loss: (sparse && train).then_some(0.01),
+        expert_tokens: if sparse {
+            vec![load.clone(), load]
+        } else {
+            vec![]
+        },
+        dropped: if sparse && train { 3 } else { 0 },
+        domain_expert_tokens: Default::default(),
+    })
+}
+
+fn eval(role: Role, tokens: u64, loss: f64) -> Record {
+    let sparse = role == Role::Sparse;
+    let per = if sparse { SPARSE_FLOPS } else { DENSE_FLOPS } / TOKENS as f64;
+    Record::Eval(EvalRecord {
+        t_s: 1.0,
+        model: if sparse { "glam-tiny" } else { "dense-tiny" }.into(),
+        role,
+        train_steps: tokens / TOKENS,
+        train_tokens: tokens,
+        train_flops: tokens as f64 * per,
+        train_joules: Some(tokens as f64 * if sparse { 0.02 } else { 0.04 }),
+        val_loss: loss,
+    })
+}
+
+/// A run folder of six train steps per model (the first a warm-up), samples, an idle window and
+/// evals; returns its path.
+fn fixture(name: &str, f: &Fixture) -> PathBuf {
+    let dir = tmp(name);
+    let mut w = RunWriter::create(&dir, &header(f)).unwrap();
+    w.append(&Record::Idle(IdleRecord {
+        seconds: 2.0,
+        joules: 2.0 * IDLE_W,
+        power_w: IDLE_W,
+        source: f.source,
+        scope: "cpu package+dram".into(),
+    }))
+    .unwrap();
+    for i in 0..40 {
+        w.append(&Record::Sample(Sample {
+            t_s: i as f64 * 0.5,
+            power_w: Some(30.0 + (i % 5) as f64),
+            instant_power_w: None,
+            energy_j: Some(i as f64 * 16.0),
+            source: f.source,
+            gpus: vec![],
+        }))
+        .unwrap();
+    }
+    for i in 0..6 {
+        let t = 2.0 + i as f64;
+        w.append(&step(f, Role::Sparse, i, SPARSE_TRAIN_J[i], t))
+            .unwrap();
+        w.append(&step(f, Role::Dense, i, DENSE_TRAIN_J[i], t + 0.5))
+            .unwrap();
+    }
+    for (phase, tokens, js, jd) in [
+        (Phase::Prefill, PROMPT, PREFILL_J.0, PREFILL_J.1),
+        (Phase::Decode, GENERATED, DECODE_J.0, DECODE_J.1),
+    ] {
+        for i in 0..3 {
+            let t = 8.0 + i as f64;
+            w.append(&phase_step(f, Role::Sparse, phase, i, tokens, js[i], t))
+                .unwrap();
+            w.append(&phase_step(
+                f,
+                Role::Dense,
+                phase,
+                i,
+                tokens,
+                jd[i],
+                t + 0.5,
+            ))
+            .unwrap();
+        }
+    }
+    // Sparse reaches 2.5 halfway from 2048 to 3072 tokens; dense reaches it at 3072.
+    for (k, (ls, ld)) in [(4.0, 4.5), (3.0, 3.5), (2.0, 2.5)].into_iter().enumerate() {
+        let tokens = (k as u64 + 1) * 2 * TOKENS;
+        w.append(&eval(Role::Sparse, tokens, ls)).unwrap();
+        w.append(&eval(Role::Dense, tokens, ld)).unwrap();
+    }
+    w.append(&Record::Log {
+        t_s: 3.0,
+        level: "warn".into(),
+        message: "sensor read late".into(),
+    })
+    .unwrap();
+    if f.complete {
+        w.append(&Record::End {
+            t_s: 9.0,
+            reason: "finished".into(),
+        })
+        .unwrap();
+    }
+    drop(w);
+    dir
+}
+
+fn sparsewatt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn report(args: &[&str]) -> String {
+    let mut a = vec!["report"];
+    a.extend_from_slice(args);
+    let out = sparsewatt(&a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json_of(dir: &Path) -> Value {
+    serde_json::from_str(&report(&[dir.to_str().unwrap(), "--format", "json"])).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1e-300)
+}
+
+/// Mean and CI half-width of the five measured steps' joules per token, by hand.
+fn by_hand(joules: &[f64]) -> (f64, f64) {
+    let x: Vec<f64> = joules.iter().map(|j| j / TOKENS as f64).collect();
+    let mean = x.iter().sum::<f64>() / 5.0;
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0;
+    (mean, T4 * var.sqrt() / 5f64.sqrt())
+}
+
+#[test]
+fn the_report_carries_the_figures_computed_by_hand() {
+    let dir = fixture("figures", &PLAIN);
+    let v = json_of(&dir);
+    assert_eq!(v["report_format_version"], 1);
+    let train = &v["phases"][0];
+    assert_eq!(train["phase"], "train");
+    assert_eq!(train["denominator"], "tokens trained");
+    let (ms, hs) = by_hand(&SPARSE_TRAIN_J[1..]);
+    let (md, _) = by_hand(&DENSE_TRAIN_J[1..]);
+    let j = &train["sparse"]["joules_per_token"];
+    assert!(close(j["value"].as_f64().unwrap(), ms), "{j}");
+    let ci = j["ci95"].as_array().unwrap();
+    assert!(close(ci[0].as_f64().unwrap(), ms - hs) && close(ci[1].as_f64().unwrap(), ms + hs));
+    assert_eq!(j["n"], 5);
+    assert_eq!(
+        (j["unit"].as_str(), j["source"].as_str()),
+        (Some("J/token"), Some("rapl"))
+    );
+    assert_eq!(j["per"], "tokens trained");
+    assert_eq!(train["sparse"]["warmup_steps_excluded"], 1);
+    // Idle-subtracted: 10 W x 0.5 s off each step.
+    let idle: Vec<f64> = SPARSE_TRAIN_J[1..]
+        .iter()
+        .map(|j| j - IDLE_W * SECONDS)
+        .collect();
+    let ji = train["sparse"]["joules_per_token_idle_subtracted"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(close(ji, by_hand(&idle).0));
+    let fpt = train["dense"]["flops_per_token"]["value"].as_f64().unwrap();
+    assert!(close(fpt, DENSE_FLOPS / TOKENS as f64));
+    let r = &train["ratio"];
+    assert!(close(
+        r["joules_per_token"]["value"].as_f64().unwrap(),
+        ms / md
+    ));
+    assert!(close(
+        r["flops_per_token"]["value"].as_f64().unwrap(),
+        SPARSE_FLOPS / DENSE_FLOPS
+    ));
+
+    // Prefill and decode: per prompt token and per generated token, three steps each.
+    assert_eq!(v["phases"][1]["denominator"], "prompt tokens");
+    let dec = &v["phases"][2];
+    assert_eq!(dec["phase"], "decode");
+    assert_eq!(dec["sparse"]["joules_per_token"]["per"], "generated tokens");
+    let x: Vec<f64> = DECODE_J.0.iter().map(|j| j / GENERATED as f64).collect();
+    let mean = x.iter().sum::<f64>() / 3.0;
+    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let jd = &dec["sparse"]["joules_per_token"];
+    assert!(close(jd["value"].as_f64().unwrap(), mean));
+    assert!(close(
+        jd["ci95"][1].as_f64().unwrap(),
+        mean + T2 * sd / 3f64.sqrt()
+    ));
+    assert!(close(
+        dec["sparse"]["flops_per_token"]["value"].as_f64().unwrap(),
+        SPARSE_FLOPS / TOKENS as f64 / 3.0
+    ));
+    let dense_dec = DECODE_J.1.iter().sum::<f64>() / 3.0 / GENERATED as f64;
+    assert!(close(
+        dec["ratio"]["joules_per_token"]["value"].as_f64().unwrap(),
+        mean / dense_dec
+    ));
+
+    // Parameters by hand for glam-tiny (d 256, d_ff 1024, 4 blocks, MoE in blocks 1 and 3, 8 experts,
+    // top-2, tied embeddings): embeddings (256 + 128) x 256, attention 4 x 256^2 a block, FFN
+    // 2 x 256 x 1024, router 256 x 8, LayerNorms 2 x 2 x 256 a block plus the final 2 x 256.
+    let ffn = 2.0 * 256.0 * 1024.0;
+    let common =
+        384.0 * 256.0 + 4.0 * (4.0 * 65536.0) + 4.0 * 1024.0 + 512.0 + 2.0 * ffn + 2.0 * 2048.0;
+    let m = &v["models"][0];
+    assert_eq!(m["role"], "sparse");
+    assert_eq!(
+        m["total_params"]["value"].as_f64().unwrap(),
+        common + 2.0 * 8.0 * ffn
+    );
+    assert_eq!(
+        m["active_params"]["value"].as_f64().unwrap(),
+        common + 2.0 * 2.0 * ffn
+    );
+
+    // Expert load (train first): five measured steps of LOAD in each of the two MoE layers (blocks 1 and 3).
+    let e = &v["expert_load"][0];
+    assert_eq!(
+        (e["model"].as_str(), e["steps"].as_u64()),
+        (Some("glam-tiny"), Some(5))
+    );
+    let l1 = &e["layers"][1];
+    assert_eq!(l1["block"], 3);
+    let want: Vec<u64> = LOAD.iter().map(|c| 5 * c).collect();
+    assert_eq!(
+        serde_json::from_value::<Vec<u64>>(l1["tokens_per_expert"].clone()).unwrap(),
+        want
+    );
+    assert!(close(l1["max_over_mean"].as_f64().unwrap(), 256.0 / 128.0));
+    assert_eq!(e["dropped"]["value"].as_f64(), Some(15.0));
+    // 5 steps x 512 tokens x top-2 x 2 MoE layers.
+    assert_eq!(e["assignments"]["value"].as_f64(), Some(10240.0));
+
+    // Same loss: target 2.5; sparse at 2560 tokens, dense at 3072.
+    let s = &v["data_efficiency"]["same_loss"];
+    assert_eq!(v["data_efficiency"]["basis"], "validation loss");
+    assert_eq!(s["target_loss"]["value"].as_f64(), Some(2.5));
+    assert!(close(
+        s["reach"][0]["tokens"]["value"].as_f64().unwrap(),
+        2560.0
+    ));
+    assert!(close(
+        s["reach"][1]["tokens"]["value"].as_f64().unwrap(),
+        3072.0
+    ));
+    assert!(close(
+        s["ratio_joules"]["value"].as_f64().unwrap(),
+        2560.0 * 0.02 / (3072.0 * 0.04)
+    ));
+
+    assert!(close(
+        v["idle"]["power_w"]["value"].as_f64().unwrap(),
+        IDLE_W
+    ));
+    assert!(close(
+        v["power"]["mean_power_w"]["value"].as_f64().unwrap(),
+        32.0
+    ));
+    assert!(v["run"]["complete"].as_bool().unwrap());
+    assert!(v["notes"][0].as_str().unwrap().contains("sensor read late"));
+
+    // The Markdown says the same, question first.
+    let md = report(&[dir.to_str().unwrap()]);
+    let q = md.find("## The question and the answer").unwrap();
+    assert!(q < md.find("## Models").unwrap());
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| train (per token trained)"))
+        .unwrap();
+    // 11 / 512 = 0.021484..., shown with three significant digits.
+    assert!(row.contains("0.0215 ± "), "{row}");
+    assert!(row.contains("5, 5"), "{row}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_cut_off_run_is_reported_and_says_so() {
+    let dir = fixture(
+        "cutoff",
+        &Fixture {
+            complete: false,
+            ..PLAIN
+        },
+    );
+    // Killed mid-write: half a step record at the end.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(RECORDS_FILE))
+        .unwrap();
+    write!(f, "{{\"kind\":\"step\",\"t_s\":9.1,\"model\":\"glam").unwrap();
+    drop(f);
+    let md = report(&[dir.to_str().unwrap()]);
+    assert!(
+        md.contains("Run cut off: records end without an end record (killed or crashed); figures cover the 24 steps recorded (22 measured after warm-up)."),
+        "{md}"
+    );
+    assert!(md.contains("half-written last line"));
+    let v = json_of(&dir);
+    assert_eq!(v["run"]["complete"], false);
+    assert_eq!(v["run"]["unreadable_lines"], 1);
+    // The figures are there all the same.
+    assert_eq!(v["phases"][0]["sparse"]["joules_per_token"]["n"], 5);
+    // write_all (what a run calls at its end) also leaves the summary a cut-off run never wrote.
+    let written = sparsewatt::report::write_all(&dir).unwrap();
+    for name in ["summary.json", "report.md", "report.html", "report.json"] {
+        assert!(written.contains(&dir.join(name)), "{name}: {written:?}");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("class=\"cutoff\"") && html.contains("Run cut off"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every object with a `value` also names its `unit` and `source`.
+fn figures_carry_unit_and_source(v: &Value, path: &str) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("value") {
+                assert!(
+                    m["unit"].is_string() && m["source"].is_string(),
+                    "{path}: {v}"
+                );
+            }
+            for (k, x) in m {
+                figures_carry_unit_and_source(x, &format!("{path}.{k}"));
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                figures_carry_unit_and_source(x, &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Equal JSON, floats equal to the last few bits (serde_json's default float parsing may round
+/// the last bit differently).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_json(v, w))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn the_json_round_trips_and_every_figure_has_unit_and_source() {
+    let dir = fixture("json", &PLAIN);
+    let text = report(&[dir.to_str().unwrap(), "--format", "json"]);
+    let r: sparsewatt::report::Report = serde_json::from_str(&text).unwrap();
+    let original: Value = serde_json::from_str(&text).unwrap();
+    let again = serde_json::to_value(&r).unwrap();
+    assert!(same_json(&original, &again));
+    figures_carry_unit_and_source(&original, "");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_estimate_is_labelled_as_an_estimate() {
+    let dir = fixture(
+        "estimate",
+        &Fixture {
+            source: EnergySource::Estimate,
+            ..PLAIN
+        },
+    );
+    let md = report(&[dir.to_str().unwrap()]);
+    assert!(md.contains("**estimate (not measured)**"), "{md}");
+    assert!(md.contains("an estimate, not a measurement"));
+    assert!(md.contains("Energy is an ESTIMATE, not a measurement"));
+    let energy_line = md
+        .lines()
+        .find(|l| l.starts_with("Energy source:"))
+        .unwrap();
+    assert!(!energy_line.contains("(measured)"), "{energy_line}");
+    assert!(!md.contains("(a measurement)"));
+    let v = json_of(&dir);
+    assert_eq!(v["sensor"]["is_measurement"], false);
+    assert_eq!(
+        v["phases"][0]["sparse"]["joules_per_token"]["source"],
+        "estimate"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn comparing_two_runs_gives_b_over_a_and_warns_of_different_sensors() {
+    let a = fixture("cmp-a", &PLAIN);
+    let b = fixture(
+        "cmp-b",
+        &Fixture {
+            energy_scale: 2.0,
+            source: EnergySource::Estimate,
+            complete: true,
+        },
+    );
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let v: Value = serde_json::from_str(&report(&[sa, sb, "--format", "json"])).unwrap();
+    let row = |role: &str, metric: &str| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["phase"] == "train" && r["role"] == role && r["metric"] == metric)
+            .unwrap()
+            .clone()
+    };
+    assert!(close(
+        row("sparse", "J/token")["b_over_a"].as_f64().unwrap(),
+        2.0
+    ));
+    assert!(close(
+        row("dense", "FLOP/token")["b_over_a"].as_f64().unwrap(),
+        1.0
+    ));
+    // Both energies doubled: the sparse / dense ratio is unchanged.
+    assert!(close(
+        row("sparse/dense", "J/token ratio")["b_over_a"]
+            .as_f64()
+            .unwrap(),
+        1.0
+    ));
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("different sources") && warnings.contains("B's energy is an estimate")
+    );
+    let md = report(&[sa, sb]);
+    assert!(
+        md.contains("| train | sparse | J/token |") && md.contains("| B / A |"),
+        "{md}"
+    );
+    let html = report(&[sa, sb, "--format", "html"]);
+    assert!(html.contains("<svg") && html.contains("A against B"));
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn a_missing_run_folder_is_bad_input_naming_the_file() {
+    let out = sparsewatt(&["report", "/nonexistent/sw-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/sw-run/run.json"), "{err}");
+}
+
+#[test]
+fn out_picks_the_format_from_the_extension() {
+    let dir = fixture("out", &PLAIN);
+    let file = dir.join("r.html");
+    report(&[dir.to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn headless(browser: &str, extra: &[&str], page: &Path) -> std::process::Output {
+    let profile = page.with_extension("chromium-profile");
+    Command::new("timeout")
+        .arg("90")
+        .arg(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1200,3000",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_html_opens_in_headless_chromium_with_its_charts() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: no chromium on this machine (Debian package `chromium`)");
+        return;
+    };
+    let dir = fixture("html", &PLAIN);
+    let page = dir.join("report.html");
+    report(&[
+        dir.to_str().unwrap(),
+        "--format",
+        "html",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").count()
+                == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
+    assert!(!html.contains("https://") && !html.contains("<script"));
+    // J/token for three phases, power over time, two loss curves, expert load in three phases.
+    let charts = html.matches("<svg").count();
+    assert_eq!(charts, 9, "charts in the file");
+
+    let dom = headless(browser, &["--dump-dom"], &page);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(
+        dom_text.matches("<svg").count(),
+        charts,
+        "charts in the parsed DOM"
+    );
+    assert!(dom_text.contains("class=\"errorbar\"") && dom_text.contains("class=\"cell\""));
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(
+        !log.contains("net::ERR_") && !log.contains("Uncaught"),
+        "{log}"
+    );
+
+    // A screenshot of the report against one of an empty page of the same size: the charts and
+    // tables make the PNG several times larger than a blank one.
+    let shot = dir.join("report.png");
+    let out = headless(
+        browser,
+        &[&format!("--screenshot={}", shot.display())],
+        &page,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blank_page = dir.join("blank.html");
+    std::fs::write(&blank_page, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let blank = dir.join("blank.png");
+    headless(
+        browser,
+        &[&format!("--screenshot={}", blank.display())],
+        &blank_page,
+    );
+    let (size, blank_size) = (
+        std::fs::metadata(&shot).unwrap().len(),
+        std::fs::metadata(&blank).unwrap().len(),
+    );
+    assert!(
+        size > 5 * blank_size,
+        "screenshot {size} B against a blank page's {blank_size} B"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
