@@ -129,6 +129,10 @@ fn replay_in_a_terminal_switches_views_quits_and_restores_the_terminal() {
     s.wait_for(&["imbalance max/mean", "which experts each corpus domain"]);
     s.keys(&["3"]);
     s.wait_for(&["loss (nats/token) vs tokens trained"]);
+    s.keys(&["4"]);
+    s.wait_for(&["tpu-v4", "full size: glam-64b-64e vs glam-64b-dense"]);
+    s.keys(&["C"]);
+    s.wait_for(&["chips 2048 (full-size run)"]);
     s.keys(&["5"]);
     s.wait_for(&["sensor fell back"]);
     // The cursor moves back to the start: nothing recorded yet at 0 s.

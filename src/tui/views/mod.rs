@@ -6,7 +6,7 @@ mod experts;
 mod help;
 mod log;
 mod overview;
-mod projections;
+pub(crate) mod projections;
 mod training;
 
 use ratatui::buffer::Buffer;
