@@ -85,7 +85,10 @@ fn every_view_matches_its_snapshot_at_140_by_45() {
     let mut app = App::replay(run());
     for v in View::ALL {
         app.view = v;
-        snapshot(&format!("{}-140x45", v.title().to_lowercase()), &screen(&app, 140, 45));
+        snapshot(
+            &format!("{}-140x45", v.title().to_lowercase()),
+            &screen(&app, 140, 45),
+        );
     }
     app.view = View::Overview;
     key(&mut app, KeyCode::Char('?'));
@@ -102,12 +105,23 @@ fn the_overview_at_the_smallest_size_matches_its_snapshot() {
 fn the_overview_shows_both_models_energy_per_token_and_the_source() {
     let app = App::replay(run());
     let s = screen(&app, 140, 45);
-    for want in ["sparse", "dense", "glam-tiny", "dense-tiny", "J/tok", "measured: rapl"] {
+    for want in [
+        "sparse",
+        "dense",
+        "glam-tiny",
+        "dense-tiny",
+        "J/tok",
+        "measured: rapl",
+    ] {
         assert!(s.contains(want), "{want:?} not on the Overview:\n{s}");
     }
     // The J/tok of the sparse train row is the summary's, formatted (an independent summarize).
     let sum = summarize(&run().records);
-    let j = sum.model(Role::Sparse).unwrap().phase(Phase::Train).unwrap();
+    let j = sum
+        .model(Role::Sparse)
+        .unwrap()
+        .phase(Phase::Train)
+        .unwrap();
     let mean = j.joules_per_token.as_ref().unwrap().total.mean;
     let shown = sparsewatt::tui::format::si(mean, "J");
     assert!(s.contains(&shown), "{shown} not on screen");
@@ -119,13 +133,19 @@ fn a_terminal_too_small_says_so_and_a_resize_draws_again() {
     let mut t = Terminal::new(TestBackend::new(60, 20)).unwrap();
     t.draw(|f| render(&app, f)).unwrap();
     let small = buffer_text(t.backend().buffer());
-    assert!(small.contains("Terminal too small") && small.contains("60×20"), "{small}");
+    assert!(
+        small.contains("Terminal too small") && small.contains("60×20"),
+        "{small}"
+    );
     assert!(small.contains("80×24"), "{small}");
     t.backend_mut().resize(140, 45);
     t.resize(ratatui::layout::Rect::new(0, 0, 140, 45)).unwrap();
     t.draw(|f| render(&app, f)).unwrap();
     let big = buffer_text(t.backend().buffer());
-    assert!(!big.contains("too small") && big.contains("Overview"), "{big}");
+    assert!(
+        !big.contains("too small") && big.contains("Overview"),
+        "{big}"
+    );
 }
 
 #[test]
@@ -160,7 +180,12 @@ fn q_in_replay_quits_at_once() {
 fn live_events() -> Vec<RunEvent> {
     let run = run();
     let mut ev = vec![RunEvent::Started(Box::new(run.header.clone()))];
-    ev.extend(run.records.iter().cloned().map(|r| RunEvent::Record(Box::new(r))));
+    ev.extend(
+        run.records
+            .iter()
+            .cloned()
+            .map(|r| RunEvent::Record(Box::new(r))),
+    );
     ev
 }
 

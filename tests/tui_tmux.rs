@@ -183,10 +183,13 @@ fn bench_draw_reports_every_view() {
         .arg(fixture())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for v in ["Overview", "Experts", "Training", "Projections", "Log"] {
         assert!(text.contains(v), "{v} missing:\n{text}");
     }
 }
-

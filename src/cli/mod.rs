@@ -57,6 +57,26 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// The figures of the energy estimate: a CPU hardware profile's watts (its `[cpu]` table), scaled
+/// to this machine's core count.
+pub fn estimate_params(hardware: &str) -> anyhow::Result<sparsewatt::meter::EstimateParams> {
+    let hw = sparsewatt::profile::load_hardware(hardware)?;
+    let Some(cpu) = &hw.cpu else {
+        return Err(BadInput(format!(
+            "{}: hardware profile {} has no [cpu] table (cores, busy_w_per_core, idle_w) for the estimate",
+            hw.origin, hw.name
+        ))
+        .into());
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(sparsewatt::meter::EstimateParams {
+        profile: hw.name.clone(),
+        cores,
+        busy_w_per_core: cpu.busy_w_per_core,
+        idle_w: cpu.idle_w / cpu.cores.max(1) as f64 * cores as f64,
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

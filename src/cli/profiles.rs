@@ -1,8 +1,66 @@
-//! `sparsewatt profiles` (not built yet).
+//! `sparsewatt profiles`: the model profiles with their key figures.
+
+use anyhow::Context;
+use serde_json::json;
+use sparsewatt::accounting::{forward_flops_per_token, human, params, train_flops_per_token};
+use sparsewatt::profile::{load_model, names, Kind};
+use sparsewatt::project::table::grid;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print the key figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`sparsewatt profiles` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for n in names(Kind::Model) {
+        let p = load_model(&n).with_context(|| format!("loading model profile `{n}`"))?;
+        let c = params(&p);
+        let fwd = forward_flops_per_token(&p, p.seq_len).total();
+        let train = train_flops_per_token(&p).total();
+        items.push(json!({
+            "name": p.name, "params_total": c.total, "params_active": c.active,
+            "forward_flops_per_token": fwd, "train_flops_per_token": train,
+            "experts": p.experts, "top_k": p.top_k, "layers": p.layers, "d_model": p.d_model,
+            "seq_len": p.seq_len, "dense_baseline": p.dense_baseline,
+        }));
+        rows.push(vec![
+            p.name.clone(),
+            human(c.total),
+            human(c.active),
+            human(fwd),
+            human(train),
+            if p.is_sparse() {
+                format!("{} top-{} every {}", p.experts, p.top_k, p.moe_every)
+            } else {
+                "dense".into()
+            },
+            p.layers.to_string(),
+            p.d_model.to_string(),
+            p.seq_len.to_string(),
+            p.dense_baseline.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    let headers = [
+        "name",
+        "params",
+        "active",
+        "fwd FLOPs/token",
+        "train FLOPs/token",
+        "experts",
+        "layers",
+        "d_model",
+        "seq_len",
+        "dense baseline",
+    ];
+    print!("{}", grid(&headers, &rows));
+    println!("\nFLOPs per token at seq_len, attention counted in full (docs/accounting.md).");
+    Ok(())
 }

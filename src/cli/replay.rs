@@ -50,7 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Print per view the CPU time of a frame and the share of one core at the dashboard's frame rate.
 fn bench_draw(app: &mut App, frames: u32) -> anyhow::Result<()> {
     let (w, h) = (140, 45);
-    println!("view         ms/frame  % of one core at {} frames/s", tui::MIN_FPS);
+    println!(
+        "view         ms/frame  % of one core at {} frames/s",
+        tui::MIN_FPS
+    );
     for v in View::ALL {
         app.view = v;
         tui::draw_cost(app, w, h, frames / 10 + 1)?; // warm caches

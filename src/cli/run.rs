@@ -1,8 +1,377 @@
-//! `sparsewatt run` (not built yet).
+//! `sparsewatt run`: the measured run, sparse against dense. The dashboard when standard output
+//! is a terminal, headless (progress on standard error, summary at the end) otherwise or with
+//! `--headless`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use anyhow::Context;
+use sparsewatt::data::Corpus;
+use sparsewatt::meter::{open_sensor, Meter, SensorChoice};
+use sparsewatt::model::{pick_device, Model, TrainConfig};
+use sparsewatt::profile::{load_model, ModelProfile};
+use sparsewatt::runlog::{
+    detect_machine, run_id, unix_now, Phase, Role, RunConfig, RunHeader, RunModel, RunSummary,
+    RunWriter, SensorInfo, StepRecord, FORMAT_VERSION,
+};
+use sparsewatt::workload::run::{execute, Progress, RunPlan};
+use sparsewatt::workload::{InferenceShape, ModelWorkload, RunEvent};
+
+use super::BadInput;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The sparse model (a profile name or a .toml path).
+    #[arg(long, default_value = "glam-tiny")]
+    model: String,
+    /// The dense baseline [default: the sparse profile's `dense_baseline`, else dense-tiny].
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Training steps per model (the first --warmup are left out of summaries).
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    /// Warm-up steps per model [default: 2, or fewer for very short runs].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Measured prefill steps per model (each: --infer-batch prompts of --prompt-len tokens).
+    #[arg(long, default_value_t = 6)]
+    prefill_steps: u64,
+    /// Measured decode steps per model (each: --decode-tokens new tokens per sequence).
+    #[arg(long, default_value_t = 12)]
+    decode_steps: u64,
+    /// Sequences per training batch (of the profile's seq_len tokens).
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Sequences served together in prefill and decode.
+    #[arg(long, default_value_t = 4)]
+    infer_batch: usize,
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 16)]
+    decode_tokens: usize,
+    /// Seconds of idle measurement before the workload (the baseline power).
+    #[arg(long, default_value_t = 2.0)]
+    idle_seconds: f64,
+    /// Validate both models every N training steps (and after the last).
+    #[arg(long, default_value_t = 25)]
+    eval_every: u64,
+    /// The run folder [default: runs/<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Energy sensor: auto (NVML, then RAPL, then the estimate), nvml, rapl or estimate.
+    #[arg(long, default_value = "auto")]
+    sensor: String,
+    /// CPU hardware profile whose watts the estimate uses (see `sparsewatt hardware`).
+    #[arg(long, default_value = "cpu-generic")]
+    hardware: String,
+    /// Sensor readings per second.
+    #[arg(long, default_value_t = 10.0)]
+    sample_hz: f64,
+    /// Train on this file instead of the embedded corpus.
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// No dashboard even on a terminal: progress on standard error, the summary on standard output.
+    #[arg(long)]
+    headless: bool,
+    /// Run the models on the GPU when built with the `cuda` feature and one is present.
+    #[arg(long)]
+    gpu: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`sparsewatt run` is not built yet")
+struct StderrProgress {
+    start: Instant,
+}
+
+impl Progress for StderrProgress {
+    fn step(&mut self, r: &StepRecord) {
+        let energy = r
+            .energy
+            .as_ref()
+            .map(|e| format!("{:.2} J ({})", e.joules, e.source))
+            .unwrap_or_default();
+        let loss = r.loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
+        eprintln!(
+            "[{:>6.1}s] {:<6} {:<7} {:<14} step {:>3}{} {:>5} tokens {:.3} s {}{}",
+            self.start.elapsed().as_secs_f64(),
+            format!("{:?}", r.role).to_lowercase(),
+            format!("{:?}", r.phase).to_lowercase(),
+            r.model,
+            r.step,
+            if r.warmup { " (warm-up)" } else { "" },
+            r.tokens,
+            r.seconds,
+            energy,
+            loss
+        );
+    }
+
+    fn note(&mut self, message: &str) {
+        eprintln!("[{:>6.1}s] {message}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn check(a: &Args) -> Result<(), BadInput> {
+    let positive = [
+        ("--batch", a.batch),
+        ("--infer-batch", a.infer_batch),
+        ("--prompt-len", a.prompt_len),
+        ("--decode-tokens", a.decode_tokens),
+    ];
+    for (flag, v) in positive {
+        if v == 0 {
+            return Err(BadInput(format!("{flag} must be at least 1, got 0")));
+        }
+    }
+    if !(a.sample_hz > 0.0 && a.sample_hz <= 1000.0) {
+        return Err(BadInput(format!(
+            "--sample-hz must be in (0, 1000], got {}",
+            a.sample_hz
+        )));
+    }
+    if !(a.idle_seconds >= 0.0 && a.idle_seconds.is_finite()) {
+        return Err(BadInput(format!(
+            "--idle-seconds must be >= 0, got {}",
+            a.idle_seconds
+        )));
+    }
+    Ok(())
+}
+
+fn baseline_name(a: &Args, sparse: &ModelProfile) -> String {
+    a.baseline
+        .clone()
+        .or_else(|| sparse.dense_baseline.clone())
+        .unwrap_or_else(|| "dense-tiny".into())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    check(&a)?;
+    let sparse_p = load_model(&a.model)?;
+    let dense_p = load_model(&baseline_name(&a, &sparse_p))?;
+    let choice: SensorChoice = a
+        .sensor
+        .parse()
+        .map_err(|e| BadInput(format!("--sensor: {e}")))?;
+    let corpus = Corpus::load(a.data.as_deref()).map_err(|e| BadInput(e.to_string()))?;
+    let estimate = super::estimate_params(&a.hardware)?;
+    let (sensor, fallbacks) = open_sensor(choice, &estimate)?;
+    let (device, device_name, device_fallback) = pick_device(a.gpu);
+
+    let warmup = a
+        .warmup
+        .unwrap_or(if a.steps >= 6 { 2 } else { a.steps / 3 });
+    let shape = InferenceShape {
+        batch: a.infer_batch,
+        prompt_len: a.prompt_len,
+        decode_tokens_per_step: a.decode_tokens,
+    };
+    let workload = |p: &ModelProfile, role: Role| -> anyhow::Result<ModelWorkload> {
+        let mut tc = TrainConfig::for_profile(p, a.steps.max(1));
+        tc.batch = a.batch;
+        tc.seed = a.seed;
+        // Two fixed validation batches keep evaluation short beside the measured steps.
+        tc.val_batches = 2;
+        let model = Model::new(p, &device, a.seed)?;
+        ModelWorkload::new(model, role, &corpus, tc, shape)
+            .map_err(|e| BadInput(format!("{e:#}")).into())
+    };
+    let mut sparse = workload(&sparse_p, Role::Sparse)?;
+    let mut dense = workload(&dense_p, Role::Dense)?;
+
+    let started = unix_now();
+    let id = run_id(started);
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&id));
+    let epoch = Instant::now();
+    let meter = Meter::start(sensor, a.sample_hz, epoch);
+    let header = RunHeader {
+        format_version: FORMAT_VERSION,
+        id,
+        started_unix_s: started,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        sparsewatt_version: env!("CARGO_PKG_VERSION").into(),
+        machine: detect_machine(&device_name, Some(estimate.profile.clone())),
+        sensor: SensorInfo {
+            source: meter.source(),
+            scope: meter.scope(),
+            fallbacks,
+            sample_hz: a.sample_hz,
+        },
+        models: vec![
+            RunModel {
+                role: Role::Sparse,
+                profile: sparse_p.clone(),
+            },
+            RunModel {
+                role: Role::Dense,
+                profile: dense_p.clone(),
+            },
+        ],
+        config: RunConfig {
+            train_steps: a.steps,
+            warmup_steps: warmup,
+            batch: a.batch,
+            seq_len: sparse_p.seq_len,
+            prefill_steps: a.prefill_steps,
+            prompt_len: a.prompt_len,
+            decode_steps: a.decode_steps,
+            idle_seconds: a.idle_seconds,
+            data: corpus.name().to_string(),
+            seed: a.seed,
+        },
+    };
+    let mut writer = RunWriter::create(&dir, &header)
+        .with_context(|| format!("creating the run folder {}", dir.display()))?;
+    let plan = RunPlan {
+        train_steps: a.steps,
+        warmup_steps: warmup,
+        prefill_steps: a.prefill_steps,
+        decode_steps: a.decode_steps,
+        idle_seconds: a.idle_seconds,
+        eval_every: a.eval_every.max(1),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let dashboard = !a.headless && std::io::stdout().is_terminal();
+    if !dashboard {
+        // Ctrl-C ends the run cleanly between two steps, with its summary. In the dashboard, raw
+        // mode delivers Ctrl-C as a key instead.
+        let s = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if s.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("stopping after the current step (Ctrl-C again to abort)");
+        });
+    }
+    let mut progress = StderrProgress { start: epoch };
+    if let Some(f) = &device_fallback {
+        eprintln!("warning: {f}");
+    }
+    eprintln!(
+        "run folder {}; energy source {} ({}){}",
+        dir.display(),
+        meter.source(),
+        meter.scope(),
+        if header.sensor.fallbacks.is_empty() {
+            String::new()
+        } else {
+            format!("; not used: {}", header.sensor.fallbacks.join("; "))
+        }
+    );
+
+    let summary = if dashboard {
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(RunEvent::Started(Box::new(header.clone())));
+        let stop_w = stop.clone();
+        let worker = std::thread::Builder::new()
+            .name("workload".into())
+            .spawn(move || {
+                let mut quiet = sparsewatt::workload::run::Quiet;
+                let r = execute(
+                    &plan,
+                    &mut sparse,
+                    &mut dense,
+                    &meter,
+                    &mut writer,
+                    Some(&tx),
+                    &stop_w,
+                    &mut quiet,
+                    epoch,
+                );
+                let _ = tx.send(match &r {
+                    Ok(s) => RunEvent::Finished(Box::new(s.clone())),
+                    Err(e) => RunEvent::Failed(format!("{e:#}")),
+                });
+                meter.stop();
+                r
+            })?;
+        let ui = sparsewatt::tui::dashboard(rx, stop.clone());
+        stop.store(true, Ordering::SeqCst);
+        let r = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the workload thread panicked"))?;
+        ui?;
+        r?
+    } else {
+        let r = execute(
+            &plan,
+            &mut sparse,
+            &mut dense,
+            &meter,
+            &mut writer,
+            None,
+            &stop,
+            &mut progress,
+            epoch,
+        );
+        meter.stop();
+        drop(writer);
+        r?
+    };
+    finish(&dir, &summary)
+}
+
+/// Reports beside the records, and the answer on standard output.
+fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
+    match sparsewatt::report::write_all(dir) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+        Err(e) => eprintln!("warning: no report written: {e:#}"),
+    }
+    println!("run {} ({})", dir.display(), s.end_reason);
+    println!(
+        "{:<8} {:<8} {:>16} {:>22} {:>14} {:>12}",
+        "phase", "role", "model", "J/token (95% CI)", "FLOPs/token", "tokens/s"
+    );
+    for phase in [Phase::Train, Phase::Prefill, Phase::Decode] {
+        for m in &s.models {
+            let Some(p) = m.phase(phase) else { continue };
+            let j = p
+                .joules_per_token
+                .as_ref()
+                .map(|j| match j.total.half_width() {
+                    Some(h) => format!("{:.4} ± {:.4}", j.total.mean, h),
+                    None => format!("{:.4}", j.total.mean),
+                })
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<8} {:<8} {:>16} {:>22} {:>14.3e} {:>12.0}",
+                format!("{phase:?}").to_lowercase(),
+                format!("{:?}", m.role).to_lowercase(),
+                m.model,
+                j,
+                p.flops_per_token,
+                p.tokens_per_s.map_or(0.0, |t| t.mean)
+            );
+        }
+    }
+    for r in &s.ratios {
+        println!(
+            "sparse/dense {:<8} J/token {}  FLOPs/token {}",
+            format!("{:?}", r.phase).to_lowercase(),
+            r.joules_per_token.map_or("-".into(), |x| format!("{x:.3}")),
+            r.flops_per_token.map_or("-".into(), |x| format!("{x:.3}"))
+        );
+    }
+    if let Some(src) = s.source {
+        println!(
+            "energy source: {src}{}",
+            if src.label() == "estimate" {
+                " (an estimate from CPU time and a hardware profile, not a measurement)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@
 mod batch;
 mod corpus;
 mod generate;
-mod rng;
+pub(crate) mod rng;
 mod tokenizer;
 
 use std::path::PathBuf;

@@ -30,3 +30,19 @@ impl std::fmt::Display for EnergySource {
         f.write_str(self.label())
     }
 }
+
+mod error;
+mod estimate;
+mod nvml;
+mod rapl;
+mod sampler;
+mod sensor;
+mod window;
+
+pub use error::MeterError;
+pub use estimate::{proc_stat_cpu_s, process_cpu_s, EstimateSensor};
+pub use nvml::{counter_delta_mj, NvmlSensor, NVML_LIB_ENV};
+pub use rapl::{wrapped_delta_uj, RaplSensor, DEFAULT_POWERCAP_ROOT, POWERCAP_ROOT_ENV};
+pub use sampler::{Meter, DEFAULT_SAMPLE_HZ};
+pub use sensor::{open_sensor, EstimateParams, Reading, Sensor, SensorChoice};
+pub use window::{trapezoid_j, trapezoid_step_j, Window, WindowEnergy};

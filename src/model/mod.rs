@@ -1,2 +1,390 @@
-//! The candle model: embeddings, attention, dense FFN, the MoE layer (router, experts, aux loss),
-//! generation with a KV cache.
+//! The candle model: a decoder-only transformer with GLaM's mixture-of-experts FFN in every
+//! `moe_every`-th layer. Learned token and position embeddings, pre-norm blocks (layer norm),
+//! causal multi-head attention, GELU feed-forward blocks; with `experts = 1` it is exactly the
+//! dense baseline (same parameter names, no router, no auxiliary loss). See docs/model.md.
+
+mod attention;
+mod checkpoint;
+mod generate;
+mod init;
+mod layers;
+mod moe;
+mod optim;
+mod trainer;
+
+pub use attention::{causal_mask, LayerCache};
+pub use checkpoint::{load_checkpoint, CheckpointError, TrainerState, PROFILE_FILE, WEIGHTS_FILE};
+pub use generate::{generate, generate_uncached, Generation, SampleConfig, TokenSampler};
+pub use layers::{cross_entropy, log_softmax};
+pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
+pub use optim::{AdamW, LrSchedule};
+pub use trainer::{TrainConfig, TrainStep, Trainer};
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use std::collections::BTreeMap;
+
+use crate::accounting::flops::elementwise::{
+    RESIDUAL_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
+};
+use crate::accounting::{Component, FlopCount};
+use crate::profile::ModelProfile;
+use attention::Attention;
+use layers::{LayerNorm, Linear, Mlp};
+use moe::Moe;
+
+#[derive(Clone, Debug)]
+enum Ffn {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    ffn: Ffn,
+}
+
+/// One forward pass: logits, the (already weighted) auxiliary loss, what the routers did and the
+/// FLOPs executed.
+pub struct Forward {
+    /// (rows, vocab): every position for [`Model::forward`], the last position of each sequence
+    /// for [`Model::forward_cached`].
+    pub logits: Tensor,
+    /// `aux_loss_weight x mean over MoE layers of the balancing loss`; `None` for a dense model.
+    pub aux_loss: Option<Tensor>,
+    pub routing: Vec<LayerRouting>,
+    pub flops: FlopCount,
+}
+
+impl Forward {
+    /// Tokens per expert, one vector per MoE layer.
+    pub fn expert_tokens(&self) -> Vec<Vec<u64>> {
+        self.routing
+            .iter()
+            .map(|r| r.tokens_per_expert.clone())
+            .collect()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.routing.iter().map(|r| r.dropped).sum()
+    }
+}
+
+/// Keys and values of every layer, for generation.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The model: its profile, its parameters (named `Var`s) and the modules built on them.
+pub struct Model {
+    profile: ModelProfile,
+    device: Device,
+    dtype: DType,
+    vars: BTreeMap<String, Var>,
+    tok_emb: Tensor,
+    pos_emb: Tensor,
+    blocks: Vec<Block>,
+    final_norm: LayerNorm,
+    /// (d_model, vocab); the transposed token embedding when tied.
+    head: Tensor,
+}
+
+/// The device to run on: the first CUDA GPU when built with `cuda` and one is present, else the
+/// CPU; with a description and, on fallback, the reason.
+pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
+    if want_gpu && cfg!(feature = "cuda") {
+        match Device::new_cuda(0) {
+            Ok(d) => return (d, "cuda:0".into(), None),
+            Err(e) => {
+                return (
+                    Device::Cpu,
+                    "cpu".into(),
+                    Some(format!("no usable CUDA GPU ({e}); running on the CPU")),
+                )
+            }
+        }
+    }
+    (Device::Cpu, "cpu".into(), None)
+}
+
+/// f32 on the CPU (bf16 is widened there and slower), bf16 on a GPU, as GLaM's activations.
+pub fn dtype_for(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+impl Model {
+    /// A freshly initialised model; the same profile and seed give the same parameters.
+    pub fn new(profile: &ModelProfile, device: &Device, seed: u64) -> Result<Model> {
+        let dtype = dtype_for(device);
+        let vars = init::init_vars(profile, device, dtype, seed)?;
+        Model::from_vars(profile, device, vars)
+    }
+
+    /// Build the modules on a complete set of named parameters.
+    pub(crate) fn from_vars(
+        profile: &ModelProfile,
+        device: &Device,
+        vars: BTreeMap<String, Var>,
+    ) -> Result<Model> {
+        let p = profile;
+        let get = |name: &str| -> Result<Tensor> {
+            vars.get(name)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+        };
+        let lin = |name: &str, bias: bool| -> Result<Linear> {
+            Ok(Linear {
+                w: get(&format!("{name}.w"))?,
+                b: if bias {
+                    Some(get(&format!("{name}.b"))?)
+                } else {
+                    None
+                },
+            })
+        };
+        let mlp = |name: &str| -> Result<Mlp> {
+            Ok(Mlp {
+                up: lin(&format!("{name}.up"), false)?,
+                down: lin(&format!("{name}.down"), false)?,
+            })
+        };
+        let mut blocks = Vec::with_capacity(p.layers);
+        for i in 0..p.layers {
+            let b = format!("blocks.{i}");
+            let ffn = if p.is_moe_layer(i) {
+                Ffn::Moe(Moe {
+                    router: lin(&format!("{b}.moe.router"), false)?,
+                    experts: (0..p.experts)
+                        .map(|e| mlp(&format!("{b}.moe.experts.{e}")))
+                        .collect::<Result<_>>()?,
+                    top_k: p.top_k,
+                    capacity_factor: p.capacity_factor,
+                })
+            } else {
+                Ffn::Dense(mlp(&format!("{b}.ffn"))?)
+            };
+            blocks.push(Block {
+                norm1: LayerNorm {
+                    gain: get(&format!("{b}.norm1.gain"))?,
+                    bias: get(&format!("{b}.norm1.bias"))?,
+                },
+                attn: Attention {
+                    qkv: lin(&format!("{b}.attn.qkv"), false)?,
+                    out: lin(&format!("{b}.attn.out"), false)?,
+                    heads: p.heads,
+                    d_head: p.d_head,
+                },
+                norm2: LayerNorm {
+                    gain: get(&format!("{b}.norm2.gain"))?,
+                    bias: get(&format!("{b}.norm2.bias"))?,
+                },
+                ffn,
+            });
+        }
+        let tok_emb = get("tok_emb")?;
+        let head = if p.tied_embeddings {
+            tok_emb.t()?
+        } else {
+            get("head")?
+        };
+        let dtype = tok_emb.dtype();
+        Ok(Model {
+            profile: p.clone(),
+            device: device.clone(),
+            dtype,
+            pos_emb: get("pos_emb")?,
+            final_norm: LayerNorm {
+                gain: get("final_norm.gain")?,
+                bias: get("final_norm.bias")?,
+            },
+            tok_emb,
+            blocks,
+            head,
+            vars,
+        })
+    }
+
+    pub fn profile(&self) -> &ModelProfile {
+        &self.profile
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Every trainable parameter by name.
+    pub fn vars(&self) -> &BTreeMap<String, Var> {
+        &self.vars
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+
+    /// Token ids (batch, seq) u32 as a tensor on the model's device.
+    pub fn ids(&self, tokens: &[u32], batch: usize) -> Result<Tensor> {
+        let seq = tokens.len() / batch.max(1);
+        Tensor::from_slice(tokens, (batch, seq), &self.device)
+    }
+
+    /// Forward over whole sequences: logits at every position.
+    pub fn forward(&self, ids: &Tensor) -> Result<Forward> {
+        self.run(ids, None, false)
+    }
+
+    /// Forward of new tokens appended to `cache` (prefill with an empty cache, then one token per
+    /// decode step): logits at the last new position of each sequence.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Forward> {
+        if cache.layers.is_empty() {
+            cache.layers = vec![LayerCache::default(); self.profile.layers];
+        }
+        self.run(ids, Some(cache), true)
+    }
+
+    /// An empty cache for [`Model::forward_cached`].
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn run(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> Result<Forward> {
+        let p = &self.profile;
+        let (b, t) = ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if past + t > p.seq_len {
+            candle_core::bail!(
+                "{} positions requested but {} has {} position embeddings (seq_len)",
+                past + t,
+                p.name,
+                p.seq_len
+            );
+        }
+        let n = b * t;
+        let d = p.d_model;
+        let mut f = FlopCount::default();
+        let tok = self.tok_emb.index_select(&ids.flatten_all()?, 0)?; // (n, d)
+        let pos = self.pos_emb.narrow(0, past, t)?; // (t, d)
+        let mut x = tok
+            .reshape((b, t, d))?
+            .broadcast_add(&pos)?
+            .reshape((n, d))?;
+        f.add(
+            Component::NormAct,
+            RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
+        );
+        let mut routing = Vec::new();
+        let mut balance = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let h = block.norm1.forward(&x, &mut f)?;
+            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
+            let a = block.attn.forward(&h, b, t, layer_cache, &mut f)?;
+            x = (x + a)?;
+            f.add(
+                Component::NormAct,
+                RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
+            );
+            let h = block.norm2.forward(&x, &mut f)?;
+            let y = match &block.ffn {
+                Ffn::Dense(mlp) => mlp.forward(&h, Component::DenseFfn, &mut f)?,
+                Ffn::Moe(moe) => {
+                    let out = moe.forward(&h, i, &mut f)?;
+                    routing.push(out.routing);
+                    balance.push(out.balance_loss);
+                    out.y
+                }
+            };
+            x = (x + y)?;
+            f.add(
+                Component::NormAct,
+                RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
+            );
+        }
+        let x = if last_only {
+            x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?
+        } else {
+            x
+        };
+        let x = self.final_norm.forward(&x, &mut f)?;
+        let rows = x.dim(0)?;
+        f.add_matmul(Component::Logits, rows, d, p.vocab_size);
+        // The softmax over the vocabulary (in the loss or the sampler) is part of the forward count.
+        f.add(
+            Component::NormAct,
+            SOFTMAX_FLOPS_PER_ELEMENT * (rows * p.vocab_size) as f64,
+        );
+        let logits = x.matmul(&self.head)?;
+        let aux_loss = if balance.is_empty() {
+            None
+        } else {
+            let mean = Tensor::stack(&balance, 0)?.mean_all()?;
+            Some((mean * p.aux_loss_weight)?)
+        };
+        Ok(Forward {
+            logits,
+            aux_loss,
+            routing,
+            flops: f,
+        })
+    }
+
+    /// The sparse output of MoE layer `layer` on `x` (tokens, d_model) and the brute-force
+    /// reference (every expert on every token); for tests.
+    pub fn moe_against_brute_force(&self, layer: usize, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        match &self.blocks[layer].ffn {
+            Ffn::Moe(m) => Ok((
+                m.forward(x, layer, &mut FlopCount::default())?.y,
+                moe::brute_force(m, x)?,
+            )),
+            Ffn::Dense(_) => candle_core::bail!("layer {layer} is not a MoE layer"),
+        }
+    }
+
+    /// Write the weights (safetensors) and the profile beside them into `dir`.
+    pub fn save(&self, dir: &std::path::Path) -> std::result::Result<(), CheckpointError> {
+        checkpoint::save_model(self, dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_model;
+
+    #[test]
+    fn parameter_count_matches_the_accounting() {
+        for name in ["glam-tiny", "dense-tiny"] {
+            let p = load_model(name).unwrap();
+            let m = Model::new(&p, &Device::Cpu, 0).unwrap();
+            let acc = crate::accounting::params(&p);
+            // Both count the same structure (docs/accounting.md): they must agree exactly.
+            assert_eq!(m.num_params() as f64, acc.total, "{name}");
+        }
+    }
+}

@@ -520,14 +520,20 @@ mod tests {
     #[test]
     fn default_precision_without_a_peak_is_named() {
         let e = err_of(&v4().replace("default = \"bf16\"", "default = \"fp8\""));
-        assert!(e.contains("`peak_tflops.default`") && e.contains("fp8"), "{e}");
+        assert!(
+            e.contains("`peak_tflops.default`") && e.contains("fp8"),
+            "{e}"
+        );
     }
 
     #[test]
     fn utilization_above_one_is_named() {
         let text = v4().replace("utilization = ", "utilization = 1.5 #");
         let e = err_of(&text);
-        assert!(e.contains("`defaults.utilization`") && e.contains("1.5"), "{e}");
+        assert!(
+            e.contains("`defaults.utilization`") && e.contains("1.5"),
+            "{e}"
+        );
     }
 
     #[test]

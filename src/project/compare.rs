@@ -85,7 +85,11 @@ mod tests {
         // Top-2 in every other layer: each MoE layer costs two FFNs where the dense costs one, so
         // the sparse model costs more FLOPs per token than its dense base (GLaM 64B/64E: 96.6B
         // activated against 64B), while holding 64x the FFN weights of those layers.
-        assert!(c.flops_ratio > 1.0 && c.flops_ratio < 2.0, "{}", c.flops_ratio);
+        assert!(
+            c.flops_ratio > 1.0 && c.flops_ratio < 2.0,
+            "{}",
+            c.flops_ratio
+        );
         assert!((c.energy_ratio - c.flops_ratio).abs() < 1e-9);
     }
 }

@@ -173,7 +173,10 @@ fn roofline(
         (Bound::Network, network_s),
     ]
     .into_iter()
-    .fold((Bound::Compute, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    .fold(
+        (Bound::Compute, f64::MIN),
+        |a, b| if b.1 > a.1 { b } else { a },
+    );
     PhaseRoofline {
         phase,
         tokens_per_step: tokens,
@@ -197,7 +200,11 @@ pub fn project_inference(
     hw: &HardwareProfile,
     s: &InferenceSettings,
 ) -> Result<InferenceProjection, ProjectError> {
-    for (name, v) in [("chips", s.chips), ("batch", s.batch), ("context", s.context)] {
+    for (name, v) in [
+        ("chips", s.chips),
+        ("batch", s.batch),
+        ("context", s.context),
+    ] {
         if v == 0 {
             return Err(bad(name, "must be at least 1, got 0"));
         }
@@ -227,8 +234,8 @@ pub fn project_inference(
                 ))
             }
             Some(i) if s.chips > i.chips_per_pod => notes.push(format!(
-                "{} chips span more than one {}-chip pod/NVLink domain: the slower network between them is not modelled",
-                s.chips, i.chips_per_pod
+                "{}: {} chips span more than one {}-chip pod/NVLink domain; the slower network between them is not modelled",
+                hw.name, s.chips, i.chips_per_pod
             )),
             Some(_) => {}
         }
@@ -255,7 +262,8 @@ pub fn project_inference(
     let fits_in_memory = weights_held_bytes + kv_cache_bytes <= mach.chips * hw.memory_bytes;
     if !fits_in_memory {
         notes.push(format!(
-            "weights ({:.0} GB) and KV cache ({:.0} GB) do not fit in {} x {:.0} GB",
+            "{}: weights ({:.0} GB) and KV cache ({:.0} GB) do not fit in {} x {:.0} GB",
+            hw.name,
             weights_held_bytes / 1e9,
             kv_cache_bytes / 1e9,
             s.chips,

@@ -5,14 +5,16 @@
 pub mod calibrate;
 pub mod compare;
 pub mod inference;
+pub mod table;
 pub mod training;
 
 pub use calibrate::{calibrate, calibrate_run, Calibration, PhaseCalibration};
 pub use compare::{
-    compare_inference, compare_training, dense_counterpart, InferenceComparison,
-    TrainingComparison,
+    compare_inference, compare_training, dense_counterpart, InferenceComparison, TrainingComparison,
 };
-pub use inference::{project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline};
+pub use inference::{
+    project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline,
+};
 pub use training::{
     implied_utilization, project_training, project_training_tokens, training_flops, Settings,
     TrainingProjection, Utilization,

@@ -1,6 +1,7 @@
 //! The run folder: an append-only record of a run, written as it goes and readable after a crash.
 
 mod folder;
+mod machine;
 mod record;
 mod summary;
 
@@ -8,6 +9,7 @@ pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
+pub use machine::{detect_machine, run_id, unix_now};
 pub use record::{
     Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
     FORMAT_VERSION,

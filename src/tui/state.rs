@@ -346,7 +346,13 @@ mod tests {
     #[test]
     fn readings_during_a_step_go_to_that_steps_model() {
         let mut s = RunState::new(None);
-        for (t, w) in [(0.5, 10.0), (1.2, 20.0), (1.8, 21.0), (2.5, 30.0), (2.9, 31.0)] {
+        for (t, w) in [
+            (0.5, 10.0),
+            (1.2, 20.0),
+            (1.8, 21.0),
+            (2.5, 30.0),
+            (2.9, 31.0),
+        ] {
             s.apply(&sample(t, w));
         }
         s.apply(&train_step(Role::Sparse, 2.0, 3.0, vec![])); // ran (1.0, 2.0]
@@ -360,15 +366,28 @@ mod tests {
     #[test]
     fn expert_counts_accumulate_and_a_nan_loss_becomes_a_warning() {
         let mut s = RunState::new(None);
-        s.apply(&train_step(Role::Sparse, 1.0, 3.0, vec![vec![3, 1], vec![2, 2]]));
-        s.apply(&train_step(Role::Sparse, 2.0, f64::NAN, vec![vec![1, 3], vec![4, 0]]));
+        s.apply(&train_step(
+            Role::Sparse,
+            1.0,
+            3.0,
+            vec![vec![3, 1], vec![2, 2]],
+        ));
+        s.apply(&train_step(
+            Role::Sparse,
+            2.0,
+            f64::NAN,
+            vec![vec![1, 3], vec![4, 0]],
+        ));
         let x = &s.experts[&Role::Sparse];
         assert_eq!(x.tokens, vec![vec![4, 4], vec![6, 2]]);
         assert_eq!(x.last_step, vec![vec![1, 3], vec![4, 0]]);
         assert_eq!((x.dropped, x.steps_with_drops), (6, 2));
         let c = &s.training[&Role::Sparse];
         assert_eq!((c.tokens, c.train_loss.len()), (200, 1));
-        assert!(s.log.iter().any(|l| l.is_warning() && l.message.contains("NaN")));
+        assert!(s
+            .log
+            .iter()
+            .any(|l| l.is_warning() && l.message.contains("NaN")));
     }
 
     #[test]
@@ -386,7 +405,11 @@ mod tests {
         assert!(s.summary().is_none() && s.summary_stale());
         s.refresh_summary();
         let sum = s.summary().unwrap();
-        let p = sum.model(Role::Sparse).unwrap().phase(Phase::Train).unwrap();
+        let p = sum
+            .model(Role::Sparse)
+            .unwrap()
+            .phase(Phase::Train)
+            .unwrap();
         assert_eq!(p.tokens, 100);
         s.apply(&train_step(Role::Sparse, 2.0, 3.0, vec![]));
         assert!(s.summary_stale());

@@ -27,9 +27,7 @@ pub fn dim() -> Style {
 }
 
 pub fn header() -> Style {
-    Style::new()
-        .fg(Color::Yellow)
-        .add_modifier(Modifier::BOLD)
+    Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
 }
 
 pub fn warn() -> Style {

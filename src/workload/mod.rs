@@ -1,5 +1,12 @@
 //! One training step, one prefill, one decode step of a model; the A/B schedule of sparse and dense.
 
+mod bench;
+mod model_workload;
+pub mod run;
+
+pub use bench::{bench, cpu_threads, BenchConfig, BenchResult};
+pub use model_workload::{InferenceShape, ModelWorkload};
+
 use std::collections::BTreeMap;
 
 use crate::accounting::FlopCount;
@@ -30,6 +37,8 @@ pub trait Workload: Send {
     fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome>;
     /// Validation loss on the held-out split (nats per token).
     fn validate(&mut self) -> anyhow::Result<f64>;
+    /// Whether a decode step can continue the current sequences (else a prefill must come first).
+    fn can_decode(&self) -> bool;
 }
 
 /// What the measured run sends to a live viewer (the dashboard), in this order: `Started` once,

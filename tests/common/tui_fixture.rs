@@ -68,7 +68,10 @@ pub fn header() -> RunHeader {
             fallbacks: vec!["nvml: no NVIDIA driver (libnvidia-ml.so not found)".into()],
             sample_hz: SAMPLE_HZ,
         },
-        models: vec![model(Role::Sparse, "glam-tiny"), model(Role::Dense, "dense-tiny")],
+        models: vec![
+            model(Role::Sparse, "glam-tiny"),
+            model(Role::Dense, "dense-tiny"),
+        ],
         config: RunConfig {
             train_steps: TRAIN_STEPS,
             warmup_steps: WARMUP,
@@ -99,7 +102,12 @@ impl Gen {
             (Phase::Train, Role::Sparse) => (BATCH * SEQ, train_flops_per_token(p), 0.30, 21.0),
             (Phase::Train, Role::Dense) => (BATCH * SEQ, train_flops_per_token(p), 0.24, 22.0),
             (Phase::Prefill, _) => (PROMPT, prefill_flops_per_token(p, PROMPT), 0.020, 19.0),
-            (Phase::Decode, _) => (1, decode_flops_per_token(p, PROMPT + step as usize), 0.004, 16.0),
+            (Phase::Decode, _) => (
+                1,
+                decode_flops_per_token(p, PROMPT + step as usize),
+                0.004,
+                16.0,
+            ),
         };
         let warmup = phase == Phase::Train && step < WARMUP;
         let seconds = base_s * (if warmup { 1.6 } else { 1.0 }) * (0.95 + 0.1 * self.rng.next());
@@ -166,10 +174,16 @@ impl Gen {
     /// Top-k assignments of one layer over E experts, skewed towards low expert ids.
     fn routing(&mut self, experts: usize, assignments: u64, layer: usize) -> Vec<u64> {
         let w: Vec<f64> = (0..experts)
-            .map(|e| 1.0 + 0.6 * (((e + layer) % experts) as f64 / experts as f64) + 0.2 * self.rng.next())
+            .map(|e| {
+                1.0 + 0.6 * (((e + layer) % experts) as f64 / experts as f64)
+                    + 0.2 * self.rng.next()
+            })
             .collect();
         let sum: f64 = w.iter().sum();
-        let mut v: Vec<u64> = w.iter().map(|x| (x / sum * assignments as f64) as u64).collect();
+        let mut v: Vec<u64> = w
+            .iter()
+            .map(|x| (x / sum * assignments as f64) as u64)
+            .collect();
         let short = assignments - v.iter().sum::<u64>();
         v[0] += short;
         v

@@ -30,14 +30,25 @@ pub fn draw(s: &RunState, area: Rect, buf: &mut Buffer) {
             .filter(|&i| p.is_moe_layer(i))
             .map(|i| format!("layer {}", i + 1))
             .collect(),
-        None => (0..load.tokens.len()).map(|i| format!("MoE layer {i}")).collect(),
+        None => (0..load.tokens.len())
+            .map(|i| format!("MoE layer {i}"))
+            .collect(),
     };
-    let name = |i: usize| layer_names.get(i).cloned().unwrap_or(format!("MoE layer {i}"));
+    let name = |i: usize| {
+        layer_names
+            .get(i)
+            .cloned()
+            .unwrap_or(format!("MoE layer {i}"))
+    };
     let domain_rows = (load.domains.len() as u16 + 3).min(10);
     let [top, bars, domains] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(LAYER_ROWS),
-        Constraint::Length(if load.domains.is_empty() { 0 } else { domain_rows }),
+        Constraint::Length(if load.domains.is_empty() {
+            0
+        } else {
+            domain_rows
+        }),
     ])
     .areas(area);
     summary_lines(s, role, load, top, buf);
@@ -52,14 +63,24 @@ fn summary_lines(s: &RunState, role: Role, load: &ExpertLoad, area: Rect, buf: &
     let shape = profile.map_or(String::new(), |p| {
         let cap = p
             .capacity_factor
-            .map_or("no capacity limit".to_string(), |c| format!("capacity factor {c}"));
-        format!("{}: {} experts, top-{}, {cap} · ", p.name, p.experts, p.top_k)
+            .map_or("no capacity limit".to_string(), |c| {
+                format!("capacity factor {c}")
+            });
+        format!(
+            "{}: {} experts, top-{}, {cap} · ",
+            p.name, p.experts, p.top_k
+        )
     });
     let total: u64 = load.tokens.first().map_or(0, |l| l.iter().sum());
     let last_aux = load.aux_loss.last().map(|a| format!("{a:.4}"));
     let tail = &load.aux_loss[load.aux_loss.len().saturating_sub(10)..];
-    let mean_aux = (!tail.is_empty()).then(|| format!("{:.4}", tail.iter().sum::<f64>() / tail.len() as f64));
-    let dropped_style = if load.dropped > 0 { theme::warn() } else { ratatui::style::Style::new() };
+    let mean_aux =
+        (!tail.is_empty()).then(|| format!("{:.4}", tail.iter().sum::<f64>() / tail.len() as f64));
+    let dropped_style = if load.dropped > 0 {
+        theme::warn()
+    } else {
+        ratatui::style::Style::new()
+    };
     Paragraph::new(vec![
         Line::from(format!(
             "{shape}{} assignments per MoE layer over {} training steps",
@@ -99,7 +120,11 @@ fn layer_charts(
     let rows = Layout::vertical(constraints).split(area);
     for (i, counts) in load.tokens.iter().take(shown).enumerate() {
         let overall = imbalance(counts).map(|x| format!("{x:.2}"));
-        let last = load.last_step.get(i).and_then(|c| imbalance(c)).map(|x| format!("{x:.2}"));
+        let last = load
+            .last_step
+            .get(i)
+            .and_then(|c| imbalance(c))
+            .map(|x| format!("{x:.2}"));
         let block = Block::bordered().title(format!(
             " {} · tokens per expert · imbalance max/mean {} overall, {} last step ",
             name(i),
@@ -157,14 +182,18 @@ fn domain_table(load: &ExpertLoad, name: &dyn Fn(usize) -> String, area: Rect, b
     header.extend((0..layers).map(|i| format!("{}: top experts", name(i))));
     let rows = load.domains.iter().map(|(d, per_layer)| {
         let mut cells = vec![d.clone()];
-        cells.extend((0..layers).map(|i| per_layer.get(i).map_or("—".into(), |c| top_experts(c, 3))));
+        cells.extend(
+            (0..layers).map(|i| per_layer.get(i).map_or("—".into(), |c| top_experts(c, 3))),
+        );
         Row::new(cells)
     });
     let mut widths = vec![Constraint::Length(12)];
     widths.extend(std::iter::repeat_n(Constraint::Length(26), layers));
     Table::new(rows, widths)
         .header(Row::new(header).style(theme::header()))
-        .block(Block::bordered().title(" which experts each corpus domain goes to (training tokens) "))
+        .block(
+            Block::bordered().title(" which experts each corpus domain goes to (training tokens) "),
+        )
         .render(area, buf);
 }
 

@@ -12,7 +12,10 @@ const KEYS: &[(&str, &str)] = &[
     ("Tab / Shift-Tab", "next / previous view"),
     ("1 … 5", "Overview, Experts, Training, Projections, Log"),
     ("?", "this help (any key closes it)"),
-    ("q, Ctrl-C", "stop the run cleanly (summary written), then quit"),
+    (
+        "q, Ctrl-C",
+        "stop the run cleanly (summary written), then quit",
+    ),
     ("", ""),
     ("Replay", ""),
     ("← / →", "move the time cursor by 1% of the run"),

@@ -15,14 +15,19 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let dropped: u64 = app.state.experts.values().map(|x| x.dropped).sum();
     let mut title = format!(" log · {} lines · {warnings} warnings", log.len());
     if dropped > 0 {
-        title.push_str(&format!(" · {dropped} expert assignments dropped (see Experts)"));
+        title.push_str(&format!(
+            " · {dropped} expert assignments dropped (see Experts)"
+        ));
     }
     title.push(' ');
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     block.render(area, buf);
     let h = inner.height as usize;
-    let end = log.len().saturating_sub(app.log_scroll.min(log.len().saturating_sub(h.min(log.len()))));
+    let end = log.len().saturating_sub(
+        app.log_scroll
+            .min(log.len().saturating_sub(h.min(log.len()))),
+    );
     let start = end.saturating_sub(h);
     let lines: Vec<Line> = log[start..end]
         .iter()
@@ -32,7 +37,9 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
                 "warn" | "warning" => theme::warn(),
                 _ => Style::new(),
             };
-            let t = l.t_s.map_or("        ".to_string(), |t| format!("{t:>7.1}s"));
+            let t = l
+                .t_s
+                .map_or("        ".to_string(), |t| format!("{t:>7.1}s"));
             Line::from(vec![
                 Span::styled(t, theme::dim()),
                 Span::styled(format!(" {:<5} ", l.level), style),

@@ -80,11 +80,10 @@ fn tab_bar(app: &App, area: Rect, buf: &mut Buffer) {
         .map(|(i, v)| format!("{} {}", i + 1, v.title()))
         .collect();
     let tabs_w: usize = titles.iter().map(|t| t.chars().count() + 3).sum();
-    let run = app
-        .state
-        .header
-        .as_ref()
-        .map_or_else(|| "waiting for the run…".to_string(), |h| format!("run {}", h.id));
+    let run = app.state.header.as_ref().map_or_else(
+        || "waiting for the run…".to_string(),
+        |h| format!("run {}", h.id),
+    );
     let right = format!(" sparsewatt · {run} ");
     // The run's name gives way to the tabs on a narrow terminal.
     let right_w = if tabs_w + right.chars().count() <= area.width as usize {
@@ -105,7 +104,10 @@ fn status_line(app: &App, area: Rect, buf: &mut Buffer) {
     let mut spans = match &app.status {
         Status::Waiting => vec![Span::styled("… starting", theme::dim())],
         Status::Running => vec![Span::styled("● running", theme::title())],
-        Status::Stopping => vec![Span::styled("■ stopping… (finishing the step)", theme::warn())],
+        Status::Stopping => vec![Span::styled(
+            "■ stopping… (finishing the step)",
+            theme::warn(),
+        )],
         Status::Finished => vec![Span::styled("✓ finished", theme::title())],
         Status::Failed(m) => vec![Span::styled(format!("✗ failed: {m}"), theme::error())],
         Status::Disconnected => vec![Span::styled("✗ the run stopped sending", theme::error())],
@@ -142,10 +144,16 @@ fn source_spans(app: &App) -> Vec<Span<'static>> {
     match app.state.source() {
         Some(EnergySource::Estimate) => vec![
             Span::styled(" ESTIMATE ", theme::estimate_badge()),
-            Span::styled(format!(" not measured: CPU time × profile watts{scope}"), theme::warn()),
+            Span::styled(
+                format!(" not measured: CPU time × profile watts{scope}"),
+                theme::warn(),
+            ),
         ],
         Some(s) => vec![
-            Span::styled(format!(" measured: {} ", s.label()), theme::measured_badge()),
+            Span::styled(
+                format!(" measured: {} ", s.label()),
+                theme::measured_badge(),
+            ),
             Span::raw(scope),
         ],
         None => vec![Span::styled("no sensor yet", theme::dim())],
@@ -155,7 +163,11 @@ fn source_spans(app: &App) -> Vec<Span<'static>> {
 fn key_line(app: &App, area: Rect, buf: &mut Buffer) {
     let mut keys: Vec<(&str, &str)> = vec![("Tab/1-5", "views"), ("?", "help")];
     if app.replay_cursor().is_some() {
-        keys.extend([("←/→", "cursor 1%"), ("PgUp/PgDn", "10%"), ("Home/End", "ends")]);
+        keys.extend([
+            ("←/→", "cursor 1%"),
+            ("PgUp/PgDn", "10%"),
+            ("Home/End", "ends"),
+        ]);
     }
     match app.view {
         View::Projections => keys.extend([

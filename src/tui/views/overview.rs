@@ -112,8 +112,7 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
 
 /// Both models in one table over one power chart, for narrow terminals.
 fn compact(app: &App, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Buffer) {
-    let [table, chart] =
-        Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
+    let [table, chart] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
     let block = Block::bordered().title(Line::from(
         [Role::Sparse, Role::Dense]
             .iter()
@@ -199,7 +198,11 @@ fn power_chart(
         .collect();
     let mut datasets = Vec::new();
     for (role, readings, steps) in &series {
-        let name = if roles.len() > 1 { theme::role_name(*role) } else { "" };
+        let name = if roles.len() > 1 {
+            theme::role_name(*role)
+        } else {
+            ""
+        };
         datasets.push(
             Dataset::default()
                 .name(format!("{name} sensor W").trim_start().to_string())
@@ -231,15 +234,24 @@ fn phase_of(app: &App, role: Role, p: Phase) -> Option<&PhaseSummary> {
 
 fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
     let label_w: u16 = if roles.len() > 1 { 14 } else { 7 };
-    let header = Row::new(["phase", "J/tok ±95% CI", "FLOP/tok", "tok/s", "util", "J/FLOP"])
-        .style(theme::header());
+    let header = Row::new([
+        "phase",
+        "J/tok ±95% CI",
+        "FLOP/tok",
+        "tok/s",
+        "util",
+        "J/FLOP",
+    ])
+    .style(theme::header());
     let rows = roles.iter().flat_map(|&role| {
         PHASES.iter().map(move |&p| {
             let ph = phase_of(app, role, p);
             let jpt = ph
                 .and_then(|x| x.joules_per_token.as_ref())
                 .map(|j| format::estimate(&j.total, "J"));
-            let fpt = ph.filter(|x| x.tokens > 0).map(|x| si(x.flops_per_token, "FLOP"));
+            let fpt = ph
+                .filter(|x| x.tokens > 0)
+                .map(|x| si(x.flops_per_token, "FLOP"));
             let tps = ph
                 .and_then(|x| x.tokens_per_s)
                 .map(|e| si(e.mean, "").trim_end().to_string());
@@ -302,7 +314,13 @@ fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
     let val_loss = model.and_then(|m| m.val_loss).map(|l| format!("{l:.3}"));
     let steps: Vec<String> = PHASES
         .iter()
-        .map(|&p| format!("{} {}", phase_name(p), s.steps.get(&(role, p)).copied().unwrap_or(0)))
+        .map(|&p| {
+            format!(
+                "{} {}",
+                phase_name(p),
+                s.steps.get(&(role, p)).copied().unwrap_or(0)
+            )
+        })
         .collect();
     Paragraph::new(vec![
         Line::from(format!("idle-subtracted: {}", idle.join(" · "))),
@@ -320,7 +338,11 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
     let block = Block::bordered().title(" sparse ÷ dense (below 1×: sparse costs less) ");
     let inner = block.inner(area);
     block.render(area, buf);
-    let ratios = app.state.summary().map(|s| s.ratios.as_slice()).unwrap_or(&[]);
+    let ratios = app
+        .state
+        .summary()
+        .map(|s| s.ratios.as_slice())
+        .unwrap_or(&[]);
     let fmt = |x: Option<f64>| or_dash(x.map(format::ratio));
     let lines: Vec<Line> = PHASES
         .iter()

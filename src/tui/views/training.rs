@@ -37,11 +37,11 @@ pub fn smoothed(points: &[LossPoint], w: usize) -> Vec<LossPoint> {
 
 /// The loss both models reached (the higher of their best smoothed losses), and the first point
 /// where each got there. `None` unless both models have training losses.
-pub fn common_loss(
-    a: &TrainingCurve,
-    b: &TrainingCurve,
-) -> Option<(f64, LossPoint, LossPoint)> {
-    let (sa, sb) = (smoothed(&a.train_loss, SMOOTH), smoothed(&b.train_loss, SMOOTH));
+pub fn common_loss(a: &TrainingCurve, b: &TrainingCurve) -> Option<(f64, LossPoint, LossPoint)> {
+    let (sa, sb) = (
+        smoothed(&a.train_loss, SMOOTH),
+        smoothed(&b.train_loss, SMOOTH),
+    );
     let best = |s: &[LossPoint]| s.iter().map(|p| p.loss).fold(f64::INFINITY, f64::min);
     let target = best(&sa).max(best(&sb));
     if !target.is_finite() {
@@ -52,16 +52,24 @@ pub fn common_loss(
 }
 
 pub fn draw(s: &RunState, area: Rect, buf: &mut Buffer) {
-    if s.training.values().all(|c| c.train_loss.is_empty() && c.val_loss.is_empty()) {
+    if s.training
+        .values()
+        .all(|c| c.train_loss.is_empty() && c.val_loss.is_empty())
+    {
         Paragraph::new(Line::styled("No training losses yet.", theme::dim())).render(area, buf);
         return;
     }
-    let [charts, table] =
-        Layout::vertical([Constraint::Min(8), Constraint::Length(6)]).areas(area);
-    let [by_tokens, by_flops] =
-        Layout::horizontal([Constraint::Percentage(50); 2]).areas(charts);
+    let [charts, table] = Layout::vertical([Constraint::Min(8), Constraint::Length(6)]).areas(area);
+    let [by_tokens, by_flops] = Layout::horizontal([Constraint::Percentage(50); 2]).areas(charts);
     loss_chart(s, |p| p.tokens, "tokens trained", "tok", by_tokens, buf);
-    loss_chart(s, |p| p.flops, "training FLOPs (executed)", "FLOP", by_flops, buf);
+    loss_chart(
+        s,
+        |p| p.flops,
+        "training FLOPs (executed)",
+        "FLOP",
+        by_flops,
+        buf,
+    );
     efficiency_table(s, table, buf);
 }
 
@@ -79,12 +87,17 @@ fn loss_chart(
         .filter_map(|r| {
             let c = s.training.get(r)?;
             let pts = |v: &[LossPoint]| {
-                thin(&v.iter().map(|p| (x_of(p), p.loss)).collect::<Vec<_>>(), max_points)
+                thin(
+                    &v.iter().map(|p| (x_of(p), p.loss)).collect::<Vec<_>>(),
+                    max_points,
+                )
             };
             Some((*r, pts(&c.train_loss), pts(&c.val_loss)))
         })
         .collect();
-    let all = series.iter().flat_map(|(_, t, v)| [t.as_slice(), v.as_slice()]);
+    let all = series
+        .iter()
+        .flat_map(|(_, t, v)| [t.as_slice(), v.as_slice()]);
     let (Some(x), Some(y)) = (
         bounds(all.clone(), |p| p.0).map(|[_, hi]| [0.0, hi]),
         bounds(all, |p| p.1),
@@ -204,7 +217,10 @@ mod tests {
         let sparse = curve(&[3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
         let dense = curve(&[3.0, 3.0, 2.5, 2.5, 2.5, 2.5, 2.5]);
         let (target, a, b) = common_loss(&sparse, &dense).unwrap();
-        let (sa, sb) = (smoothed(&sparse.train_loss, SMOOTH), smoothed(&dense.train_loss, SMOOTH));
+        let (sa, sb) = (
+            smoothed(&sparse.train_loss, SMOOTH),
+            smoothed(&dense.train_loss, SMOOTH),
+        );
         let best_dense = sb.iter().map(|p| p.loss).fold(f64::INFINITY, f64::min);
         assert_eq!(target, best_dense);
         assert!(a.tokens < b.tokens, "{a:?} {b:?}");

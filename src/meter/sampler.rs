@@ -1,0 +1,416 @@
+//! The meter: a sampler thread that reads the sensor at a set rate into a time series, and
+//! measurement windows around steps or phases.
+//!
+//! The sensor sits behind a mutex shared by the sampler thread and the windows; every read
+//! holds it only for the read itself. Reads are serialised by that mutex, so they form one
+//! time-ordered series; for a sensor without an energy counter the meter keeps a running
+//! trapezoid integral of the power of every read (samples and window ends alike), and a
+//! window's joules are the difference of that integral at its end and its begin.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::sensor::{Reading, Sensor};
+use super::window::{trapezoid_step_j, Position, Window, WindowEnergy};
+use super::{EnergySource, MeterError};
+use crate::runlog::Sample;
+
+/// The sampling rate when none is given, Hz.
+pub const DEFAULT_SAMPLE_HZ: f64 = 10.0;
+/// Samples kept for [`Meter::take_samples`] before the oldest are dropped (a day at 10 Hz).
+const MAX_PENDING_SAMPLES: usize = 864_000;
+
+struct SensorState {
+    sensor: Box<dyn Sensor>,
+    /// Counter value of the first successful read: samples' `energy_j` start from 0 there.
+    counter_origin_j: Option<f64>,
+    /// Last read with power, `(t_s, power_w)`, and the trapezoid integral up to it.
+    last_power: Option<(f64, f64)>,
+    integral_j: f64,
+}
+
+struct Shared {
+    state: Mutex<SensorState>,
+    pending: Mutex<Vec<Sample>>,
+    last_error: Mutex<Option<String>>,
+    epoch: Instant,
+    started: Instant,
+    source: EnergySource,
+    scope: String,
+    /// Nanoseconds spent inside sensor reads (sampler and windows).
+    read_ns: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+/// Owns the sampler thread; stops and joins it on [`Meter::stop`] or drop.
+pub struct Meter {
+    shared: Arc<Shared>,
+    sample_hz: f64,
+    stop_tx: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Reads the sensor once; returns the reading, its time (seconds since the epoch) and the
+    /// meter's energy position after it.
+    fn read(&self) -> Result<(Reading, f64, Position), MeterError> {
+        let mut st = lock(&self.state);
+        let before = Instant::now();
+        let result = st.sensor.read();
+        let after = Instant::now();
+        self.read_ns
+            .fetch_add((after - before).as_nanos() as u64, Ordering::Relaxed);
+        let reading = result.inspect_err(|e| {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.last_error) = Some(e.to_string());
+        })?;
+        // The reading's time: the middle of the read call.
+        let t_s = (before + (after - before) / 2)
+            .saturating_duration_since(self.epoch)
+            .as_secs_f64();
+        if let Some(p) = reading.power_w {
+            if let Some(last) = st.last_power {
+                st.integral_j += trapezoid_step_j(last, (t_s, p));
+            }
+            st.last_power = Some((t_s, p));
+        }
+        let position = match reading.energy_j {
+            Some(j) => {
+                st.counter_origin_j.get_or_insert(j);
+                Position::Counter(j)
+            }
+            None if st.last_power.is_some() => Position::Integral(st.integral_j),
+            None => {
+                return Err(MeterError::Window(
+                    "the sensor gave neither energy nor power".to_string(),
+                ))
+            }
+        };
+        Ok((reading, t_s, position))
+    }
+
+    fn sample_once(&self) {
+        let Ok((reading, t_s, position)) = self.read() else {
+            return;
+        };
+        let origin = lock(&self.state).counter_origin_j.unwrap_or(0.0);
+        let energy_j = match position {
+            Position::Counter(j) => j - origin,
+            Position::Integral(j) => j,
+        };
+        let sample = Sample {
+            t_s,
+            power_w: reading.power_w,
+            instant_power_w: reading.instant_power_w,
+            energy_j: Some(energy_j),
+            source: self.source,
+            gpus: reading.gpus,
+        };
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_PENDING_SAMPLES {
+            pending.drain(..MAX_PENDING_SAMPLES / 2);
+        }
+        pending.push(sample);
+    }
+}
+
+impl Meter {
+    /// Starts sampling `sensor` at `sample_hz` (no sampler thread when it is not positive;
+    /// windows still work). Sample times are seconds since `epoch`.
+    pub fn start(sensor: Box<dyn Sensor>, sample_hz: f64, epoch: Instant) -> Meter {
+        let shared = Arc::new(Shared {
+            source: sensor.source(),
+            scope: sensor.scope(),
+            state: Mutex::new(SensorState {
+                sensor,
+                counter_origin_j: None,
+                last_power: None,
+                integral_j: 0.0,
+            }),
+            pending: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+            epoch,
+            started: Instant::now(),
+            read_ns: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+        });
+        // The first sample, at the start, so a window or a series never lacks its origin.
+        shared.sample_once();
+        let (stop_tx, thread) = if sample_hz.is_finite() && sample_hz > 0.0 {
+            let (tx, rx) = mpsc::channel::<()>();
+            let period = Duration::from_secs_f64(1.0 / sample_hz);
+            let worker = Arc::clone(&shared);
+            let thread = std::thread::Builder::new()
+                .name("sparsewatt-sampler".to_string())
+                .spawn(move || sampler_loop(&worker, period, &rx))
+                .ok();
+            (Some(tx), thread)
+        } else {
+            (None, None)
+        };
+        Meter {
+            shared,
+            sample_hz,
+            stop_tx,
+            thread,
+        }
+    }
+
+    pub fn source(&self) -> EnergySource {
+        self.shared.source
+    }
+
+    pub fn scope(&self) -> String {
+        self.shared.scope.clone()
+    }
+
+    pub fn sample_hz(&self) -> f64 {
+        self.sample_hz
+    }
+
+    /// Opens a window: reads the sensor now.
+    pub fn begin(&self) -> Window {
+        let start = Instant::now();
+        let start_j = self
+            .shared
+            .read()
+            .map(|(_, _, p)| p)
+            .map_err(|e| e.to_string());
+        Window { start, start_j }
+    }
+
+    /// Closes a window: joules between its begin and now, from the sensor's counter, or from
+    /// the trapezoid integral of the power readings in between where it has none.
+    pub fn end(&self, w: Window) -> Result<WindowEnergy, MeterError> {
+        let start_j = w.start_j.map_err(|e| {
+            MeterError::Window(format!("the read at the window's begin failed: {e}"))
+        })?;
+        let (_, _, end_j) = self.shared.read()?;
+        Ok(WindowEnergy {
+            joules: start_j.joules_to(end_j)?,
+            seconds: w.start.elapsed().as_secs_f64(),
+            source: self.shared.source,
+            scope: self.shared.scope.clone(),
+        })
+    }
+
+    /// Samples taken since the last call, in time order; `t_s` is seconds since the epoch,
+    /// `energy_j` the energy since the meter started.
+    pub fn take_samples(&self) -> Vec<Sample> {
+        std::mem::take(&mut *lock(&self.shared.pending))
+    }
+
+    /// Time spent reading the sensor (sampler thread and windows) over the wall time since the
+    /// meter started: the meter's own cost, an upper bound on its share of a step.
+    pub fn overhead_fraction(&self) -> f64 {
+        let wall_s = self.shared.started.elapsed().as_secs_f64();
+        if wall_s <= 0.0 {
+            return 0.0;
+        }
+        self.shared.read_ns.load(Ordering::Relaxed) as f64 * 1e-9 / wall_s
+    }
+
+    /// Failed sensor reads so far and the last failure's message (failed samples are skipped).
+    pub fn read_errors(&self) -> (u64, Option<String>) {
+        (
+            self.shared.read_errors.load(Ordering::Relaxed),
+            lock(&self.shared.last_error).clone(),
+        )
+    }
+
+    /// Stops the sampler thread and waits for it.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the sampler at once.
+        self.stop_tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads at a fixed schedule (ticks missed while a read ran long are skipped, not bunched).
+fn sampler_loop(shared: &Shared, period: Duration, stop: &mpsc::Receiver<()>) {
+    let mut next = Instant::now() + period;
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        shared.sample_once();
+        next += period;
+        let now = Instant::now();
+        if next < now {
+            next = now + period;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sensor whose counter advances a fixed amount per read, at a fixed power.
+    struct CounterSensor {
+        reads: u64,
+        j_per_read: f64,
+    }
+
+    impl Sensor for CounterSensor {
+        fn source(&self) -> EnergySource {
+            EnergySource::Rapl
+        }
+        fn scope(&self) -> String {
+            "fake counter".to_string()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            self.reads += 1;
+            Ok(Reading {
+                energy_j: Some(1000.0 + self.reads as f64 * self.j_per_read),
+                power_w: Some(50.0),
+                ..Reading::default()
+            })
+        }
+    }
+
+    /// A power-only sensor whose power is a known function of time since an origin.
+    struct RampSensor {
+        origin: Instant,
+    }
+
+    impl RampSensor {
+        fn power_w(t_s: f64) -> f64 {
+            100.0 + 1000.0 * t_s
+        }
+    }
+
+    impl Sensor for RampSensor {
+        fn source(&self) -> EnergySource {
+            EnergySource::Nvml
+        }
+        fn scope(&self) -> String {
+            "fake ramp".to_string()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            Ok(Reading {
+                energy_j: None,
+                power_w: Some(RampSensor::power_w(self.origin.elapsed().as_secs_f64())),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn window_joules_are_the_counter_difference() {
+        // No sampler thread: exactly one read at start, one at begin, one at end.
+        let m = Meter::start(
+            Box::new(CounterSensor {
+                reads: 0,
+                j_per_read: 2.5,
+            }),
+            0.0,
+            Instant::now(),
+        );
+        let w = m.begin();
+        let e = m.end(w).unwrap();
+        assert_eq!(e.joules, 2.5);
+        assert_eq!(e.source, EnergySource::Rapl);
+        assert_eq!(e.scope, "fake counter");
+        assert!(e.seconds >= 0.0);
+        let w = m.begin();
+        let _ = m.begin(); // a read inside the window advances the counter too
+        assert_eq!(m.end(w).unwrap().joules, 5.0);
+    }
+
+    #[test]
+    fn window_joules_of_a_power_only_sensor_are_its_integral() {
+        let origin = Instant::now();
+        let m = Meter::start(Box::new(RampSensor { origin }), 200.0, origin);
+        let w = m.begin();
+        std::thread::sleep(Duration::from_millis(100));
+        let e = m.end(w).unwrap();
+        // The ramp is linear, so the trapezoid over any reads is exact: ∫ P dt over the window
+        // equals the mean of its end powers x its length. The window's own clock (begin/end
+        // instants) differs from the read midpoints by microseconds: allow 1%.
+        let t1 = origin.elapsed().as_secs_f64();
+        let t0 = t1 - e.seconds;
+        let expect_j = (RampSensor::power_w(t0) + RampSensor::power_w(t1)) / 2.0 * e.seconds;
+        assert!(
+            (e.joules - expect_j).abs() < 0.01 * expect_j,
+            "{} J vs {expect_j} J",
+            e.joules
+        );
+        assert!(
+            m.take_samples().len() >= 5,
+            "the sampler ran during the window"
+        );
+    }
+
+    #[test]
+    fn samples_come_in_time_order_at_about_the_set_rate() {
+        let m = Meter::start(
+            Box::new(CounterSensor {
+                reads: 0,
+                j_per_read: 1.0,
+            }),
+            100.0,
+            Instant::now(),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let s = m.take_samples();
+        // 1 at start + ~20 ticks; allow a loaded 2-core machine to miss some.
+        assert!((8..=23).contains(&s.len()), "{} samples", s.len());
+        assert!(s.windows(2).all(|w| w[0].t_s < w[1].t_s));
+        assert!(s.windows(2).all(|w| w[0].energy_j < w[1].energy_j));
+        assert_eq!(
+            s[0].energy_j,
+            Some(0.0),
+            "energy counts from the meter's start"
+        );
+        assert!(s.iter().all(|x| x.source == EnergySource::Rapl));
+        // Taken samples are gone; later ones keep coming.
+        std::thread::sleep(Duration::from_millis(30));
+        let later = m.take_samples();
+        assert!(!later.is_empty() && later[0].t_s > s.last().unwrap().t_s);
+        assert!(m.overhead_fraction() < 0.05, "{}", m.overhead_fraction());
+        m.stop();
+    }
+
+    #[test]
+    fn a_failed_begin_makes_the_window_an_error() {
+        struct Broken;
+        impl Sensor for Broken {
+            fn source(&self) -> EnergySource {
+                EnergySource::Rapl
+            }
+            fn scope(&self) -> String {
+                "broken".to_string()
+            }
+            fn read(&mut self) -> Result<Reading, MeterError> {
+                Err(MeterError::Read {
+                    reader: "rapl",
+                    reason: "gone".to_string(),
+                })
+            }
+        }
+        let m = Meter::start(Box::new(Broken), 0.0, Instant::now());
+        let msg = m.end(m.begin()).unwrap_err().to_string();
+        assert!(msg.contains("begin") && msg.contains("gone"), "{msg}");
+        assert!(m.take_samples().is_empty());
+        // The start sample and the begin failed; `end` does not read after a failed begin.
+        assert_eq!(m.read_errors().0, 2);
+    }
+}

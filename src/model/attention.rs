@@ -1,0 +1,104 @@
+//! Causal multi-head self-attention with an optional key/value cache for generation.
+
+use candle_core::{Device, Result, Tensor};
+
+use super::layers::{matmul, softmax, Linear};
+use crate::accounting::{Component, FlopCount};
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// Q, K and V projections fused into one (d_model, 3 x heads x d_head) matmul.
+    pub qkv: Linear,
+    pub out: Linear,
+    pub heads: usize,
+    pub d_head: usize,
+}
+
+/// Keys and values of one layer for the positions seen so far: (batch, heads, positions, d_head).
+#[derive(Clone, Debug, Default)]
+pub struct LayerCache {
+    pub k: Option<Tensor>,
+    pub v: Option<Tensor>,
+}
+
+impl LayerCache {
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An additive causal mask for `new` queries that start at absolute position `past` and attend
+/// to `past + new` keys: 0 where a key is visible, -inf where it is in the future.
+pub fn causal_mask(new: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let keys = past + new;
+    let mask: Vec<f32> = (0..new)
+        .flat_map(|i| (0..keys).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (new, keys), device)
+}
+
+impl Attention {
+    /// `x` is (batch x new, d_model) for `batch` sequences of `new` positions each. With a cache,
+    /// the new keys and values are appended to it and the queries attend to all of them.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        new: usize,
+        cache: Option<&mut LayerCache>,
+        f: &mut FlopCount,
+    ) -> Result<Tensor> {
+        let (h, dh) = (self.heads, self.d_head);
+        let qkv = self.qkv.forward(x, Component::AttnProj, f)?;
+        // (b, t, 3, h, dh) -> (3, b, h, t, dh)
+        let qkv = qkv
+            .reshape((batch, new, 3, h, dh))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let mut k = qkv.get(1)?.contiguous()?;
+        let mut v = qkv.get(2)?.contiguous()?;
+        let mut past = 0;
+        if let Some(c) = cache {
+            past = c.len();
+            if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            c.k = Some(k.clone());
+            c.v = Some(v.clone());
+        }
+        let scale = 1.0 / (dh as f64).sqrt();
+        let kt = k.transpose(2, 3)?;
+        let scores = (matmul(&q, &kt, Component::AttnScores, f)? * scale)?;
+        let scores = if new > 1 {
+            scores.broadcast_add(&causal_mask(new, past, x.device())?.to_dtype(x.dtype())?)?
+        } else {
+            scores // one new query sees every cached key and itself
+        };
+        let probs = softmax(&scores, f)?;
+        let ctx = matmul(&probs, &v, Component::AttnScores, f)?; // (b, h, t, dh)
+        let ctx = ctx.transpose(1, 2)?.reshape((batch * new, h * dh))?;
+        self.out.forward(&ctx, Component::AttnProj, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_hides_exactly_the_future() {
+        let m = causal_mask(2, 3, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        // query 0 is position 3 (sees keys 0..=3), query 1 is position 4 (sees all 5).
+        assert_eq!(m[0][..4], [0.0; 4]);
+        assert!(m[0][4].is_infinite());
+        assert_eq!(m[1], vec![0.0; 5]);
+    }
+}

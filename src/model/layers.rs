@@ -1,0 +1,158 @@
+//! The small building blocks: a counted linear layer, RMS norm, the GELU feed-forward block and a
+//! softmax whose backward pass does not go through the max (it cancels out mathematically).
+//!
+//! Every matmul goes through [`Linear::forward`] or [`matmul`], which add `2 * m * k * n` FLOPs to
+//! the step's [`FlopCount`] with the shapes really run: that is the executed-FLOP counter.
+
+use candle_core::{DType, Result, Tensor, D};
+
+use crate::accounting::flops::elementwise::{
+    GELU_FLOPS_PER_ELEMENT, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
+};
+use crate::accounting::{Component, FlopCount};
+
+/// `y = x @ w (+ b)`, with `w` stored as (in, out) so the forward matmul reads it without a
+/// transpose.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn in_dim(&self) -> usize {
+        self.w.dims()[0]
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.w.dims()[1]
+    }
+
+    /// `x` is (rows, in); the result is (rows, out).
+    pub fn forward(&self, x: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        f.add_matmul(c, rows, self.in_dim(), self.out_dim());
+        let y = x.matmul(&self.w)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// A batched matmul counted under `c`: (.., m, k) @ (.., k, n).
+pub fn matmul(a: &Tensor, b: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
+    let dims = a.dims();
+    let (m, k) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    let n = b.dims()[b.rank() - 1];
+    let batch: usize = dims[..dims.len() - 2].iter().product();
+    f.add_matmul(c, batch * m, k, n);
+    a.matmul(b)
+}
+
+/// Layer norm with a learned gain and bias, built from differentiable ops (candle's fused
+/// `layer_norm` has no backward pass).
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub gain: Tensor,
+    pub bias: Tensor,
+}
+
+pub const NORM_EPS: f64 = 1e-5;
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor, f: &mut FlopCount) -> Result<Tensor> {
+        f.add(
+            Component::NormAct,
+            NORM_FLOPS_PER_ELEMENT * x.elem_count() as f64,
+        );
+        let dtype = x.dtype();
+        let x32 = x.to_dtype(DType::F32)?;
+        let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + NORM_EPS)?.sqrt()?.recip()?;
+        centred
+            .broadcast_mul(&inv)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.gain)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Softmax over the last dimension. The max is detached: subtracting it does not change the
+/// result, so its gradient is zero and computing it would only cost time.
+pub fn softmax(x: &Tensor, f: &mut FlopCount) -> Result<Tensor> {
+    f.add(
+        Component::NormAct,
+        SOFTMAX_FLOPS_PER_ELEMENT * x.elem_count() as f64,
+    );
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&sum)
+}
+
+/// Log-softmax over the last dimension, with the max detached as in [`softmax`].
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let diff = x.broadcast_sub(&max)?;
+    let lse = diff.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    diff.broadcast_sub(&lse)
+}
+
+/// Mean cross-entropy (nats per token) of `logits` (rows, vocab) against `targets` (rows) u32.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let rows = logits.dim(0)?;
+    let lp = log_softmax(&logits.to_dtype(DType::F32)?)?;
+    lp.gather(&targets.unsqueeze(1)?, 1)?
+        .sum_all()?
+        .affine(-1.0 / rows as f64, 0.0)
+}
+
+/// The GELU feed-forward block, d -> d_ff -> d: a dense layer's FFN and each expert.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
+        let h = self.up.forward(x, c, f)?;
+        f.add(
+            Component::NormAct,
+            GELU_FLOPS_PER_ELEMENT * h.elem_count() as f64,
+        );
+        self.down.forward(&h.gelu_erf()?, c, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_a_direct_computation() {
+        let x = Tensor::new(&[[1f32, 2.0, 3.0], [-1.0, 0.0, 5.0]], &Device::Cpu).unwrap();
+        let s = softmax(&x, &mut FlopCount::default()).unwrap();
+        let v = s.to_vec2::<f32>().unwrap();
+        let row = [1f32, 2.0, 3.0];
+        let z: f32 = row.iter().map(|a| a.exp()).sum();
+        for (j, a) in row.iter().enumerate() {
+            assert!((v[0][j] - a.exp() / z).abs() < 1e-6);
+        }
+        assert!((v[1].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_of_uniform_logits_is_log_vocab() {
+        let logits = Tensor::zeros((4, 256), DType::F32, &Device::Cpu).unwrap();
+        let t = Tensor::new(&[1u32, 2, 3, 4], &Device::Cpu).unwrap();
+        let l = cross_entropy(&logits, &t)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((l - 256f32.ln()).abs() < 1e-5);
+    }
+}

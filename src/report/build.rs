@@ -1,0 +1,408 @@
+//! From a run folder's records to the [`Report`]: the figures, their units and sources, and the
+//! sentences that state the answer.
+
+use crate::accounting::params;
+use crate::meter::EnergySource;
+use crate::runlog::{summarize, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
+use crate::stats::Estimate;
+
+use super::document::*;
+use super::efficiency::data_efficiency;
+use super::experts::expert_load;
+use super::format::num;
+use super::power::power_series;
+
+const PHASES: [crate::runlog::Phase; 3] = [
+    crate::runlog::Phase::Train,
+    crate::runlog::Phase::Prefill,
+    crate::runlog::Phase::Decode,
+];
+
+/// z of a two-sided 95% normal interval, for the approximate CI of a ratio of two means.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// Build the report of a run (finished or cut off).
+pub fn build(run: &RunData) -> Report {
+    let summary = summarize(&run.records);
+    let steps: Vec<&StepRecord> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let phases = phase_rows(&summary);
+    let source = summary.source.unwrap_or(run.header.sensor.source);
+    Report {
+        report_format_version: REPORT_FORMAT_VERSION,
+        run: run_section(run, &summary, &steps),
+        answer: answer(&phases, source),
+        models: run
+            .header
+            .models
+            .iter()
+            .map(|m| model_section(m.role, &m.profile))
+            .collect(),
+        machine: run.header.machine.clone(),
+        sensor: SensorSection {
+            source: run.header.sensor.source.label().into(),
+            scope: run.header.sensor.scope.clone(),
+            is_measurement: run.header.sensor.source != EnergySource::Estimate,
+            fallbacks: run.header.sensor.fallbacks.clone(),
+            sample_hz: run.header.sensor.sample_hz,
+        },
+        idle: idle_section(&run.records),
+        data_efficiency: data_efficiency(&run.records, source),
+        expert_load: expert_load(&steps, &run.header),
+        power: power_series(&run.records, &run.header.sensor.scope),
+        projections: super::projection::projections(run, &phases),
+        method: method(run, &summary),
+        notes: notes(run),
+        phases,
+    }
+}
+
+fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> RunSection {
+    let measured = steps.iter().filter(|s| !s.warmup).count();
+    let warm = steps.len() - measured;
+    let status = if summary.complete {
+        format!(
+            "Run finished ({}); figures cover {measured} measured steps ({warm} warm-up steps left out).",
+            summary.end_reason
+        )
+    } else {
+        let mut s = format!(
+            "Run cut off: records end without an end record (killed or crashed); figures cover the {} steps recorded ({measured} measured after warm-up).",
+            steps.len()
+        );
+        if run.unreadable_lines > 0 {
+            s.push_str(&format!(
+                " {} unreadable line(s) (a half-written last line) were skipped.",
+                run.unreadable_lines
+            ));
+        }
+        s
+    };
+    let duration_s = run
+        .records
+        .iter()
+        .filter_map(record_time)
+        .fold(0.0, f64::max);
+    RunSection {
+        id: run.header.id.clone(),
+        dir: run.dir.display().to_string(),
+        started_unix_s: run.header.started_unix_s,
+        command: run.header.command.clone(),
+        sparsewatt_version: run.header.sparsewatt_version.clone(),
+        config: run.header.config.clone(),
+        complete: summary.complete,
+        end_reason: summary.end_reason.clone(),
+        status,
+        step_records: steps.len(),
+        measured_steps: measured,
+        unreadable_lines: run.unreadable_lines,
+        duration_s,
+    }
+}
+
+fn record_time(r: &Record) -> Option<f64> {
+    match r {
+        Record::Step(s) => Some(s.t_s),
+        Record::Sample(s) => Some(s.t_s),
+        Record::Eval(e) => Some(e.t_s),
+        Record::Log { t_s, .. } | Record::End { t_s, .. } => Some(*t_s),
+        Record::Idle(_) => None,
+    }
+}
+
+fn phase_figures(model: &str, p: &PhaseSummary) -> PhaseFigures {
+    let per = denominator(p.phase);
+    let energy_source = p.source.map_or("unknown", EnergySource::label);
+    let scope = p.scope.as_deref();
+    let jpt = |e: &Estimate| {
+        Figure::from_estimate(e, "J/token", energy_source)
+            .with_scope(scope)
+            .per(per)
+    };
+    PhaseFigures {
+        model: model.into(),
+        steps: p.steps,
+        warmup_steps_excluded: p.warmup_steps_excluded,
+        tokens: Figure::new(p.tokens as f64, "tokens", source::RECORDS).per(per),
+        seconds: Figure::new(p.seconds, "s", source::WALL_CLOCK),
+        joules_per_token: p.joules_per_token.as_ref().map(|j| jpt(&j.total)),
+        joules_per_token_idle_subtracted: p
+            .joules_per_token
+            .as_ref()
+            .and_then(|j| j.idle_subtracted.as_ref())
+            .map(jpt),
+        flops_per_token: Figure::new(p.flops_per_token, "FLOP/token", source::EXECUTED_FLOPS)
+            .per(per),
+        tokens_per_s: p
+            .tokens_per_s
+            .as_ref()
+            .map(|e| Figure::from_estimate(e, "token/s", source::WALL_CLOCK).per(per)),
+        flops_per_s: Figure::new(p.flops_per_s, "FLOP/s", source::EXECUTED_FLOPS),
+        joules_per_flop: p
+            .joules_per_flop
+            .map(|v| Figure::new(v, "J/FLOP", energy_source).with_scope(scope)),
+        last_loss: p
+            .last_loss
+            .map(|v| Figure::new(v, "nats/token", source::TRAINING_LOSS)),
+    }
+}
+
+/// Sparse / dense of two means; with an approximate 95% CI when both carry a spread
+/// (delta method: the ratio's relative standard error is the root sum of squares of theirs).
+pub fn ratio_of(a: &Figure, b: &Figure) -> Option<Figure> {
+    if b.value == 0.0 || !a.value.is_finite() || !b.value.is_finite() {
+        return None;
+    }
+    let r = a.value / b.value;
+    let source = if a.source == b.source {
+        format!("ratio of {} figures", a.source)
+    } else {
+        format!("ratio of {} to {} figures", a.source, b.source)
+    };
+    let mut f = Figure::new(r, "ratio", &source);
+    let se = |x: &Figure| Some(x.std_dev? / (x.n? as f64).sqrt());
+    if let (Some(sa), Some(sb)) = (se(a), se(b)) {
+        if a.value != 0.0 {
+            let rel = ((sa / a.value).powi(2) + (sb / b.value).powi(2)).sqrt();
+            f.ci95 = Some([r * (1.0 - Z95 * rel), r * (1.0 + Z95 * rel)]);
+        }
+    }
+    f.per = a.per.clone();
+    Some(f)
+}
+
+fn phase_rows(summary: &RunSummary) -> Vec<PhaseRow> {
+    PHASES
+        .iter()
+        .filter_map(|&phase| {
+            let side = |role: Role| {
+                let m = summary.model(role)?;
+                Some(phase_figures(&m.model, m.phase(phase)?))
+            };
+            let (sparse, dense) = (side(Role::Sparse), side(Role::Dense));
+            if sparse.is_none() && dense.is_none() {
+                return None;
+            }
+            let ratio = match (&sparse, &dense) {
+                (Some(s), Some(d)) => {
+                    let both = |f: fn(&PhaseFigures) -> Option<&Figure>| ratio_of(f(s)?, f(d)?);
+                    Some(RatioFigures {
+                        joules_per_token: both(|p| p.joules_per_token.as_ref()),
+                        joules_per_token_idle_subtracted: both(|p| {
+                            p.joules_per_token_idle_subtracted.as_ref()
+                        }),
+                        flops_per_token: both(|p| Some(&p.flops_per_token)),
+                        tokens_per_s: both(|p| p.tokens_per_s.as_ref()),
+                    })
+                }
+                _ => None,
+            };
+            Some(PhaseRow {
+                phase,
+                denominator: denominator(phase).into(),
+                sparse,
+                dense,
+                ratio,
+            })
+        })
+        .collect()
+}
+
+fn phase_name(p: crate::runlog::Phase) -> &'static str {
+    match p {
+        crate::runlog::Phase::Train => "Training",
+        crate::runlog::Phase::Prefill => "Prefill",
+        crate::runlog::Phase::Decode => "Decode",
+    }
+}
+
+fn overlap(a: &Figure, b: &Figure) -> Option<bool> {
+    let ([al, ah], [bl, bh]) = (a.ci95?, b.ci95?);
+    Some(al <= bh && bl <= ah)
+}
+
+fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
+    let energy_word = if source == EnergySource::Estimate {
+        "estimated energy (not measured: see the sensor section)"
+    } else {
+        "energy"
+    };
+    let mut sentences = Vec::new();
+    for row in phases {
+        let (Some(s), Some(d), Some(r)) = (&row.sparse, &row.dense, &row.ratio) else {
+            let only = row.sparse.as_ref().or(row.dense.as_ref());
+            if let Some(m) = only {
+                sentences.push(format!(
+                    "{}: only {} was measured; no comparison.",
+                    phase_name(row.phase),
+                    m.model
+                ));
+            }
+            continue;
+        };
+        let mut text = format!("{}: the sparse model ({})", phase_name(row.phase), s.model);
+        match (
+            &r.joules_per_token,
+            &s.joules_per_token,
+            &d.joules_per_token,
+        ) {
+            (Some(rj), Some(sj), Some(dj)) => {
+                text.push_str(&format!(
+                    " used {}x the {energy_word} per {} of the dense model ({}): {} against {} J/token ({}, n = {} and {})",
+                    num(rj.value),
+                    row.denominator.trim_end_matches('s'),
+                    d.model,
+                    num(sj.value),
+                    num(dj.value),
+                    sj.source,
+                    s.steps,
+                    d.steps
+                ));
+                if overlap(sj, dj) == Some(true) {
+                    text.push_str(", and the two 95% intervals overlap, so the difference is not established by this run");
+                }
+            }
+            _ => text.push_str(&format!(
+                " has no energy figure against the dense model ({})",
+                d.model
+            )),
+        }
+        if let Some(rf) = &r.flops_per_token {
+            text.push_str(&format!(
+                "; it executed {}x the FLOPs per token ({} against {}).",
+                num(rf.value),
+                crate::accounting::human(s.flops_per_token.value),
+                crate::accounting::human(d.flops_per_token.value)
+            ));
+        } else {
+            text.push('.');
+        }
+        sentences.push(text);
+    }
+    if sentences.is_empty() {
+        sentences
+            .push("The run recorded no measured step: there is nothing to compare yet.".into());
+    }
+    Answer {
+        question: "What does a token cost, in joules and in FLOPs, on the sparse mixture-of-experts model against its dense baseline, for training, prefill and decode?".into(),
+        sentences,
+    }
+}
+
+fn model_section(role: Role, p: &crate::profile::ModelProfile) -> ModelSection {
+    let c = params(p);
+    ModelSection {
+        role,
+        name: p.name.clone(),
+        total_params: Figure::new(c.total, "parameters", source::ACCOUNTING),
+        active_params: Figure::new(c.active, "parameters", source::ACCOUNTING).per("token"),
+        layers: p.layers,
+        d_model: p.d_model,
+        d_ff: p.d_ff,
+        experts: p.experts,
+        top_k: p.top_k,
+        moe_layers: p.moe_layers(),
+        capacity_factor: p.capacity_factor,
+        seq_len: p.seq_len,
+        profile_source: p.source.clone(),
+    }
+}
+
+fn idle_section(records: &[Record]) -> Option<IdleSection> {
+    records.iter().find_map(|r| match r {
+        Record::Idle(i) => {
+            let src = i.source.label();
+            let scope = Some(i.scope.as_str());
+            Some(IdleSection {
+                seconds: Figure::new(i.seconds, "s", source::WALL_CLOCK),
+                joules: Figure::new(i.joules, "J", src).with_scope(scope),
+                power_w: Figure::new(i.power_w, "W", src).with_scope(scope),
+            })
+        }
+        _ => None,
+    })
+}
+
+fn method(run: &RunData, summary: &RunSummary) -> Method {
+    let excluded: usize = summary
+        .models
+        .iter()
+        .flat_map(|m| &m.phases)
+        .map(|p| p.warmup_steps_excluded)
+        .sum();
+    let sensor = &run.header.sensor;
+    let energy = if sensor.source == EnergySource::Estimate {
+        format!(
+            "Energy is an ESTIMATE, not a measurement: this process's CPU time x watts per busy core from the hardware profile, plus its idle share (scope: {}). No readable sensor was found{}.",
+            sensor.scope,
+            if sensor.fallbacks.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", sensor.fallbacks.join("; "))
+            }
+        )
+    } else {
+        format!(
+            "Energy is measured by {} (scope: {}), read at {} Hz by the sampler thread; each step's energy is the counter's difference over the step's window.",
+            sensor.source, sensor.scope, sensor.sample_hz
+        )
+    };
+    Method {
+        points: vec![
+            format!(
+                "Warm-up: the first {} train steps of each model (and every step flagged warm-up) are run and recorded but left out of every figure; {excluded} steps were left out in all.",
+                run.header.config.warmup_steps
+            ),
+            "Sparse and dense steps alternate (A B A B ...) in one process, so both models see the same machine.".into(),
+            energy,
+            "Joules per token: each measured step's energy divided by its tokens; the figure is the mean over steps with a two-sided 95% Student-t confidence interval; n is the number of steps.".into(),
+            "Idle-subtracted: the idle baseline's share of each step (idle watts x step seconds) is taken off before dividing; the idle window is measured before the workload.".into(),
+            "Denominators: training figures are per token trained, prefill per prompt token, decode per generated token.".into(),
+            "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
+            "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
+            "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
+        ],
+        docs: [
+            ("FLOP and parameter conventions", "docs/accounting.md"),
+            ("Sensors, scopes and the estimate", "docs/metering.md"),
+            ("Projection model", "docs/projection.md"),
+            ("This report's fields", "docs/report.md"),
+        ]
+        .into_iter()
+        .map(|(t, p)| DocLink {
+            title: t.into(),
+            path: p.into(),
+        })
+        .collect(),
+    }
+}
+
+fn notes(run: &RunData) -> Vec<String> {
+    let mut out: Vec<String> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Log {
+                t_s,
+                level,
+                message,
+            } if level != "info" && level != "debug" => {
+                Some(format!("t = {t_s:.1} s, {level}: {message}"))
+            }
+            _ => None,
+        })
+        .collect();
+    if run.unreadable_lines > 0 {
+        out.push(format!(
+            "{} line(s) of records.jsonl could not be read and were skipped.",
+            run.unreadable_lines
+        ));
+    }
+    out
+}

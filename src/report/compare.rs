@@ -1,0 +1,277 @@
+//! `report A B`: two runs side by side (before and after a change, or two machines), each figure
+//! with B / A.
+
+use std::fmt::Write;
+
+use super::document::*;
+use super::format::{num, opt, source_label, with_ci};
+use super::markdown::{phase_title, role_title, table};
+use super::{html, svg};
+use crate::runlog::{Phase, Role};
+
+fn run_ref(r: &Report) -> RunRef {
+    RunRef {
+        dir: r.run.dir.clone(),
+        id: r.run.id.clone(),
+        device: r.machine.device.clone(),
+        cpu_model: r.machine.cpu_model.clone(),
+        source: r.sensor.source.clone(),
+        scope: r.sensor.scope.clone(),
+        complete: r.run.complete,
+        status: r.run.status.clone(),
+    }
+}
+
+type Pick = fn(&PhaseFigures) -> Option<&Figure>;
+
+const METRICS: [(&str, Pick); 5] = [
+    ("J/token", |p| p.joules_per_token.as_ref()),
+    ("J/token idle-subtracted", |p| {
+        p.joules_per_token_idle_subtracted.as_ref()
+    }),
+    ("FLOP/token", |p| Some(&p.flops_per_token)),
+    ("token/s", |p| p.tokens_per_s.as_ref()),
+    ("J/FLOP", |p| p.joules_per_flop.as_ref()),
+];
+
+type PickRatio = fn(&RatioFigures) -> Option<&Figure>;
+
+const RATIO_METRICS: [(&str, PickRatio); 2] = [
+    ("J/token ratio", |r| r.joules_per_token.as_ref()),
+    ("FLOP/token ratio", |r| r.flops_per_token.as_ref()),
+];
+
+fn row(
+    phase: Phase,
+    role: &str,
+    metric: &str,
+    a: Option<&Figure>,
+    b: Option<&Figure>,
+) -> Option<CompareRow> {
+    if a.is_none() && b.is_none() {
+        return None;
+    }
+    let b_over_a = match (a, b) {
+        (Some(a), Some(b)) if a.value != 0.0 => Some(b.value / a.value),
+        _ => None,
+    };
+    Some(CompareRow {
+        phase,
+        role: role.into(),
+        metric: metric.into(),
+        a: a.cloned(),
+        b: b.cloned(),
+        b_over_a,
+    })
+}
+
+/// Compare two reports: every per-phase figure of both sides, and the sparse / dense ratios.
+pub fn compare(a: &Report, b: &Report) -> Comparison {
+    let mut rows = Vec::new();
+    for phase in [Phase::Train, Phase::Prefill, Phase::Decode] {
+        let pa = a.phases.iter().find(|p| p.phase == phase);
+        let pb = b.phases.iter().find(|p| p.phase == phase);
+        for role in [Role::Sparse, Role::Dense] {
+            let (sa, sb) = (pa.and_then(|p| p.side(role)), pb.and_then(|p| p.side(role)));
+            for (metric, pick) in METRICS {
+                rows.extend(row(
+                    phase,
+                    role_title(role),
+                    metric,
+                    sa.and_then(pick),
+                    sb.and_then(pick),
+                ));
+            }
+        }
+        let (ra, rb) = (
+            pa.and_then(|p| p.ratio.as_ref()),
+            pb.and_then(|p| p.ratio.as_ref()),
+        );
+        for (metric, pick) in RATIO_METRICS {
+            rows.extend(row(
+                phase,
+                "sparse/dense",
+                metric,
+                ra.and_then(pick),
+                rb.and_then(pick),
+            ));
+        }
+    }
+    Comparison {
+        report_format_version: REPORT_FORMAT_VERSION,
+        a: run_ref(a),
+        b: run_ref(b),
+        rows,
+        warnings: warnings(a, b),
+    }
+}
+
+fn warnings(a: &Report, b: &Report) -> Vec<String> {
+    let mut w = Vec::new();
+    if a.sensor.source != b.sensor.source {
+        w.push(format!(
+            "Energy comes from different sources (A: {}, B: {}): the energy figures do not compare as like with like.",
+            source_label(&a.sensor.source),
+            source_label(&b.sensor.source)
+        ));
+    } else if a.sensor.scope != b.sensor.scope {
+        w.push(format!(
+            "The sensors cover different scopes (A: {}, B: {}).",
+            a.sensor.scope, b.sensor.scope
+        ));
+    }
+    for (name, r) in [("A", a), ("B", b)] {
+        if !r.sensor.is_measurement {
+            w.push(format!(
+                "{name}'s energy is an estimate, not a measurement."
+            ));
+        }
+        if !r.run.complete {
+            w.push(format!("{name}: {}", r.run.status));
+        }
+    }
+    for role in [Role::Sparse, Role::Dense] {
+        let name = |r: &Report| {
+            r.models
+                .iter()
+                .find(|m| m.role == role)
+                .map(|m| m.name.clone())
+        };
+        let (na, nb) = (name(a), name(b));
+        if na != nb {
+            w.push(format!(
+                "The {} models differ (A: {}, B: {}).",
+                role_title(role),
+                na.unwrap_or_else(|| "none".into()),
+                nb.unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    w
+}
+
+fn rows(c: &Comparison) -> Vec<Vec<String>> {
+    c.rows
+        .iter()
+        .map(|r| {
+            vec![
+                phase_title(r.phase).into(),
+                r.role.clone(),
+                r.metric.clone(),
+                opt(r.a.as_ref(), with_ci),
+                opt(r.b.as_ref(), with_ci),
+                r.b_over_a.map_or("–".into(), num),
+            ]
+        })
+        .collect()
+}
+
+const HEADER: [&str; 6] = ["phase", "side", "figure", "A", "B", "B / A"];
+
+fn runs(c: &Comparison) -> Vec<Vec<String>> {
+    [("A", &c.a), ("B", &c.b)]
+        .into_iter()
+        .map(|(n, r)| {
+            vec![
+                n.into(),
+                r.id.clone(),
+                r.dir.clone(),
+                r.device.clone(),
+                r.cpu_model.clone(),
+                format!("{}, {}", source_label(&r.source), r.scope),
+                if r.complete {
+                    "finished".into()
+                } else {
+                    "cut off".into()
+                },
+            ]
+        })
+        .collect()
+}
+
+const RUN_HEADER: [&str; 7] = [
+    "run",
+    "id",
+    "folder",
+    "device",
+    "CPU",
+    "energy source, scope",
+    "ended",
+];
+
+pub fn render_markdown(c: &Comparison) -> String {
+    let mut o = format!(
+        "# sparsewatt comparison: {} (A) against {} (B)\n\n",
+        c.a.id, c.b.id
+    );
+    o.push_str(&table(&RUN_HEADER, &runs(c)));
+    o.push('\n');
+    for w in &c.warnings {
+        let _ = writeln!(o, "- **{w}**");
+    }
+    let _ = writeln!(
+        o,
+        "\n## Figures\n\n{}\nB / A below 1: B is lower (cheaper, or slower for token/s). Energy figures are means over measured steps ± the half-width of their 95% CI.",
+        table(&HEADER, &rows(c))
+    );
+    o
+}
+
+pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
+    let mut o = format!(
+        "<h1>sparsewatt comparison: {} (A) against {} (B)</h1>\n",
+        svg::esc(&c.a.id),
+        svg::esc(&c.b.id)
+    );
+    o.push_str(&html::table(&RUN_HEADER, &runs(c)));
+    if !c.warnings.is_empty() {
+        o.push_str("<ul class=\"estimate\">");
+        for w in &c.warnings {
+            let _ = write!(o, "<li>{}</li>", svg::esc(w));
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("<div class=\"charts\">");
+    for phase in [Phase::Train, Phase::Prefill, Phase::Decode] {
+        let mut bars = Vec::new();
+        for role in [Role::Sparse, Role::Dense] {
+            for (name, r) in [("A", a), ("B", b)] {
+                let Some(p) = r
+                    .phases
+                    .iter()
+                    .find(|p| p.phase == phase)
+                    .and_then(|p| p.side(role))
+                else {
+                    continue;
+                };
+                let Some(j) = &p.joules_per_token else {
+                    continue;
+                };
+                bars.push(svg::Bar {
+                    label: format!("{name} {}", role_title(role)),
+                    color: if role == Role::Sparse {
+                        svg::SPARSE
+                    } else {
+                        svg::DENSE
+                    },
+                    value: j.value,
+                    ci95: j.ci95,
+                });
+            }
+        }
+        if !bars.is_empty() {
+            o.push_str(&svg::bar_chart(
+                &format!("J/token, {}, A against B, 95% CI", phase_title(phase)),
+                "J/token",
+                &bars,
+            ));
+        }
+    }
+    o.push_str("</div><h2>Figures</h2>");
+    o.push_str(&html::table(&HEADER, &rows(c)));
+    o.push_str("<p>B / A below 1: B is lower (cheaper, or slower for token/s).</p>");
+    html::page(
+        &format!("sparsewatt comparison: {} against {}", c.a.id, c.b.id),
+        &o,
+    )
+}

@@ -1,0 +1,401 @@
+//! The report as data: what `report.json` holds and what the Markdown and HTML renderings show.
+//! Every number that is a figure is a [`Figure`]: value, unit and source, plus spread, scope and
+//! denominator where they apply. Schema documented in docs/report.md; bump
+//! [`REPORT_FORMAT_VERSION`] on any incompatible change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::runlog::{MachineInfo, Phase, Role, RunConfig};
+
+/// Version of the report's JSON schema (docs/report.md).
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// Sources of figures that are not energy readings (energy figures carry `nvml`, `rapl` or
+/// `estimate`).
+pub mod source {
+    /// FLOPs the model executed, counted from the shapes it ran (docs/accounting.md).
+    pub const EXECUTED_FLOPS: &str = "executed FLOP count";
+    /// Parameters counted analytically from the profile (docs/accounting.md).
+    pub const ACCOUNTING: &str = "analytic accounting";
+    pub const WALL_CLOCK: &str = "wall clock";
+    /// Counts taken from the run's records (tokens, steps, router counts).
+    pub const RECORDS: &str = "run records";
+    pub const VALIDATION: &str = "validation eval";
+    pub const TRAINING_LOSS: &str = "training loss of the step";
+    pub const INTERPOLATED: &str = "interpolated between evals";
+}
+
+/// One number with its unit and where it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub value: f64,
+    /// "J/token", "FLOP/token", "W", "J", "s", "parameters", "ratio", ...
+    pub unit: String,
+    /// `nvml`, `rapl`, `estimate` for energy; otherwise one of [`source`] or a projection's name.
+    pub source: String,
+    /// 95% confidence interval of the mean, [low, high].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std_dev: Option<f64>,
+    /// Observations behind a mean (measured steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// What an energy figure covers (the sensor's scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The denominator of a per-token figure: "tokens trained", "prompt tokens", "generated tokens".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+}
+
+impl Figure {
+    pub fn new(value: f64, unit: &str, source: &str) -> Figure {
+        Figure {
+            value,
+            unit: unit.into(),
+            source: source.into(),
+            ci95: None,
+            std_dev: None,
+            n: None,
+            scope: None,
+            per: None,
+        }
+    }
+
+    pub fn from_estimate(e: &crate::stats::Estimate, unit: &str, source: &str) -> Figure {
+        Figure {
+            ci95: e.ci95,
+            std_dev: e.std_dev,
+            n: Some(e.n),
+            ..Figure::new(e.mean, unit, source)
+        }
+    }
+
+    pub fn with_scope(mut self, scope: Option<&str>) -> Figure {
+        self.scope = scope.map(str::to_string);
+        self
+    }
+
+    pub fn per(mut self, denominator: &str) -> Figure {
+        self.per = Some(denominator.into());
+        self
+    }
+
+    /// True when the figure is an estimate rather than a sensor reading.
+    pub fn is_estimate(&self) -> bool {
+        self.source == crate::meter::EnergySource::Estimate.label()
+    }
+}
+
+/// The denominator of a phase's per-token figures.
+pub fn denominator(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Train => "tokens trained",
+        Phase::Prefill => "prompt tokens",
+        Phase::Decode => "generated tokens",
+    }
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub report_format_version: u32,
+    pub run: RunSection,
+    pub answer: Answer,
+    pub phases: Vec<PhaseRow>,
+    pub models: Vec<ModelSection>,
+    pub machine: MachineInfo,
+    pub sensor: SensorSection,
+    pub idle: Option<IdleSection>,
+    pub data_efficiency: DataEfficiency,
+    pub expert_load: Vec<ExpertLoad>,
+    pub power: PowerSeries,
+    pub projections: ProjectionSection,
+    pub method: Method,
+    /// Warnings and errors the run logged, and problems reading it.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSection {
+    pub id: String,
+    /// The run folder as given to `report`.
+    pub dir: String,
+    pub started_unix_s: f64,
+    pub command: String,
+    pub sparsewatt_version: String,
+    pub config: RunConfig,
+    /// True when the run wrote its end record.
+    pub complete: bool,
+    pub end_reason: String,
+    /// One plain sentence on how the run ended and what the figures cover.
+    pub status: String,
+    pub step_records: usize,
+    pub measured_steps: usize,
+    /// Lines of records.jsonl that could not be read (a half-written last line).
+    pub unreadable_lines: usize,
+    /// Seconds from the start to the last record.
+    pub duration_s: f64,
+}
+
+/// The question the run answers and the answer in sentences; the figures are in `phases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub question: String,
+    pub sentences: Vec<String>,
+}
+
+/// One phase, sparse against dense.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRow {
+    pub phase: Phase,
+    pub denominator: String,
+    pub sparse: Option<PhaseFigures>,
+    pub dense: Option<PhaseFigures>,
+    /// Sparse / dense; absent unless the run measured both.
+    pub ratio: Option<RatioFigures>,
+}
+
+impl PhaseRow {
+    pub fn side(&self, role: Role) -> Option<&PhaseFigures> {
+        match role {
+            Role::Sparse => self.sparse.as_ref(),
+            Role::Dense => self.dense.as_ref(),
+        }
+    }
+}
+
+/// One model in one phase, over its measured (non-warm-up) steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseFigures {
+    pub model: String,
+    pub steps: usize,
+    pub warmup_steps_excluded: usize,
+    pub tokens: Figure,
+    pub seconds: Figure,
+    /// Mean over steps of the step's joules / tokens, with its 95% CI.
+    pub joules_per_token: Option<Figure>,
+    pub joules_per_token_idle_subtracted: Option<Figure>,
+    pub flops_per_token: Figure,
+    pub tokens_per_s: Option<Figure>,
+    pub flops_per_s: Figure,
+    pub joules_per_flop: Option<Figure>,
+    pub last_loss: Option<Figure>,
+}
+
+/// Sparse over dense; below 1 means the sparse model is cheaper (or slower, for tokens/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioFigures {
+    /// With an approximate 95% CI (delta method on the two means).
+    pub joules_per_token: Option<Figure>,
+    pub joules_per_token_idle_subtracted: Option<Figure>,
+    pub flops_per_token: Option<Figure>,
+    pub tokens_per_s: Option<Figure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSection {
+    pub role: Role,
+    pub name: String,
+    pub total_params: Figure,
+    /// Parameters one token touches (GLaM's "activated parameters").
+    pub active_params: Figure,
+    pub layers: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub moe_layers: usize,
+    pub capacity_factor: Option<f64>,
+    pub seq_len: usize,
+    /// Where the profile's figures come from, if it says.
+    pub profile_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorSection {
+    pub source: String,
+    pub scope: String,
+    /// False for `estimate`: such figures are modelled from CPU time, not read from a sensor.
+    pub is_measurement: bool,
+    /// Readers tried first, each with why it could not be used.
+    pub fallbacks: Vec<String>,
+    pub sample_hz: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdleSection {
+    pub seconds: Figure,
+    pub joules: Figure,
+    pub power_w: Figure,
+}
+
+/// GLaM's data-efficiency view: loss against tokens and FLOPs, and what each model needed to reach
+/// the same loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataEfficiency {
+    /// "validation loss" (eval records) or "training loss" (step records, when there was no eval).
+    pub basis: String,
+    pub curves: Vec<LossCurve>,
+    pub same_loss: Option<SameLoss>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossCurve {
+    pub role: Role,
+    pub model: String,
+    pub points: Vec<LossPoint>,
+}
+
+/// Loss in nats per token after training on `train_tokens` tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossPoint {
+    pub train_tokens: u64,
+    pub train_flops: f64,
+    pub train_joules: Option<f64>,
+    pub loss_nats: f64,
+}
+
+/// The lowest loss both models reached, and what each spent to first reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SameLoss {
+    pub target_loss: Figure,
+    pub reach: Vec<Reach>,
+    /// Sparse / dense of tokens, FLOPs and joules needed.
+    pub ratio_tokens: Option<Figure>,
+    pub ratio_flops: Option<Figure>,
+    pub ratio_joules: Option<Figure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    pub role: Role,
+    pub model: String,
+    pub tokens: Figure,
+    pub flops: Figure,
+    pub joules: Option<Figure>,
+}
+
+/// Tokens each expert received, per MoE layer, summed over a phase's measured steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpertLoad {
+    pub role: Role,
+    pub model: String,
+    pub phase: Phase,
+    pub steps: usize,
+    pub layers: Vec<LayerLoad>,
+    /// Expert assignments dropped by the capacity factor.
+    pub dropped: Figure,
+    /// Assignments made: tokens x top_k x MoE layers.
+    pub assignments: Figure,
+    pub dropped_fraction: Option<Figure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerLoad {
+    /// Index among the MoE layers, from 0.
+    pub moe_layer: usize,
+    /// Index of the transformer block, from 0, where the profile says.
+    pub block: Option<usize>,
+    pub tokens_per_expert: Vec<u64>,
+    /// The busiest expert's tokens over the mean (1 = perfectly even).
+    pub max_over_mean: f64,
+    /// Coefficient of variation of tokens per expert (population standard deviation / mean).
+    pub cv: f64,
+    /// Experts that received no token.
+    pub idle_experts: usize,
+}
+
+/// Power over time from the sampler, averaged into at most a few hundred points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerSeries {
+    pub source: Option<String>,
+    pub scope: Option<String>,
+    pub samples: usize,
+    /// (seconds since start, watts), each the mean of consecutive samples.
+    pub points: Vec<[f64; 2]>,
+    pub mean_power_w: Option<Figure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionSection {
+    /// Why there are no projections, when there are none.
+    pub note: Option<String>,
+    pub rows: Vec<ProjectionRow>,
+    /// This machine's projection against what the run measured.
+    pub this_machine: Vec<ProjectionCheck>,
+}
+
+/// One model and phase projected onto one hardware profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionRow {
+    pub hardware: String,
+    pub role: Role,
+    pub model: String,
+    pub phase: Phase,
+    pub seconds_per_token: Option<Figure>,
+    pub joules_per_token: Option<Figure>,
+    /// What bounds the phase on this chip: "compute" or "memory".
+    pub bound: Option<String>,
+}
+
+/// A projection for the machine the run used, next to the measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionCheck {
+    pub hardware: String,
+    pub role: Role,
+    pub phase: Phase,
+    pub metric: String,
+    pub projected: Figure,
+    pub measured: Figure,
+    /// Projected / measured.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Method {
+    pub points: Vec<String>,
+    pub docs: Vec<DocLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocLink {
+    pub title: String,
+    pub path: String,
+}
+
+/// `report A B`: two runs side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub report_format_version: u32,
+    pub a: RunRef,
+    pub b: RunRef,
+    pub rows: Vec<CompareRow>,
+    /// Why some figures do not compare as like with like (different sensors, scopes, models).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub dir: String,
+    pub id: String,
+    pub device: String,
+    pub cpu_model: String,
+    pub source: String,
+    pub scope: String,
+    pub complete: bool,
+    pub status: String,
+}
+
+/// One figure of both runs. `role` is "sparse", "dense" or "sparse/dense" (the ratio).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRow {
+    pub phase: Phase,
+    pub role: String,
+    pub metric: String,
+    pub a: Option<Figure>,
+    pub b: Option<Figure>,
+    /// B over A.
+    pub b_over_a: Option<f64>,
+}

@@ -1,0 +1,502 @@
+//! `report.md`: the same sections and tables as the HTML, without charts.
+
+use std::fmt::Write;
+
+use super::document::*;
+use super::format::{interval, num, opt, plain, source_label, with_ci};
+use crate::accounting::human;
+use crate::runlog::{Phase, Role};
+
+/// A Markdown table; `|` in cells is escaped.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = format!("| {} |\n", header.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| cell(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+pub fn phase_title(p: Phase) -> &'static str {
+    match p {
+        Phase::Train => "train",
+        Phase::Prefill => "prefill",
+        Phase::Decode => "decode",
+    }
+}
+
+pub fn role_title(r: Role) -> &'static str {
+    match r {
+        Role::Sparse => "sparse",
+        Role::Dense => "dense",
+    }
+}
+
+/// The answer table: J/token and FLOPs/token of both models per phase, with the ratios.
+pub fn answer_table(phases: &[PhaseRow]) -> String {
+    table(&ANSWER_HEADER, &answer_rows(phases))
+}
+
+pub const ANSWER_HEADER: [&str; 8] = [
+    "phase",
+    "sparse J/token ± 95% CI",
+    "dense J/token ± 95% CI",
+    "n (steps)",
+    "J ratio [95% CI]",
+    "sparse FLOP/token",
+    "dense FLOP/token",
+    "FLOP ratio",
+];
+
+pub fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
+    phases
+        .iter()
+        .map(|r| {
+            let s = r.sparse.as_ref();
+            let d = r.dense.as_ref();
+            let jpt = |x: Option<&PhaseFigures>| {
+                opt(x.and_then(|p| p.joules_per_token.as_ref()), with_ci)
+            };
+            let n = |x: Option<&PhaseFigures>| x.map_or("–".into(), |p| p.steps.to_string());
+            let fpt = |x: Option<&PhaseFigures>| {
+                x.map_or("–".into(), |p| human(p.flops_per_token.value))
+            };
+            let ratio = r.ratio.as_ref();
+            vec![
+                format!(
+                    "{} (per {})",
+                    phase_title(r.phase),
+                    r.denominator.trim_end_matches('s')
+                ),
+                jpt(s),
+                jpt(d),
+                format!("{}, {}", n(s), n(d)),
+                opt(ratio.and_then(|x| x.joules_per_token.as_ref()), |f| {
+                    format!("{} {}", num(f.value), interval(f))
+                }),
+                fpt(s),
+                fpt(d),
+                opt(ratio.and_then(|x| x.flops_per_token.as_ref()), plain),
+            ]
+        })
+        .collect()
+}
+
+/// One line under the answer saying where the energy figures come from.
+pub fn energy_line(r: &Report) -> String {
+    if r.sensor.is_measurement {
+        format!(
+            "Energy source: {} (measured), scope: {}. Ratios are sparse / dense; below 1 the sparse model is cheaper.",
+            r.sensor.source, r.sensor.scope
+        )
+    } else {
+        format!(
+            "Energy source: **estimate (not measured)**: modelled from CPU time, scope: {}. Ratios are sparse / dense; below 1 the sparse model is cheaper.",
+            r.sensor.scope
+        )
+    }
+}
+
+pub fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for r in phases {
+        for (role, p) in [(Role::Sparse, &r.sparse), (Role::Dense, &r.dense)] {
+            let Some(p) = p else { continue };
+            rows.push(vec![
+                phase_title(r.phase).into(),
+                format!("{} ({})", p.model, role_title(role)),
+                format!("{} ({})", p.steps, p.warmup_steps_excluded),
+                human(p.tokens.value),
+                num(p.seconds.value),
+                opt(p.joules_per_token.as_ref(), plain),
+                opt(p.joules_per_token.as_ref(), interval),
+                opt(p.joules_per_token_idle_subtracted.as_ref(), with_ci),
+                opt(p.tokens_per_s.as_ref(), with_ci),
+                human(p.flops_per_s.value),
+                opt(p.joules_per_flop.as_ref(), plain),
+                opt(p.joules_per_token.as_ref(), |f| source_label(&f.source)),
+            ]);
+        }
+    }
+    rows
+}
+
+pub const DETAIL_HEADER: [&str; 12] = [
+    "phase",
+    "model",
+    "steps (warm-up left out)",
+    "tokens",
+    "seconds",
+    "J/token",
+    "95% CI",
+    "J/token idle-subtracted",
+    "token/s",
+    "FLOP/s",
+    "J/FLOP",
+    "energy source",
+];
+
+pub fn model_rows(models: &[ModelSection]) -> Vec<Vec<String>> {
+    models
+        .iter()
+        .map(|m| {
+            vec![
+                role_title(m.role).into(),
+                m.name.clone(),
+                human(m.total_params.value),
+                human(m.active_params.value),
+                m.layers.to_string(),
+                m.d_model.to_string(),
+                m.d_ff.to_string(),
+                if m.experts > 1 {
+                    format!("{} (top-{})", m.experts, m.top_k)
+                } else {
+                    "dense".into()
+                },
+                m.moe_layers.to_string(),
+                m.capacity_factor.map_or("unlimited".into(), num),
+            ]
+        })
+        .collect()
+}
+
+pub const MODEL_HEADER: [&str; 10] = [
+    "role",
+    "model",
+    "total params",
+    "active params / token",
+    "layers",
+    "d_model",
+    "d_ff",
+    "experts",
+    "MoE layers",
+    "capacity factor",
+];
+
+pub fn machine_lines(r: &Report) -> Vec<String> {
+    let m = &r.machine;
+    let s = &r.sensor;
+    let mut v = vec![
+        format!(
+            "Machine: {} ({}, {} logical CPUs, {})",
+            m.hostname, m.cpu_model, m.logical_cpus, m.os
+        ),
+        format!("Device: {}", m.device),
+        format!(
+            "Hardware profile: {}",
+            m.hardware_profile.as_deref().unwrap_or("none")
+        ),
+        format!(
+            "Sensor: {} ({}), scope: {}, sampled at {} Hz",
+            s.source,
+            if s.is_measurement {
+                "a measurement"
+            } else {
+                "an estimate, not a measurement"
+            },
+            s.scope,
+            num(s.sample_hz)
+        ),
+    ];
+    for f in &s.fallbacks {
+        v.push(format!("Sensor not used: {f}"));
+    }
+    v.push(match &r.idle {
+        Some(i) => format!(
+            "Idle baseline: {} W over {} s ({} J, {}, scope: {})",
+            num(i.power_w.value),
+            num(i.seconds.value),
+            num(i.joules.value),
+            source_label(&i.power_w.source),
+            i.power_w.scope.as_deref().unwrap_or("?")
+        ),
+        None => "Idle baseline: not measured (no idle window); idle-subtracted figures are absent"
+            .into(),
+    });
+    v.push(match &r.power.mean_power_w {
+        Some(p) => format!(
+            "Power: mean {} W over {} samples ({})",
+            num(p.value),
+            r.power.samples,
+            source_label(&p.source)
+        ),
+        None => "Power: no samples recorded".into(),
+    });
+    v
+}
+
+/// At most `max` evenly spaced points of a curve, always keeping the last.
+pub fn thin(points: &[LossPoint], max: usize) -> Vec<&LossPoint> {
+    if points.len() <= max {
+        return points.iter().collect();
+    }
+    let step = points.len().div_ceil(max);
+    let mut v: Vec<&LossPoint> = points.iter().step_by(step).collect();
+    if let Some(last) = points.last() {
+        if !std::ptr::eq(*v.last().unwrap_or(&last), last) {
+            v.push(last);
+        }
+    }
+    v
+}
+
+pub fn same_loss_rows(s: &SameLoss) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = s
+        .reach
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{} ({})", r.model, role_title(r.role)),
+                human(r.tokens.value),
+                human(r.flops.value),
+                opt(r.joules.as_ref(), |f| {
+                    format!("{} ({})", num(f.value), source_label(&f.source))
+                }),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "sparse / dense".into(),
+        opt(s.ratio_tokens.as_ref(), plain),
+        opt(s.ratio_flops.as_ref(), plain),
+        opt(s.ratio_joules.as_ref(), plain),
+    ]);
+    rows
+}
+
+pub fn expert_summary(e: &ExpertLoad) -> String {
+    format!(
+        "{} ({}), {}, {} measured steps: {} of {} expert assignments dropped ({}).",
+        e.model,
+        role_title(e.role),
+        phase_title(e.phase),
+        e.steps,
+        human(e.dropped.value),
+        human(e.assignments.value),
+        opt(e.dropped_fraction.as_ref(), |f| format!(
+            "{}%",
+            num(f.value * 100.0)
+        ))
+    )
+}
+
+pub fn expert_rows(e: &ExpertLoad) -> Vec<Vec<String>> {
+    e.layers
+        .iter()
+        .map(|l| {
+            let counts = if l.tokens_per_expert.len() <= 16 {
+                l.tokens_per_expert
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                let min = l.tokens_per_expert.iter().min().copied().unwrap_or(0);
+                let max = l.tokens_per_expert.iter().max().copied().unwrap_or(0);
+                format!("{} experts, {min} .. {max}", l.tokens_per_expert.len())
+            };
+            vec![
+                l.moe_layer.to_string(),
+                l.block.map_or("?".into(), |b| b.to_string()),
+                counts,
+                num(l.max_over_mean),
+                num(l.cv),
+                l.idle_experts.to_string(),
+            ]
+        })
+        .collect()
+}
+
+pub const EXPERT_HEADER: [&str; 6] = [
+    "MoE layer",
+    "block",
+    "tokens per expert",
+    "busiest / mean",
+    "CV",
+    "idle experts",
+];
+
+pub fn projection_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
+    p.rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.hardware.clone(),
+                format!("{} ({})", r.model, role_title(r.role)),
+                phase_title(r.phase).into(),
+                opt(r.seconds_per_token.as_ref(), plain),
+                opt(r.joules_per_token.as_ref(), plain),
+                r.bound.clone().unwrap_or_else(|| "–".into()),
+            ]
+        })
+        .collect()
+}
+
+pub const PROJECTION_HEADER: [&str; 6] = [
+    "hardware", "model", "phase", "s/token", "J/token", "bound by",
+];
+
+pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
+    p.this_machine
+        .iter()
+        .map(|c| {
+            vec![
+                c.hardware.clone(),
+                role_title(c.role).into(),
+                phase_title(c.phase).into(),
+                c.metric.clone(),
+                format!("{} {}", num(c.projected.value), c.projected.unit),
+                format!(
+                    "{} {} ({})",
+                    num(c.measured.value),
+                    c.measured.unit,
+                    source_label(&c.measured.source)
+                ),
+                num(c.ratio),
+            ]
+        })
+        .collect()
+}
+
+pub const CHECK_HEADER: [&str; 7] = [
+    "hardware",
+    "role",
+    "phase",
+    "figure",
+    "projected",
+    "measured",
+    "projected / measured",
+];
+
+/// Render the whole report as Markdown.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# sparsewatt report: run {}\n", r.run.id);
+    let status = if r.run.complete {
+        r.run.status.clone()
+    } else {
+        format!("**{}**", r.run.status)
+    };
+    let _ = writeln!(o, "{status}\n");
+    let _ = writeln!(
+        o,
+        "## The question and the answer\n\n{}\n",
+        r.answer.question
+    );
+    for s in &r.answer.sentences {
+        let _ = writeln!(o, "- {s}");
+    }
+    let _ = writeln!(o, "\n{}\n{}\n", answer_table(&r.phases), energy_line(r));
+    let _ = writeln!(
+        o,
+        "## Each phase in detail\n\n{}",
+        table(&DETAIL_HEADER, &detail_rows(&r.phases))
+    );
+    let _ = writeln!(
+        o,
+        "## Models\n\n{}",
+        table(&MODEL_HEADER, &model_rows(&r.models))
+    );
+    let _ = writeln!(
+        o,
+        "Parameters are counted analytically from the profiles (docs/accounting.md).\n"
+    );
+    let _ = writeln!(o, "## Machine, sensor and idle baseline\n");
+    for l in machine_lines(r) {
+        let _ = writeln!(o, "- {l}");
+    }
+    let de = &r.data_efficiency;
+    let _ = writeln!(o, "\n## Data efficiency ({})\n", de.basis);
+    if de.curves.is_empty() {
+        let _ = writeln!(o, "No loss was recorded.\n");
+    }
+    for c in &de.curves {
+        let rows: Vec<Vec<String>> = thin(&c.points, 20)
+            .into_iter()
+            .map(|p| {
+                vec![
+                    human(p.train_tokens as f64),
+                    human(p.train_flops),
+                    p.train_joules.map_or("–".into(), num),
+                    format!("{:.4}", p.loss_nats),
+                ]
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "{} ({}):\n\n{}",
+            c.model,
+            role_title(c.role),
+            table(
+                &["tokens trained", "FLOPs", "joules", "loss (nats/token)"],
+                &rows
+            )
+        );
+    }
+    match &de.same_loss {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "To reach the same {} of {:.4} nats/token (the lowest both reached):\n\n{}",
+                de.basis,
+                s.target_loss.value,
+                table(&["model", "tokens", "FLOPs", "joules"], &same_loss_rows(s))
+            );
+        }
+        None => {
+            let _ = writeln!(o, "No loss both models reached: no same-loss comparison.\n");
+        }
+    }
+    let _ = writeln!(o, "## Expert load\n");
+    if r.expert_load.is_empty() {
+        let _ = writeln!(o, "No routed tokens were recorded.\n");
+    }
+    for e in &r.expert_load {
+        let _ = writeln!(
+            o,
+            "{}\n\n{}",
+            expert_summary(e),
+            table(&EXPERT_HEADER, &expert_rows(e))
+        );
+    }
+    let _ = writeln!(o, "## Projections\n");
+    if let Some(n) = &r.projections.note {
+        let _ = writeln!(o, "{n}\n");
+    }
+    if !r.projections.rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "{}",
+            table(&PROJECTION_HEADER, &projection_rows(&r.projections))
+        );
+    }
+    if !r.projections.this_machine.is_empty() {
+        let _ = writeln!(
+            o,
+            "This machine, projected against measured:\n\n{}",
+            table(&CHECK_HEADER, &check_rows(&r.projections))
+        );
+    }
+    let _ = writeln!(o, "## Method\n");
+    for p in &r.method.points {
+        let _ = writeln!(o, "- {p}");
+    }
+    let _ = writeln!(o);
+    for d in &r.method.docs {
+        let _ = writeln!(o, "- {}: `{}`", d.title, d.path);
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\n## Notes\n");
+        for n in &r.notes {
+            let _ = writeln!(o, "- {n}");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n---\nsparsewatt {}, report format {}, run folder `{}`, command `{}`",
+        r.run.sparsewatt_version, r.report_format_version, r.run.dir, r.run.command
+    );
+    o
+}

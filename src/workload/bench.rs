@@ -1,0 +1,163 @@
+//! Throughput benchmark of one profile: training steps, prefill and batch-1 decode, each as the
+//! median of several timed repetitions after warm-up. Used by `sparsewatt bench` and `cargo bench`.
+
+use candle_core::Device;
+use serde::Serialize;
+use std::time::Instant;
+
+use crate::data::Corpus;
+use crate::model::{Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
+use crate::profile::ModelProfile;
+use crate::stats::median;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    /// Training batch (sequences) and sequence length.
+    pub batch: usize,
+    pub seq_len: usize,
+    /// Timed training steps (after `warmup_steps` untimed ones).
+    pub train_steps: usize,
+    pub warmup_steps: usize,
+    /// Prompt tokens and new tokens of each batch-1 generation.
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    /// Timed generations (after one untimed).
+    pub repeats: usize,
+    pub seed: u64,
+}
+
+impl BenchConfig {
+    pub fn for_profile(p: &ModelProfile) -> BenchConfig {
+        BenchConfig {
+            batch: 16,
+            seq_len: p.seq_len,
+            train_steps: 5,
+            warmup_steps: 2,
+            prompt_len: 64.min(p.seq_len / 2).max(1),
+            new_tokens: 64.min(p.seq_len / 2),
+            repeats: 5,
+            seed: 42,
+        }
+    }
+}
+
+/// Medians of the timed repetitions. Denominators: tokens trained (batch x seq_len per step),
+/// prompt tokens, generated tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub experts: usize,
+    pub top_k: usize,
+    pub params_total: usize,
+    pub device: String,
+    pub threads: usize,
+    pub config: BenchConfig,
+    pub train_tokens_per_s: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Median seconds of one training step, one prefill, one decode token.
+    pub train_step_s: f64,
+    pub prefill_s: f64,
+    pub decode_token_s: f64,
+    /// Executed FLOPs per trained token and the FLOP/s that achieves.
+    pub train_flops_per_token: f64,
+    pub train_flops_per_s: f64,
+    pub decode_flops_per_token: f64,
+    pub last_train_loss: f64,
+}
+
+/// Worker threads candle's CPU matmuls use (rayon).
+pub fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Result<BenchResult> {
+    if cfg.prompt_len + cfg.new_tokens > p.seq_len {
+        anyhow::bail!(
+            "prompt {} + new tokens {} exceed the profile's seq_len {}",
+            cfg.prompt_len,
+            cfg.new_tokens,
+            p.seq_len
+        );
+    }
+    let model = Model::new(p, device, cfg.seed)?;
+    let params_total = model.num_params();
+    let mut tc = TrainConfig::for_profile(p, 1000);
+    tc.batch = cfg.batch;
+    tc.seq_len = cfg.seq_len;
+    let corpus = Corpus::embedded();
+    let mut trainer = Trainer::new(model, corpus, tc)?;
+    let mut step_s = Vec::new();
+    let mut flops_per_token = 0.0;
+    let mut loss = f64::NAN;
+    for i in 0..cfg.warmup_steps + cfg.train_steps {
+        let t = Instant::now();
+        let s = trainer.train_step()?;
+        let dt = t.elapsed().as_secs_f64();
+        if i >= cfg.warmup_steps {
+            step_s.push(dt);
+        }
+        flops_per_token = s.flops.total() / s.tokens as f64;
+        loss = s.loss;
+    }
+    let model = &trainer.model;
+    let (_, val) = corpus.split(0.05)?;
+    let prompt = val.prompt(cfg.prompt_len)?;
+    let mut prefill_s = Vec::new();
+    let mut decode_s = Vec::new();
+    let mut decode_flops = 0.0;
+    for r in 0..=cfg.repeats {
+        let mut sampler = TokenSampler::new(SampleConfig::greedy());
+        let mut cache = model.new_cache();
+        let t = Instant::now();
+        let fwd = model.forward_cached(&model.ids(&prompt, 1)?, &mut cache)?;
+        let rows = fwd
+            .logits
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
+        let mut next = sampler.sample(&rows[0]);
+        let pre = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut flops = 0.0;
+        for _ in 0..cfg.new_tokens {
+            let fwd = model.forward_cached(&model.ids(&[next], 1)?, &mut cache)?;
+            flops += fwd.flops.total();
+            let rows = fwd
+                .logits
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec2::<f32>()?;
+            next = sampler.sample(&rows[0]);
+        }
+        let dec = t.elapsed().as_secs_f64();
+        if r > 0 {
+            prefill_s.push(pre);
+            decode_s.push(dec / cfg.new_tokens.max(1) as f64);
+            decode_flops = flops / cfg.new_tokens.max(1) as f64;
+        }
+    }
+    let med = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+    let (train_step_s, prefill_s, decode_token_s) = (med(&step_s), med(&prefill_s), med(&decode_s));
+    let tokens = (cfg.batch * cfg.seq_len) as f64;
+    Ok(BenchResult {
+        model: p.name.clone(),
+        experts: p.experts,
+        top_k: p.top_k,
+        params_total,
+        device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        threads: cpu_threads(),
+        config: cfg.clone(),
+        train_tokens_per_s: tokens / train_step_s,
+        prefill_tokens_per_s: cfg.prompt_len as f64 / prefill_s,
+        decode_tokens_per_s: 1.0 / decode_token_s,
+        train_step_s,
+        prefill_s,
+        decode_token_s,
+        train_flops_per_token: flops_per_token,
+        train_flops_per_s: flops_per_token * tokens / train_step_s,
+        decode_flops_per_token: decode_flops,
+        last_train_loss: loss,
+    })
+}

@@ -1,0 +1,328 @@
+//! `sparsewatt project`, `hardware` and `profiles` driven as a user does.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn sw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(args)
+        .output()
+        .expect("run sparsewatt");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (code, out, err) = sw(args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("no number `{k}` in {v}"))
+}
+
+#[test]
+fn gpt3_row_as_json_has_hours_energy_and_carbon() {
+    let v = json(&[
+        "project",
+        "--flops",
+        "3.14e23",
+        "--hardware",
+        "v100",
+        "--chips",
+        "10000",
+        "--achieved-tflops",
+        "24.6",
+        "--power-w",
+        "330",
+        "--pue",
+        "1.10",
+        "--grid-kg-per-kwh",
+        "0.429",
+        "--json",
+    ]);
+    assert!(v.is_object());
+    assert!((f(&v, "hours") / 24.0 - 14.8).abs() / 14.8 < 0.03);
+    assert!((f(&v, "energy_mwh") - 1287.0).abs() / 1287.0 < 0.03);
+    assert!((f(&v, "co2e_tonnes") - 552.1).abs() / 552.1 < 0.03);
+}
+
+#[test]
+fn several_hardware_profiles_give_an_array_one_object_each() {
+    let v = json(&[
+        "project",
+        "--flops",
+        "1e22",
+        "--hardware",
+        "tpu-v4",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "64",
+        "--json",
+    ]);
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0]["hardware"], "tpu-v4");
+    assert_eq!(a[1]["hardware"], "h100-sxm");
+    for p in a {
+        for k in ["hours", "energy_mwh", "co2e_tonnes"] {
+            assert!(p[k].is_number(), "{k} in {p}");
+        }
+    }
+}
+
+#[test]
+fn all_projects_onto_every_profile() {
+    let v = json(&["project", "--flops", "1e20", "--hardware", "all", "--json"]);
+    let (_, list, _) = sw(&["hardware", "--json"]);
+    let hw: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), hw.as_array().unwrap().len());
+}
+
+#[test]
+fn sparse_model_is_compared_with_its_dense_baseline() {
+    let v = json(&[
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--tokens",
+        "280e9",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "1024",
+        "--json",
+    ]);
+    assert_eq!(v["compare"]["model"], "glam-64b-dense");
+    let ratio = f(&v["compare"]["ratio"], "energy");
+    let want = f(&v, "energy_mwh") / f(&v["compare"]["projection"], "energy_mwh");
+    assert!((ratio - want).abs() < 1e-9);
+    let (code, table, err) = sw(&[
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--tokens",
+        "280e9",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "1024",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("glam-64b-64e") && table.contains("glam-64b-dense") && table.contains("MWh")
+    );
+}
+
+#[test]
+fn inference_shows_the_roofline_bound() {
+    let v = json(&[
+        "project",
+        "--model",
+        "gpt3-175b",
+        "--inference",
+        "--batch",
+        "1",
+        "--context",
+        "128",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(v["decode"]["bound"], "memory");
+    let (code, out, err) = sw(&[
+        "project",
+        "--model",
+        "glam-64b-64e",
+        "--compare",
+        "gpt3-175b",
+        "--inference",
+        "--hardware",
+        "tpu-v4",
+        "--chips",
+        "64",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("decode") && out.contains("memory") && out.contains("gpt3-175b"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let (code, _, err) = sw(&["project", "--flops", "1e20", "--hardware", "tpu-v9"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tpu-v9") && err.contains("tpu-v4"), "{err}");
+    let (code, _, err) = sw(&[
+        "project",
+        "--flops",
+        "1e20",
+        "--hardware",
+        "v100",
+        "--mfu",
+        "1.5",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--mfu"), "{err}");
+    let (code, _, err) = sw(&["project", "--hardware", "v100"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--flops"), "{err}");
+}
+
+#[test]
+fn a_bad_hardware_file_is_named_with_its_field() {
+    let dir = std::env::temp_dir().join(format!("sw-hw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("chip.toml");
+    std::fs::write(
+        &path,
+        "name = \"chip\"\nkind = \"gpu\"\nsources = [\"x\"]\n[peak_tflops]\nbf16 = 100\ndefault = \"bf16\"\n\
+         [memory]\ncapacity_bytes = 1e9\nbandwidth_gb_per_s = 100\n[power]\ntdp_w = 100\n",
+    )
+    .unwrap();
+    let p = path.to_string_lossy().to_string();
+    let (code, _, err) = sw(&["project", "--flops", "1e20", "--hardware", &p]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("chip.toml") && err.contains("defaults"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn hardware_and_profiles_list_key_figures() {
+    let (code, out, err) = sw(&["hardware"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tpu-v4") && out.contains("275") && out.contains("cpu-generic"),
+        "{out}"
+    );
+    let (code, out, err) = sw(&["profiles"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("glam-64b-64e") && out.contains("gpt3-175b"),
+        "{out}"
+    );
+}
+
+/// A run folder with two measured training steps of the sparse model on this machine (estimate).
+fn write_run(dir: &std::path::Path) {
+    use sparsewatt::meter::EnergySource;
+    use sparsewatt::profile::load_model;
+    use sparsewatt::runlog::*;
+    let header = RunHeader {
+        format_version: FORMAT_VERSION,
+        id: "calib".into(),
+        started_unix_s: 0.0,
+        command: "test".into(),
+        sparsewatt_version: "0".into(),
+        machine: MachineInfo {
+            hostname: "h".into(),
+            cpu_model: "c".into(),
+            logical_cpus: 2,
+            os: "linux".into(),
+            device: "cpu".into(),
+            hardware_profile: None,
+        },
+        sensor: SensorInfo {
+            source: EnergySource::Estimate,
+            scope: "test".into(),
+            fallbacks: vec![],
+            sample_hz: 10.0,
+        },
+        models: vec![RunModel {
+            role: Role::Sparse,
+            profile: load_model("glam-tiny").unwrap(),
+        }],
+        config: RunConfig {
+            train_steps: 2,
+            warmup_steps: 0,
+            batch: 1,
+            seq_len: 8,
+            prefill_steps: 0,
+            prompt_len: 4,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            data: "embedded".into(),
+            seed: 0,
+        },
+    };
+    let mut w = RunWriter::create(dir, &header).unwrap();
+    for step in 0..2 {
+        // 28 GFLOP/s (half of cpu-generic's 0.4 x 140 GFLOP/s) at 3.5 W (half its 7 W).
+        w.append(&Record::Step(StepRecord {
+            t_s: step as f64,
+            model: "glam-tiny".into(),
+            role: Role::Sparse,
+            phase: Phase::Train,
+            step,
+            warmup: false,
+            tokens: 100,
+            seconds: 1.0,
+            flops: 28e9,
+            flops_by_component: Default::default(),
+            energy: Some(Energy {
+                joules: 3.5,
+                idle_joules: None,
+                source: EnergySource::Estimate,
+                scope: "test".into(),
+            }),
+            loss: None,
+            aux_loss: None,
+            expert_tokens: vec![],
+            dropped: 0,
+            domain_expert_tokens: Default::default(),
+        }))
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+#[test]
+fn calibration_reports_this_machine_and_carries_on_request() {
+    let dir = std::env::temp_dir().join(format!("sw-calib-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_run(&dir);
+    let d = dir.to_string_lossy().to_string();
+    let c = json(&["project", "--calibrate", &d, "--json"]);
+    assert_eq!(c["hardware"], "cpu-generic");
+    let t = &c["phases"][0];
+    assert!((f(t, "utilization_ratio") - 0.5).abs() < 1e-9, "{t}");
+    assert!((f(t, "power_ratio") - 0.5).abs() < 1e-9, "{t}");
+    let plain = json(&[
+        "project",
+        "--flops",
+        "1e21",
+        "--hardware",
+        "tpu-v4",
+        "--json",
+    ]);
+    let carried = json(&[
+        "project",
+        "--flops",
+        "1e21",
+        "--hardware",
+        "tpu-v4",
+        "--calibrate",
+        &d,
+        "--carry",
+        "--json",
+    ]);
+    assert!((f(&carried, "mfu") - 0.5 * f(&plain, "mfu")).abs() < 1e-9);
+    assert_eq!(carried["power_scope"], "calibrated");
+    // Half the utilisation and half the power: twice the time, the same energy.
+    assert!((f(&carried, "hours") / f(&plain, "hours") - 2.0).abs() < 1e-9);
+    assert!((f(&carried, "energy_mwh") / f(&plain, "energy_mwh") - 1.0).abs() < 1e-9);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,224 @@
+//! `sparsewatt run --headless` end to end: the run folder, the summary, a clean stop on SIGINT and
+//! a readable folder after SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role};
+
+/// The smallest shapes that still exercise every phase.
+const SMALL: &[&str] = &[
+    "run",
+    "--headless",
+    "--batch",
+    "2",
+    "--infer-batch",
+    "1",
+    "--prompt-len",
+    "16",
+    "--decode-tokens",
+    "4",
+    "--idle-seconds",
+    "0.3",
+    "--sensor",
+    "estimate",
+    "--eval-every",
+    "2",
+];
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sw-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn spawn(out: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL)
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_steps(dir: &Path, n: usize) {
+    let start = Instant::now();
+    loop {
+        let steps = std::fs::read_to_string(dir.join("records.jsonl"))
+            .map(|t| t.matches("\"kind\":\"step\"").count())
+            .unwrap_or(0);
+        if steps >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {n} steps in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
+    let dir = temp("short");
+    let out = spawn(
+        &dir,
+        &[
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--prefill-steps",
+            "2",
+            "--decode-steps",
+            "2",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = read_run(&dir).unwrap();
+    assert!(run.complete());
+    let steps: Vec<_> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    // A B A B: training alternates sparse and dense.
+    let train: Vec<Role> = steps
+        .iter()
+        .filter(|s| s.phase == Phase::Train)
+        .map(|s| s.role)
+        .collect();
+    assert_eq!(
+        train,
+        [
+            Role::Sparse,
+            Role::Dense,
+            Role::Sparse,
+            Role::Dense,
+            Role::Sparse,
+            Role::Dense
+        ]
+    );
+    // Every step is measured, with its source; executed FLOPs are recorded.
+    assert!(steps
+        .iter()
+        .all(|s| s.energy.as_ref().is_some_and(|e| e.joules > 0.0)));
+    assert!(steps.iter().all(|s| s.flops > 0.0 && s.tokens > 0));
+    assert!(run.records.iter().any(|r| matches!(r, Record::Idle(_))));
+    assert!(run.records.iter().any(|r| matches!(r, Record::Sample(_))));
+    let evals = run
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Eval(_)))
+        .count();
+    assert_eq!(evals, 2 * 3); // at 0, 2 and 3 steps, both models
+                              // summary.json equals the summary recomputed from the records.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let again = serde_json::to_value(summarize(&run.records)).unwrap();
+    assert_close(&written, &again, "");
+    let s = summarize(&run.records);
+    for role in [Role::Sparse, Role::Dense] {
+        let m = s.model(role).unwrap();
+        let t = m.phase(Phase::Train).unwrap();
+        assert_eq!((t.steps, t.warmup_steps_excluded), (2, 1));
+        assert_eq!(t.tokens, 2 * 2 * 128);
+        for p in [Phase::Prefill, Phase::Decode] {
+            let ph = m.phase(p).unwrap();
+            assert_eq!(ph.steps, 2, "{role:?} {p:?}");
+            assert!(ph.joules_per_token.is_some());
+        }
+    }
+    // The sparse model executes more FLOPs per token than its dense base (top-2 experts).
+    assert!(s.ratios.iter().all(|r| r.flops_per_token.unwrap() > 1.0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Equal JSON, numbers within 1e-12 relative (JSON's decimal text parses back to the nearest
+/// double, or one ulp away with serde_json's fast float parser).
+fn assert_close(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+                "{path}: {x} vs {y}"
+            );
+        }
+        (Object(x), Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{path}"
+            );
+            for (k, v) in x {
+                assert_close(v, &y[k], &format!("{path}/{k}"));
+            }
+        }
+        (Array(x), Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}");
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                assert_close(v, w, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+#[cfg(unix)]
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
+    let dir = temp("int");
+    let child = spawn(&dir, &["--steps", "10000"]);
+    wait_for_steps(&dir, 3);
+    signal(&child, "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = read_run(&dir).unwrap();
+    assert!(run.complete());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["end_reason"], "stopped by the user");
+
+    let dir2 = temp("kill");
+    let mut child = spawn(&dir2, &["--steps", "10000"]);
+    wait_for_steps(&dir2, 3);
+    std::thread::sleep(Duration::from_millis(1200)); // past one flush
+    signal(&child, "-KILL");
+    let _ = child.wait();
+    let run = read_run(&dir2).unwrap();
+    assert!(!run.complete());
+    assert!(!dir2.join("summary.json").exists());
+    let s = summarize(&run.records);
+    assert!(s.end_reason.contains("cut off"));
+    assert!(s.model(Role::Sparse).is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir2).unwrap();
+}
