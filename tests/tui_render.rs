@@ -276,3 +276,48 @@ fn the_replay_cursor_shows_only_the_records_up_to_it() {
         screen(&app, 140, 45)
     });
 }
+
+/// The figures of one chip's row in the full-size table, as drawn.
+fn glam_row(screen: &str, chip: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.starts_with(&format!("│{chip} ")))
+        .unwrap_or_else(|| panic!("no {chip} row:\n{screen}"))
+        .to_string()
+}
+
+#[test]
+fn what_if_keys_change_the_projection_table_at_once() {
+    let mut app = App::replay(run());
+    key(&mut app, KeyCode::Char('4'));
+    let before = screen(&app, 140, 45);
+    assert!(before.contains("tpu-v4"), "{before}");
+    let row0 = glam_row(&before, "tpu-v4");
+    // Doubling the chips halves the time; the energy stays.
+    key(&mut app, KeyCode::Char('C'));
+    let s = screen(&app, 140, 45);
+    assert!(s.contains("2048 (full-size run)"), "{s}");
+    let row1 = glam_row(&s, "tpu-v4");
+    assert_ne!(row0, row1);
+    let w = app.what_if.clone();
+    let rows = sparsewatt::tui::glam_rows(&app.projection, &w);
+    let v4 = rows.iter().find(|r| r.hardware == "tpu-v4").unwrap();
+    let p = v4.sparse.as_ref().unwrap();
+    assert!(row1.contains(&sparsewatt::tui::format::duration(p.seconds)), "{row1}");
+    assert!(row1.contains(&sparsewatt::tui::format::si(p.energy_j / 3600.0, "Wh")), "{row1}");
+    // PUE, utilisation and grid each change the row.
+    for k in ['P', 'U', 'G'] {
+        let before = glam_row(&screen(&app, 140, 45), "tpu-v4");
+        key(&mut app, KeyCode::Char(k));
+        assert_ne!(before, glam_row(&screen(&app, 140, 45), "tpu-v4"), "key {k}");
+    }
+    // ↓ moves the highlighted chip; r restores the defaults on it.
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.what_if.selected, 1);
+    key(&mut app, KeyCode::Char('r'));
+    assert_eq!(glam_row(&screen(&app, 140, 45), "tpu-v4"), row0);
+    // The keys act only in the Projections view.
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Char('C'));
+    assert_eq!(app.what_if.chips, sparsewatt::tui::GLAM_CHIPS);
+}

@@ -63,32 +63,48 @@ impl Session {
 
     /// Wait until the pane shows every one of `want` (10 s at most); returns the screen.
     fn wait_for(&self, want: &[&str]) -> String {
+        self.wait_until(&format!("{want:?}"), 10, |s| want.iter().all(|w| s.contains(w)))
+    }
+
+    /// Wait until `ok(screen)` (`secs` seconds at most); returns the screen.
+    fn wait_until(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let s = self.screen();
-            if want.iter().all(|w| s.contains(w)) {
+            if ok(&s) {
                 return s;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "waited 10 s for {want:?}; the screen shows:\n{s}"
+                start.elapsed() < Duration::from_secs(secs),
+                "waited {secs} s for {what}; the screen shows:\n{s}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn wait_done(&self) -> String {
+    fn wait_done(&self, secs: u64) -> String {
         let start = Instant::now();
         let done = self.dir.join("done");
         while !done.exists() {
             assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "did not exit within 10 s; the screen shows:\n{}",
+                start.elapsed() < Duration::from_secs(secs),
+                "did not exit within {secs} s; the screen shows:\n{}",
                 self.screen()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         std::fs::read_to_string(done).unwrap()
+    }
+
+    /// Terminal modes after the command: echo and canonical input back on.
+    fn assert_restored(&self) {
+        assert!(!self.alternate_screen_on(), "still on the alternate screen");
+        let stty = std::fs::read_to_string(self.dir.join("stty")).unwrap();
+        let words: Vec<&str> = stty.split_whitespace().collect();
+        assert!(
+            words.contains(&"icanon") && words.contains(&"echo"),
+            "terminal left in raw mode: {stty}"
+        );
     }
 
     fn alternate_screen_on(&self) -> bool {
@@ -129,6 +145,10 @@ fn replay_in_a_terminal_switches_views_quits_and_restores_the_terminal() {
     s.wait_for(&["imbalance max/mean", "which experts each corpus domain"]);
     s.keys(&["3"]);
     s.wait_for(&["loss (nats/token) vs tokens trained"]);
+    s.keys(&["4"]);
+    s.wait_for(&["tpu-v4", "full size: glam-64b-64e vs glam-64b-dense"]);
+    s.keys(&["C"]);
+    s.wait_for(&["chips 2048 (full-size run)"]);
     s.keys(&["5"]);
     s.wait_for(&["sensor fell back"]);
     // The cursor moves back to the start: nothing recorded yet at 0 s.
@@ -137,16 +157,65 @@ fn replay_in_a_terminal_switches_views_quits_and_restores_the_terminal() {
     s.keys(&["?"]);
     s.wait_for(&["keys (any key closes)"]);
     s.keys(&["q"]);
-    let done = s.wait_done();
+    let done = s.wait_done(10);
     assert_eq!(done.trim(), "EXIT=0", "{}", s.screen());
     // Back on the main screen in cooked mode (echo and canonical input on).
-    assert!(!s.alternate_screen_on(), "still on the alternate screen");
-    let stty = std::fs::read_to_string(s.dir.join("stty")).unwrap();
-    let words: Vec<&str> = stty.split_whitespace().collect();
-    assert!(
-        words.contains(&"icanon") && words.contains(&"echo"),
-        "terminal left in raw mode: {stty}"
+    s.assert_restored();
+}
+
+/// Training steps the Overview reports for the sparse model ("steps: train N ...").
+fn sparse_train_steps(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains("steps: train"))?;
+    let after = line.split("steps: train").nth(1)?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
+    let out = std::env::temp_dir().join(format!("sw-tui-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    // Enough steps that the run is still going when q arrives.
+    let cmd = format!(
+        "{} run --steps 400 --prefill-steps 1 --decode-steps 1 --idle-seconds 0.5 --batch 2 \
+         --eval-every 2 --out {}",
+        bin(),
+        out.display()
     );
+    let Some(s) = Session::start("run", &cmd) else {
+        return;
+    };
+    let screen = s.wait_until("two sparse training steps on the Overview", 60, |sc| {
+        sparse_train_steps(sc).is_some_and(|n| n >= 2)
+    });
+    for want in ["sparse", "dense", "J/tok", "running"] {
+        assert!(screen.contains(want), "{want:?} not on the Overview:\n{screen}");
+    }
+    assert!(
+        ["ESTIMATE", "measured: rapl", "measured: nvml"]
+            .iter()
+            .any(|w| screen.contains(w)),
+        "no energy source on screen:\n{screen}"
+    );
+    assert!(screen.contains("tpu-v4"), "no TPU projection row:\n{screen}");
+    s.keys(&["Tab"]);
+    s.wait_for(&["imbalance max/mean"]);
+    s.keys(&["4"]);
+    s.wait_for(&["full size: glam-64b-64e", "measured here: glam-tiny vs dense-tiny"]);
+    s.keys(&["q"]);
+    let done = s.wait_done(60);
+    assert_eq!(done.trim(), "EXIT=0", "{}", s.screen());
+    s.assert_restored();
+    // The run stopped between steps, wrote its end record and its summary.
+    let run = sparsewatt::runlog::read_run(&out).expect("a readable run folder");
+    assert!(run.complete(), "no end record");
+    let steps = run
+        .records
+        .iter()
+        .filter(|r| matches!(r, sparsewatt::runlog::Record::Step(_)))
+        .count();
+    assert!(steps < 2 * 400, "the run was not stopped early ({steps} steps)");
+    assert!(out.join("summary.json").exists(), "no summary.json");
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::state::{record_time, RunState};
-use super::whatif::WhatIf;
+use super::whatif::{ProjectionInputs, WhatIf};
 use crate::runlog::{Record, RunData};
 use crate::workload::RunEvent;
 
@@ -118,6 +118,8 @@ pub struct App {
     pub log_scroll: usize,
     /// Absent when the run names no hardware profile (utilisation is then not shown).
     pub machine_peak: Option<MachinePeak>,
+    /// Hardware and full-size model profiles for the Projections view.
+    pub projection: ProjectionInputs,
     replay: Option<ReplayCursor>,
     stop_requested: bool,
     exit: bool,
@@ -127,7 +129,9 @@ pub struct App {
 impl App {
     /// A dashboard for a live run: the state fills from [`App::on_event`].
     pub fn live() -> App {
-        App::with_state(RunState::new(None), Status::Waiting, None)
+        let mut app = App::with_state(RunState::new(None), Status::Waiting, None);
+        app.note_projection_errors();
+        app
     }
 
     /// A dashboard over a run folder, with the cursor at its end.
@@ -163,6 +167,7 @@ impl App {
             what_if: WhatIf::default(),
             log_scroll: 0,
             machine_peak: None,
+            projection: ProjectionInputs::load(),
             replay,
             stop_requested: false,
             exit: false,
@@ -188,6 +193,7 @@ impl App {
     pub fn on_event(&mut self, ev: RunEvent) {
         match ev {
             RunEvent::Started(h) => {
+                self.machine_peak = self.peak_of(&h);
                 self.state.set_header(*h);
                 if self.status == Status::Waiting {
                     self.status = Status::Running;
@@ -206,6 +212,26 @@ impl App {
                 });
                 self.end(Status::Failed(m));
             }
+        }
+    }
+
+    /// The peak FLOP/s of the machine a run was on, from its hardware profile.
+    fn peak_of(&self, h: &crate::runlog::RunHeader) -> Option<MachinePeak> {
+        let hw = self.projection.machine(h)?;
+        Some(MachinePeak {
+            hardware: hw.name.clone(),
+            flops_per_s: hw.peak(),
+            precision: hw.default_precision.label().to_string(),
+        })
+    }
+
+    fn note_projection_errors(&mut self) {
+        for e in &self.projection.errors {
+            self.state.log.push(super::state::LogLine {
+                t_s: None,
+                level: "warn".into(),
+                message: e.clone(),
+            });
         }
     }
 
@@ -262,7 +288,7 @@ impl App {
                 }
                 match self.view {
                     View::Projections => {
-                        self.what_if.on_key(key.code);
+                        self.what_if.on_key(key.code, &self.projection.hardware);
                     }
                     View::Log => self.log_key(key.code),
                     _ => {}
@@ -346,7 +372,9 @@ impl App {
             });
         }
         state.refresh_summary();
+        self.machine_peak = self.peak_of(&c.run.header);
         self.state = state;
+        self.note_projection_errors();
     }
 
     /// The records of the run folder being replayed (all of them, not only those up to the cursor).

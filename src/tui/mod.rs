@@ -14,7 +14,10 @@ mod whatif;
 pub use app::{App, MachinePeak, ReplayCursor, Status, View};
 pub use state::{imbalance, record_time, ExpertLoad, LogLine, LossPoint, RunState, TrainingCurve};
 pub use views::{buffer_text, draw, render, MIN_HEIGHT, MIN_WIDTH};
-pub use whatif::WhatIf;
+pub use whatif::{
+    glam_inference, glam_rows, machine_calibration, measured_rows, ProjectionInputs, ProjectionRow,
+    WhatIf, GLAM_CHIPS, GLAM_TOKENS,
+};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};

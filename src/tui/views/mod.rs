@@ -6,7 +6,7 @@ mod experts;
 mod help;
 mod log;
 mod overview;
-mod projections;
+pub(crate) mod projections;
 mod training;
 
 use ratatui::buffer::Buffer;
@@ -144,10 +144,7 @@ fn source_spans(app: &App) -> Vec<Span<'static>> {
     match app.state.source() {
         Some(EnergySource::Estimate) => vec![
             Span::styled(" ESTIMATE ", theme::estimate_badge()),
-            Span::styled(
-                format!(" not measured: CPU time × profile watts{scope}"),
-                theme::warn(),
-            ),
+            Span::styled(format!(" not measured{scope}"), theme::warn()),
         ],
         Some(s) => vec![
             Span::styled(

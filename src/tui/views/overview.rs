@@ -14,7 +14,9 @@ use crate::meter::EnergySource;
 use crate::runlog::{Phase, PhaseSummary, Role};
 use crate::tui::app::App;
 use crate::tui::format::{self, or_dash, si};
+use crate::project::TrainingProjection;
 use crate::tui::theme;
+use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM_TOKENS};
 
 pub const PHASES: [Phase; 3] = [Phase::Train, Phase::Prefill, Phase::Decode];
 
@@ -45,6 +47,13 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let y = bounds(all_power, |p| p.1).map(|[_, hi]| [0.0, hi * 1.1]);
     let x = [0.0, s.t_s.max(1.0)];
     if area.width >= TWO_COLUMNS_WIDTH {
+        let shown = projected_rows(app);
+        let proj_h = if shown.is_empty() || area.height < 36 { 0 } else { shown.len() as u16 + 2 };
+        let [top, proj] =
+            Layout::vertical([Constraint::Min(8), Constraint::Length(proj_h)]).areas(top);
+        if proj_h > 0 {
+            projected_block(app, &shown, proj, buf);
+        }
         let [left, right] = Layout::horizontal([Constraint::Percentage(50); 2]).areas(top);
         column(app, Role::Sparse, x, y, left, buf);
         column(app, Role::Dense, x, y, right, buf);
@@ -53,6 +62,52 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     }
     ratio_block(app, ratios, buf);
     footnote(app, note, buf);
+}
+
+/// Chips the Overview projects the full-size pair onto (those of them that are loaded).
+const OVERVIEW_CHIPS: [&str; 3] = ["tpu-v4", "tpu-v5p", "h100-sxm"];
+
+fn projected_rows(app: &App) -> Vec<ProjectionRow> {
+    glam_rows(&app.projection, &app.what_if)
+        .into_iter()
+        .filter(|r| OVERVIEW_CHIPS.contains(&r.hardware.as_str()))
+        .collect()
+}
+
+/// The full-size GLaM pair on a few chips, with the Projections view's what-if settings.
+fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buffer) {
+    let block = Block::bordered().title(format!(
+        " projected: {GLAM_SPARSE} vs {GLAM_DENSE}, {} tokens on {} chips (more in Projections) ",
+        si(GLAM_TOKENS, "").trim_end(),
+        app.what_if.chips
+    ));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let one = |p: &Result<TrainingProjection, String>| match p {
+        Ok(p) => format!(
+            "{:>9} · {:>9} · {:>8} CO2e",
+            format::duration(p.seconds),
+            si(p.energy_j / 3600.0, "Wh"),
+            super::projections::co2e(p.co2e_tonnes)
+        ),
+        Err(_) => "n/a".into(),
+    };
+    let lines: Vec<Line> = rows
+        .iter()
+        .map(|r| {
+            Line::from(vec![
+                Span::raw(format!("{:<10}", r.hardware)),
+                Span::styled(format!("sparse {}", one(&r.sparse)), theme::role(Role::Sparse)),
+                Span::raw("   "),
+                Span::styled(format!("dense {}", one(&r.dense)), theme::role(Role::Dense)),
+                Span::raw(format!(
+                    "   sparse÷dense energy {}",
+                    or_dash(r.energy_ratio().map(format::ratio))
+                )),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines).render(inner, buf);
 }
 
 /// Both models in one table over one power chart, for narrow terminals.
