@@ -33,6 +33,9 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
     }
 }
 
+/// AdamW's first and second moments by parameter name.
+pub(super) type Moments = BTreeMap<String, (Tensor, Tensor)>;
+
 /// Where training stands, for resuming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
@@ -62,7 +65,7 @@ pub(super) fn save_model(model: &Model, dir: &Path) -> Result<(), CheckpointErro
 pub(super) fn save_trainer(
     dir: &Path,
     state: &TrainerState,
-    moments: &BTreeMap<String, (Tensor, Tensor)>,
+    moments: &Moments,
 ) -> Result<(), CheckpointError> {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     for (k, (m, v)) in moments {
@@ -80,7 +83,7 @@ pub(super) fn save_trainer(
 pub(super) fn load_trainer(
     dir: &Path,
     device: &Device,
-) -> Result<Option<(TrainerState, BTreeMap<String, (Tensor, Tensor)>)>, CheckpointError> {
+) -> Result<Option<(TrainerState, Moments)>, CheckpointError> {
     let sp = dir.join(TRAINER_FILE);
     if !sp.exists() {
         return Ok(None);
