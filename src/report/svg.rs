@@ -25,7 +25,7 @@ pub fn esc(s: &str) -> String {
 
 /// Round tick positions covering [lo, hi]: steps of 1, 2 or 5 times a power of ten.
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / 5.0;
