@@ -34,7 +34,7 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
 }
 
 /// AdamW's first and second moments by parameter name.
-pub(super) type Moments = BTreeMap<String, (Tensor, Tensor)>;
+pub(super) type Moments = BTreeMap<String, (Vec<f32>, Vec<f32>)>;
 
 /// Where training stands, for resuming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,8 +69,9 @@ pub(super) fn save_trainer(
 ) -> Result<(), CheckpointError> {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     for (k, (m, v)) in moments {
-        t.insert(format!("m.{k}"), m.clone());
-        t.insert(format!("v.{k}"), v.clone());
+        let vec = |x: &Vec<f32>| Tensor::from_slice(x, x.len(), &Device::Cpu);
+        t.insert(format!("m.{k}"), vec(m).map_err(|e| file_err(dir, e))?);
+        t.insert(format!("v.{k}"), vec(v).map_err(|e| file_err(dir, e))?);
     }
     let op = dir.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&t, &op).map_err(|e| file_err(&op, e))?;
@@ -79,10 +80,10 @@ pub(super) fn save_trainer(
     std::fs::write(&sp, text).map_err(|e| file_err(&sp, e))
 }
 
-/// The trainer state and optimiser moments of a checkpoint, if it has them.
+/// The trainer state and optimiser moments of a checkpoint, if it has them (the moments live on
+/// the host, where the optimiser updates them).
 pub(super) fn load_trainer(
     dir: &Path,
-    device: &Device,
 ) -> Result<Option<(TrainerState, Moments)>, CheckpointError> {
     let sp = dir.join(TRAINER_FILE);
     if !sp.exists() {
@@ -91,14 +92,15 @@ pub(super) fn load_trainer(
     let text = std::fs::read_to_string(&sp).map_err(|e| file_err(&sp, e))?;
     let state: TrainerState = serde_json::from_str(&text).map_err(|e| file_err(&sp, e))?;
     let op = dir.join(OPTIMIZER_FILE);
-    let t = candle_core::safetensors::load(&op, device).map_err(|e| file_err(&op, e))?;
+    let t = candle_core::safetensors::load(&op, &Device::Cpu).map_err(|e| file_err(&op, e))?;
+    let host = |x: &Tensor| x.to_vec1::<f32>().map_err(|e| file_err(&op, e));
     let mut moments = BTreeMap::new();
     for (k, m) in &t {
         if let Some(name) = k.strip_prefix("m.") {
             let v = t.get(&format!("v.{name}")).ok_or_else(|| {
                 file_err(&op, format!("moment m.{name} has no matching v.{name}"))
             })?;
-            moments.insert(name.to_string(), (m.clone(), v.clone()));
+            moments.insert(name.to_string(), (host(m)?, host(v)?));
         }
     }
     Ok(Some((state, moments)))

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::checkpoint::{self, CheckpointError, TrainerState};
 use super::layers::cross_entropy;
-use super::optim::{grad_norm, AdamW, LrSchedule};
+use super::optim::{AdamW, LrSchedule};
 use super::Model;
 use crate::accounting::{FlopCount, TRAIN_FORWARD_MULTIPLE};
 use crate::data::{Batch, BatchSampler, Corpus};
@@ -140,15 +140,8 @@ impl Trainer {
             None => ce.clone(),
         };
         let grads = total.backward()?;
-        let vars = self.model.vars();
-        let norm = grad_norm(vars, &grads)?;
-        let scale = if self.config.clip_norm > 0.0 && norm > self.config.clip_norm {
-            self.config.clip_norm / norm
-        } else {
-            1.0
-        };
         let lr = self.config.schedule().at(self.step);
-        self.opt.step(vars, &grads, lr, scale)?;
+        let norm = self.opt.step(self.model.vars(), &grads, lr, self.config.clip_norm)?;
         let loss = ce.to_scalar::<f32>()? as f64;
         let aux_loss = match &fwd.aux_loss {
             Some(a) => Some(a.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? as f64),
@@ -218,7 +211,7 @@ impl Trainer {
         mut config: TrainConfig,
     ) -> anyhow::Result<Trainer> {
         let model = checkpoint::load_checkpoint(dir, device)?;
-        let Some((state, moments)) = checkpoint::load_trainer(dir, device)? else {
+        let Some((state, moments)) = checkpoint::load_trainer(dir)? else {
             anyhow::bail!(
                 "{}: no {} beside the weights: this checkpoint has no trainer state to resume",
                 dir.display(),
