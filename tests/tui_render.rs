@@ -303,13 +303,23 @@ fn what_if_keys_change_the_projection_table_at_once() {
     let rows = sparsewatt::tui::glam_rows(&app.projection, &w);
     let v4 = rows.iter().find(|r| r.hardware == "tpu-v4").unwrap();
     let p = v4.sparse.as_ref().unwrap();
-    assert!(row1.contains(&sparsewatt::tui::format::duration(p.seconds)), "{row1}");
-    assert!(row1.contains(&sparsewatt::tui::format::si(p.energy_j / 3600.0, "Wh")), "{row1}");
+    assert!(
+        row1.contains(&sparsewatt::tui::format::duration(p.seconds)),
+        "{row1}"
+    );
+    assert!(
+        row1.contains(&sparsewatt::tui::format::si(p.energy_j / 3600.0, "Wh")),
+        "{row1}"
+    );
     // PUE, utilisation and grid each change the row.
     for k in ['P', 'U', 'G'] {
         let before = glam_row(&screen(&app, 140, 45), "tpu-v4");
         key(&mut app, KeyCode::Char(k));
-        assert_ne!(before, glam_row(&screen(&app, 140, 45), "tpu-v4"), "key {k}");
+        assert_ne!(
+            before,
+            glam_row(&screen(&app, 140, 45), "tpu-v4"),
+            "key {k}"
+        );
     }
     // ↓ moves the highlighted chip; r restores the defaults on it.
     key(&mut app, KeyCode::Down);

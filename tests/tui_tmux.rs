@@ -63,7 +63,9 @@ impl Session {
 
     /// Wait until the pane shows every one of `want` (10 s at most); returns the screen.
     fn wait_for(&self, want: &[&str]) -> String {
-        self.wait_until(&format!("{want:?}"), 10, |s| want.iter().all(|w| s.contains(w)))
+        self.wait_until(&format!("{want:?}"), 10, |s| {
+            want.iter().all(|w| s.contains(w))
+        })
     }
 
     /// Wait until `ok(screen)` (`secs` seconds at most); returns the screen.
@@ -188,7 +190,10 @@ fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
         sparse_train_steps(sc).is_some_and(|n| n >= 2)
     });
     for want in ["sparse", "dense", "J/tok", "running"] {
-        assert!(screen.contains(want), "{want:?} not on the Overview:\n{screen}");
+        assert!(
+            screen.contains(want),
+            "{want:?} not on the Overview:\n{screen}"
+        );
     }
     assert!(
         ["ESTIMATE", "measured: rapl", "measured: nvml"]
@@ -196,11 +201,17 @@ fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
             .any(|w| screen.contains(w)),
         "no energy source on screen:\n{screen}"
     );
-    assert!(screen.contains("tpu-v4"), "no TPU projection row:\n{screen}");
+    assert!(
+        screen.contains("tpu-v4"),
+        "no TPU projection row:\n{screen}"
+    );
     s.keys(&["Tab"]);
     s.wait_for(&["imbalance max/mean"]);
     s.keys(&["4"]);
-    s.wait_for(&["full size: glam-64b-64e", "measured here: glam-tiny vs dense-tiny"]);
+    s.wait_for(&[
+        "full size: glam-64b-64e",
+        "measured here: glam-tiny vs dense-tiny",
+    ]);
     s.keys(&["q"]);
     let done = s.wait_done(60);
     assert_eq!(done.trim(), "EXIT=0", "{}", s.screen());
@@ -213,7 +224,10 @@ fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
         .iter()
         .filter(|r| matches!(r, sparsewatt::runlog::Record::Step(_)))
         .count();
-    assert!(steps < 2 * 400, "the run was not stopped early ({steps} steps)");
+    assert!(
+        steps < 2 * 400,
+        "the run was not stopped early ({steps} steps)"
+    );
     assert!(out.join("summary.json").exists(), "no summary.json");
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -102,7 +102,11 @@ impl WhatIf {
     /// selected chip's default. Returns whether it was one of the view's keys.
     pub fn on_key(&mut self, code: KeyCode, hardware: &[HardwareProfile]) -> bool {
         let sel = hardware.get(self.selected);
-        let util = || self.utilization.or(sel.map(|h| h.default_utilization)).unwrap_or(0.4);
+        let util = || {
+            self.utilization
+                .or(sel.map(|h| h.default_utilization))
+                .unwrap_or(0.4)
+        };
         let pue = || self.pue.or(sel.map(|h| h.default_pue)).unwrap_or(1.0);
         match code {
             KeyCode::Up => self.selected = self.selected.saturating_sub(1),
@@ -111,8 +115,12 @@ impl WhatIf {
             }
             KeyCode::Char('c') => self.chips = (self.chips / 2).max(1),
             KeyCode::Char('C') => self.chips = self.chips.saturating_mul(2).min(1 << 20),
-            KeyCode::Char('u') => self.utilization = Some(step(util(), -UTILIZATION_STEP, 0.05, 1.0)),
-            KeyCode::Char('U') => self.utilization = Some(step(util(), UTILIZATION_STEP, 0.05, 1.0)),
+            KeyCode::Char('u') => {
+                self.utilization = Some(step(util(), -UTILIZATION_STEP, 0.05, 1.0))
+            }
+            KeyCode::Char('U') => {
+                self.utilization = Some(step(util(), UTILIZATION_STEP, 0.05, 1.0))
+            }
             KeyCode::Char('p') => self.pue = Some(step(pue(), -PUE_STEP, 1.0, 3.0)),
             KeyCode::Char('P') => self.pue = Some(step(pue(), PUE_STEP, 1.0, 3.0)),
             KeyCode::Char('g') => {
@@ -188,7 +196,11 @@ pub fn glam_rows(inputs: &ProjectionInputs, w: &WhatIf) -> Vec<ProjectionRow> {
 /// The measured training workload (each model's executed FLOPs and tokens trained in this run,
 /// warm-up included) on one chip of every hardware profile, with the what-if settings. Empty until
 /// both models have trained.
-pub fn measured_rows(inputs: &ProjectionInputs, w: &WhatIf, state: &RunState) -> Vec<ProjectionRow> {
+pub fn measured_rows(
+    inputs: &ProjectionInputs,
+    w: &WhatIf,
+    state: &RunState,
+) -> Vec<ProjectionRow> {
     let (Some(sc), Some(dc)) = (
         state.training.get(&Role::Sparse),
         state.training.get(&Role::Dense),
@@ -279,13 +291,21 @@ mod tests {
         };
         let p = tpu_v4(&glam_rows(&inp, &w));
         assert_eq!(p.chips, 1024);
-        assert!((p.energy_mwh / 456.0 - 1.0).abs() < 0.05, "{} MWh", p.energy_mwh);
+        assert!(
+            (p.energy_mwh / 456.0 - 1.0).abs() < 0.05,
+            "{} MWh",
+            p.energy_mwh
+        );
     }
 
     #[test]
     fn what_if_keys_move_the_figures_as_the_formulas_say() {
         let inp = inputs();
-        let sel = inp.hardware.iter().position(|h| h.name == "tpu-v4").unwrap();
+        let sel = inp
+            .hardware
+            .iter()
+            .position(|h| h.name == "tpu-v4")
+            .unwrap();
         let mut w = WhatIf {
             selected: sel,
             ..WhatIf::default()
@@ -310,11 +330,20 @@ mod tests {
         // Grid intensity scales the carbon only.
         w.on_key(KeyCode::Char('G'), &inp.hardware);
         let g = tpu_v4(&glam_rows(&inp, &w));
-        assert!((g.co2e_tonnes / r.co2e_tonnes - w.grid_kg_per_kwh / DEFAULT_GRID_KG_PER_KWH).abs() < 1e-9);
+        assert!(
+            (g.co2e_tonnes / r.co2e_tonnes - w.grid_kg_per_kwh / DEFAULT_GRID_KG_PER_KWH).abs()
+                < 1e-9
+        );
         assert_eq!(g.energy_j, r.energy_j);
         // r: back to the defaults, on the same row.
         w.on_key(KeyCode::Char('r'), &inp.hardware);
-        assert_eq!(w, WhatIf { selected: sel, ..WhatIf::default() });
+        assert_eq!(
+            w,
+            WhatIf {
+                selected: sel,
+                ..WhatIf::default()
+            }
+        );
     }
 
     #[test]

@@ -11,10 +11,10 @@ use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, 
 use super::charts::{axis, bounds, thin};
 use crate::accounting::params;
 use crate::meter::EnergySource;
+use crate::project::TrainingProjection;
 use crate::runlog::{Phase, PhaseSummary, Role};
 use crate::tui::app::App;
 use crate::tui::format::{self, or_dash, si};
-use crate::project::TrainingProjection;
 use crate::tui::theme;
 use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM_TOKENS};
 
@@ -48,7 +48,11 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let x = [0.0, s.t_s.max(1.0)];
     if area.width >= TWO_COLUMNS_WIDTH {
         let shown = projected_rows(app);
-        let proj_h = if shown.is_empty() || area.height < 36 { 0 } else { shown.len() as u16 + 2 };
+        let proj_h = if shown.is_empty() || area.height < 36 {
+            0
+        } else {
+            shown.len() as u16 + 2
+        };
         let [top, proj] =
             Layout::vertical([Constraint::Min(8), Constraint::Length(proj_h)]).areas(top);
         if proj_h > 0 {
@@ -97,7 +101,10 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
         .map(|r| {
             Line::from(vec![
                 Span::raw(format!("{:<10}", r.hardware)),
-                Span::styled(format!("sparse {}", one(&r.sparse)), theme::role(Role::Sparse)),
+                Span::styled(
+                    format!("sparse {}", one(&r.sparse)),
+                    theme::role(Role::Sparse),
+                ),
                 Span::raw("   "),
                 Span::styled(format!("dense {}", one(&r.dense)), theme::role(Role::Dense)),
                 Span::raw(format!(

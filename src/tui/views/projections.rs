@@ -33,8 +33,11 @@ pub fn co2e(tonnes: f64) -> String {
 pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let inputs = &app.projection;
     if inputs.hardware.is_empty() {
-        Paragraph::new(Line::styled("No hardware profiles loaded (see the Log view).", theme::dim()))
-            .render(area, buf);
+        Paragraph::new(Line::styled(
+            "No hardware profiles loaded (see the Log view).",
+            theme::dim(),
+        ))
+        .render(area, buf);
         return;
     }
     let n = inputs.hardware.len() as u16;
@@ -46,7 +49,10 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     ])
     .areas(area);
     settings_line(app, settings, buf);
-    let names = inputs.glam.as_ref().map_or(("—", "—"), |_| (GLAM_SPARSE, GLAM_DENSE));
+    let names = inputs
+        .glam
+        .as_ref()
+        .map_or(("—", "—"), |_| (GLAM_SPARSE, GLAM_DENSE));
     table(
         app,
         &glam_rows(inputs, &app.what_if),
@@ -136,19 +142,33 @@ fn table(
         .render(inner, buf);
         return;
     }
-    let [groups, body] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let [groups, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
     // A line over the header names the model of each group of four columns.
     let group_w = |r: std::ops::Range<usize>| WIDTHS[r].iter().map(|w| w + 1).sum::<u16>() as usize;
     let label = |name: &str, w: usize| format!("{:─^w$}", format!(" {name} "), w = w - 1) + " ";
     Line::from(vec![
         Span::raw(" ".repeat(group_w(0..1))),
-        Span::styled(label(&format!("sparse {}", names.0), group_w(1..5)), theme::role(Role::Sparse)),
-        Span::styled(label(&format!("dense {}", names.1), group_w(5..9)), theme::role(Role::Dense)),
+        Span::styled(
+            label(&format!("sparse {}", names.0), group_w(1..5)),
+            theme::role(Role::Sparse),
+        ),
+        Span::styled(
+            label(&format!("dense {}", names.1), group_w(5..9)),
+            theme::role(Role::Dense),
+        ),
     ])
     .render(groups, buf);
     let header = Row::new([
-        "chip", "time", "J/tok", "energy", "CO2e", "time", "J/tok", "energy", "CO2e", "S÷D energy",
+        "chip",
+        "time",
+        "J/tok",
+        "energy",
+        "CO2e",
+        "time",
+        "J/tok",
+        "energy",
+        "CO2e",
+        "S÷D energy",
     ])
     .style(theme::header());
     let body_rows = rows.iter().enumerate().map(|(i, r)| {
@@ -182,7 +202,11 @@ fn inference_line(c: &InferenceComparison) -> String {
         d(&c.sparse.decode),
         d(&c.dense.decode),
         format::ratio(c.decode_joules_per_token_ratio),
-        if c.sparse.fits_in_memory { "" } else { " (sparse weights do not fit: more chips needed)" }
+        if c.sparse.fits_in_memory {
+            ""
+        } else {
+            " (sparse weights do not fit: more chips needed)"
+        }
     )
 }
 
