@@ -65,6 +65,16 @@ fn add_into(acc: &mut Vec<Vec<u64>>, x: &[Vec<u64>]) {
     }
 }
 
+/// Append `p` to a time series, keeping it sorted by time when a point arrives late.
+fn insert_by_time(v: &mut Vec<(f64, f64)>, p: (f64, f64)) {
+    if v.last().is_none_or(|l| l.0 <= p.0) {
+        v.push(p);
+    } else {
+        let i = v.partition_point(|x| x.0 <= p.0);
+        v.insert(i, p);
+    }
+}
+
 /// A line of the Log view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
@@ -92,6 +102,8 @@ pub struct RunState {
     pub machine_power: Vec<(f64, f64)>,
     /// The sensor readings taken while one model's step ran, per role: (seconds, watts).
     pub power: BTreeMap<Role, Vec<(f64, f64)>>,
+    /// (start, end, role) of every step so far, in order: the windows readings are attributed to.
+    step_windows: Vec<(f64, f64, Role)>,
     /// Each step's average power (its joules over its seconds), per role: (seconds, watts).
     pub step_power: BTreeMap<Role, Vec<(f64, f64)>>,
     pub training: BTreeMap<Role, TrainingCurve>,
@@ -151,7 +163,15 @@ impl RunState {
                 self.t_s = self.t_s.max(s.t_s);
                 self.sample_source = Some(s.source);
                 if let Some(w) = s.power_w.filter(|w| w.is_finite()) {
-                    self.machine_power.push((s.t_s, w));
+                    insert_by_time(&mut self.machine_power, (s.t_s, w));
+                    // A run may write a step's readings after the step itself: attribute them to
+                    // the step already recorded whose window holds them.
+                    let i = self.step_windows.partition_point(|x| x.1 < s.t_s);
+                    if let Some(&(start, _, role)) = self.step_windows.get(i) {
+                        if start < s.t_s {
+                            insert_by_time(self.power.entry(role).or_default(), (s.t_s, w));
+                        }
+                    }
                 }
             }
             Record::Eval(e) => {
@@ -213,12 +233,11 @@ impl RunState {
         let start = s.t_s - s.seconds;
         let from = self.machine_power.partition_point(|p| p.0 <= start);
         let to = self.machine_power.partition_point(|p| p.0 <= s.t_s);
-        if from < to {
-            self.power
-                .entry(s.role)
-                .or_default()
-                .extend_from_slice(&self.machine_power[from..to]);
+        for i in from..to {
+            let p = self.machine_power[i];
+            insert_by_time(self.power.entry(s.role).or_default(), p);
         }
+        self.step_windows.push((start, s.t_s, s.role));
         if let Some(e) = &s.energy {
             self.sample_source.get_or_insert(e.source);
             if s.seconds > 0.0 {
@@ -360,6 +379,21 @@ mod tests {
         assert_eq!(s.power[&Role::Sparse], vec![(1.2, 20.0), (1.8, 21.0)]);
         assert_eq!(s.power[&Role::Dense], vec![(2.5, 30.0), (2.9, 31.0)]);
         assert_eq!(s.step_power[&Role::Sparse], vec![(2.0, 30.0)]);
+        assert_eq!(s.machine_power.len(), 5);
+    }
+
+    #[test]
+    fn readings_written_after_their_step_still_go_to_its_model() {
+        let mut s = RunState::new(None);
+        s.apply(&train_step(Role::Sparse, 2.0, 3.0, vec![])); // ran (1.0, 2.0]
+        for (t, w) in [(1.2, 20.0), (1.8, 21.0), (2.5, 30.0)] {
+            s.apply(&sample(t, w));
+        }
+        s.apply(&train_step(Role::Dense, 3.0, 3.1, vec![])); // ran (2.0, 3.0]
+        s.apply(&sample(2.9, 31.0));
+        s.apply(&sample(3.5, 5.0)); // after every step: the machine's only
+        assert_eq!(s.power[&Role::Sparse], vec![(1.2, 20.0), (1.8, 21.0)]);
+        assert_eq!(s.power[&Role::Dense], vec![(2.5, 30.0), (2.9, 31.0)]);
         assert_eq!(s.machine_power.len(), 5);
     }
 

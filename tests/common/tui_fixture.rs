@@ -164,7 +164,7 @@ impl Gen {
                 scope: "cpu package+dram".into(),
             }),
             loss,
-            aux_loss: (moe > 0 && phase == Phase::Train).then(|| 0.0105 - 0.0001 * step as f64),
+            aux_loss: (moe > 0 && phase == Phase::Train).then_some(0.0105 - 0.0001 * step as f64),
             expert_tokens,
             dropped: 0,
             domain_expert_tokens,

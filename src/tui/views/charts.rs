@@ -6,6 +6,9 @@ use ratatui::widgets::Axis;
 
 use crate::tui::format;
 
+/// A chart series: (x, y) points.
+pub type Series = Vec<(f64, f64)>;
+
 /// At most `max` points of `points`, evenly strided, always keeping the last one (drawing cost
 /// stays bounded however long the run).
 pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {

@@ -140,7 +140,7 @@ fn layer_charts(
             .map(|(j, &c)| {
                 Bar::new(c)
                     .label(Line::from(format!("e{j}")))
-                    .text_value(si(c as f64, "").trim_end().to_string())
+                    .text_value(count(c))
             })
             .collect();
         BarChart::default()
@@ -158,6 +158,15 @@ fn layer_charts(
             theme::dim(),
         )
         .render(rows[shown], buf);
+    }
+}
+
+/// A token count: exact below a thousand, then with an SI prefix ("1.13 k").
+fn count(c: u64) -> String {
+    if c < 1000 {
+        c.to_string()
+    } else {
+        si(c as f64, "").trim_end().to_string()
     }
 }
 

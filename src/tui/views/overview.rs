@@ -8,7 +8,7 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
 
-use super::charts::{axis, bounds, thin};
+use super::charts::{axis, bounds, thin, Series};
 use crate::accounting::params;
 use crate::meter::EnergySource;
 use crate::project::TrainingProjection;
@@ -194,7 +194,7 @@ fn power_chart(
         return;
     };
     let max_points = 2 * area.width as usize;
-    let series: Vec<(Role, Vec<(f64, f64)>, Vec<(f64, f64)>)> = roles
+    let series: Vec<(Role, Series, Series)> = roles
         .iter()
         .map(|r| {
             let get = |m: &std::collections::BTreeMap<Role, Vec<(f64, f64)>>| {

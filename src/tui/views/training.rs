@@ -7,7 +7,7 @@ use ratatui::symbols::Marker;
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
 
-use super::charts::{axis, bounds, thin};
+use super::charts::{axis, bounds, thin, Series};
 use crate::runlog::Role;
 use crate::tui::format::{or_dash, si};
 use crate::tui::state::{LossPoint, RunState, TrainingCurve};
@@ -82,7 +82,7 @@ fn loss_chart(
     buf: &mut Buffer,
 ) {
     let max_points = 2 * area.width as usize;
-    let series: Vec<(Role, Vec<(f64, f64)>, Vec<(f64, f64)>)> = ROLES
+    let series: Vec<(Role, Series, Series)> = ROLES
         .iter()
         .filter_map(|r| {
             let c = s.training.get(r)?;
