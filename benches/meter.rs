@@ -12,6 +12,10 @@ use sparsewatt::model::{tune_cpu_runtime, Model, TrainConfig, Trainer};
 use sparsewatt::profile::load_model;
 use sparsewatt::stats::median;
 
+// The binary's allocator, so the benchmark measures what `sparsewatt` runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tune_cpu_runtime();
     let p = load_model("glam-tiny").expect("glam-tiny profile");

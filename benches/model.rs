@@ -7,6 +7,10 @@ use candle_core::Device;
 use sparsewatt::profile::load_model;
 use sparsewatt::workload::{bench, BenchConfig, BenchResult};
 
+// The binary's allocator, so the benchmark measures what `sparsewatt` runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     sparsewatt::model::tune_cpu_runtime();
     let base = load_model("glam-tiny").expect("glam-tiny profile");

@@ -82,9 +82,7 @@ pub(super) fn save_trainer(
 
 /// The trainer state and optimiser moments of a checkpoint, if it has them (the moments live on
 /// the host, where the optimiser updates them).
-pub(super) fn load_trainer(
-    dir: &Path,
-) -> Result<Option<(TrainerState, Moments)>, CheckpointError> {
+pub(super) fn load_trainer(dir: &Path) -> Result<Option<(TrainerState, Moments)>, CheckpointError> {
     let sp = dir.join(TRAINER_FILE);
     if !sp.exists() {
         return Ok(None);

@@ -4,8 +4,8 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var};
-use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// AdamW whose update is one fused pass on the host per parameter: gradients are copied out once
@@ -81,21 +81,26 @@ impl AdamW {
                 let update = FusedUpdate {
                     g,
                     moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
-                    scale,
-                    b1,
-                    b2,
-                    c1,
-                    c2,
-                    lr: lr32,
-                    eps,
-                    decay,
+                    h: Hyper {
+                        scale,
+                        b1,
+                        b2,
+                        c1,
+                        c2,
+                        lr: lr32,
+                        eps,
+                        decay,
+                    },
                 };
                 if var.device().is_cpu() && var.dtype() == DType::F32 {
                     // In place: no copy of the weights, no allocation.
                     var.as_tensor().inplace_op1(&update)
                 } else {
-                    let mut theta: Vec<f32> =
-                        var.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                    let mut theta: Vec<f32> = var
+                        .as_tensor()
+                        .flatten_all()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1()?;
                     update.apply(&mut theta);
                     let t = Tensor::from_vec(theta, var.shape(), var.device())?
                         .to_dtype(var.dtype())?;
@@ -125,6 +130,12 @@ fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 struct FusedUpdate<'a> {
     g: &'a [f32],
     moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+    h: Hyper,
+}
+
+/// The scalars of one update.
+#[derive(Clone, Copy)]
+struct Hyper {
     scale: f32,
     b1: f32,
     b2: f32,
@@ -140,13 +151,33 @@ impl FusedUpdate<'_> {
     fn apply(&self, theta: &mut [f32]) {
         let mut guard = self.moments.borrow_mut();
         let (m, v) = &mut *guard;
-        for i in 0..theta.len() {
-            let gi = self.g[i] * self.scale;
-            m[i] = self.b1 * m[i] + (1.0 - self.b1) * gi;
-            v[i] = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
-            theta[i] = theta[i] * self.decay
-                - self.lr * (m[i] * self.c1) / ((v[i] * self.c2).sqrt() + self.eps);
+        // Large parameters (the experts' matrices) are split over the cores: the update is a
+        // memory-bound pass and one core does not saturate the memory bus.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = theta.len().div_ceil(threads).max(1 << 16);
+        let h = self.h;
+        if theta.len() <= chunk {
+            apply_range(h, theta, self.g, m, v);
+            return;
         }
+        std::thread::scope(|scope| {
+            let parts = theta
+                .chunks_mut(chunk)
+                .zip(self.g.chunks(chunk))
+                .zip(m.chunks_mut(chunk).zip(v.chunks_mut(chunk)));
+            for ((t, g), (m, v)) in parts {
+                scope.spawn(move || apply_range(h, t, g, m, v));
+            }
+        });
+    }
+}
+
+fn apply_range(h: Hyper, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    for i in 0..theta.len() {
+        let gi = g[i] * h.scale;
+        m[i] = h.b1 * m[i] + (1.0 - h.b1) * gi;
+        v[i] = h.b2 * v[i] + (1.0 - h.b2) * gi * gi;
+        theta[i] = theta[i] * h.decay - h.lr * (m[i] * h.c1) / ((v[i] * h.c2).sqrt() + h.eps);
     }
 }
 

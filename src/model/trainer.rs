@@ -141,7 +141,9 @@ impl Trainer {
         };
         let grads = total.backward()?;
         let lr = self.config.schedule().at(self.step);
-        let norm = self.opt.step(self.model.vars(), &grads, lr, self.config.clip_norm)?;
+        let norm = self
+            .opt
+            .step(self.model.vars(), &grads, lr, self.config.clip_norm)?;
         let loss = ce.to_scalar::<f32>()? as f64;
         let aux_loss = match &fwd.aux_loss {
             Some(a) => Some(a.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? as f64),
