@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Timed generations of 64 new tokens after a 64-token prompt, batch 1 (after one warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     repeats: usize,
     /// Run on the GPU when built with the `cuda` feature and one is present.
     #[arg(long)]

@@ -35,7 +35,7 @@ impl BenchConfig {
             warmup_steps: 2,
             prompt_len: 64.min(p.seq_len / 2).max(1),
             new_tokens: 64.min(p.seq_len / 2),
-            repeats: 5,
+            repeats: 10,
             seed: 42,
         }
     }
