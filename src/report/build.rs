@@ -87,7 +87,7 @@ fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> Ru
     let duration_s = run
         .records
         .iter()
-        .filter_map(record_time)
+        .filter_map(Record::t_s)
         .fold(0.0, f64::max);
     RunSection {
         id: run.header.id.clone(),
@@ -103,16 +103,6 @@ fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> Ru
         measured_steps: measured,
         unreadable_lines: run.unreadable_lines,
         duration_s,
-    }
-}
-
-fn record_time(r: &Record) -> Option<f64> {
-    match r {
-        Record::Step(s) => Some(s.t_s),
-        Record::Sample(s) => Some(s.t_s),
-        Record::Eval(e) => Some(e.t_s),
-        Record::Log { t_s, .. } | Record::End { t_s, .. } => Some(*t_s),
-        Record::Idle(_) => None,
     }
 }
 

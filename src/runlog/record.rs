@@ -146,3 +146,16 @@ pub enum Record {
         reason: String,
     },
 }
+
+impl Record {
+    /// Seconds since the run started at which this record was written; the idle record has none.
+    pub fn t_s(&self) -> Option<f64> {
+        match self {
+            Record::Step(s) => Some(s.t_s),
+            Record::Sample(s) => Some(s.t_s),
+            Record::Eval(e) => Some(e.t_s),
+            Record::Log { t_s, .. } | Record::End { t_s, .. } => Some(*t_s),
+            Record::Idle(_) => None,
+        }
+    }
+}

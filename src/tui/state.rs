@@ -311,13 +311,7 @@ impl RunState {
 
 /// The time of a record, if it has one (idle records do not).
 pub fn record_time(r: &Record) -> Option<f64> {
-    match r {
-        Record::Step(s) => Some(s.t_s),
-        Record::Sample(s) => Some(s.t_s),
-        Record::Eval(e) => Some(e.t_s),
-        Record::Log { t_s, .. } | Record::End { t_s, .. } => Some(*t_s),
-        Record::Idle(_) => None,
-    }
+    r.t_s()
 }
 
 #[cfg(test)]
