@@ -11,12 +11,10 @@ use crate::accounting::flops::elementwise::{
 };
 use crate::accounting::{Component, FlopCount};
 
-/// `y = x @ w (+ b)`, with `w` stored as (in, out) so the forward matmul reads it without a
-/// transpose.
+/// `y = x @ w`, with `w` stored as (in, out) so the forward matmul reads it without a transpose.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub w: Tensor,
-    pub b: Option<Tensor>,
 }
 
 impl Linear {
@@ -32,11 +30,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
         let rows = x.dim(0)?;
         f.add_matmul(c, rows, self.in_dim(), self.out_dim());
-        let y = x.matmul(&self.w)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        x.matmul(&self.w)
     }
 }
 

@@ -177,20 +177,16 @@ impl Model {
                 .map(|v| v.as_tensor().clone())
                 .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
         };
-        let lin = |name: &str, bias: bool| -> Result<Linear> {
+        // No biases in the projections and FFNs (GLaM, and the accounting's structure).
+        let lin = |name: &str| -> Result<Linear> {
             Ok(Linear {
                 w: get(&format!("{name}.w"))?,
-                b: if bias {
-                    Some(get(&format!("{name}.b"))?)
-                } else {
-                    None
-                },
             })
         };
         let mlp = |name: &str| -> Result<Mlp> {
             Ok(Mlp {
-                up: lin(&format!("{name}.up"), false)?,
-                down: lin(&format!("{name}.down"), false)?,
+                up: lin(&format!("{name}.up"))?,
+                down: lin(&format!("{name}.down"))?,
             })
         };
         let mut blocks = Vec::with_capacity(p.layers);
@@ -198,7 +194,7 @@ impl Model {
             let b = format!("blocks.{i}");
             let ffn = if p.is_moe_layer(i) {
                 Ffn::Moe(Moe {
-                    router: lin(&format!("{b}.moe.router"), false)?,
+                    router: lin(&format!("{b}.moe.router"))?,
                     experts: (0..p.experts)
                         .map(|e| mlp(&format!("{b}.moe.experts.{e}")))
                         .collect::<Result<_>>()?,
@@ -214,8 +210,8 @@ impl Model {
                     bias: get(&format!("{b}.norm1.bias"))?,
                 },
                 attn: Attention {
-                    qkv: lin(&format!("{b}.attn.qkv"), false)?,
-                    out: lin(&format!("{b}.attn.out"), false)?,
+                    qkv: lin(&format!("{b}.attn.qkv"))?,
+                    out: lin(&format!("{b}.attn.out"))?,
                     heads: p.heads,
                     d_head: p.d_head,
                 },
