@@ -253,6 +253,8 @@ fn write_run(dir: &std::path::Path) {
             prefill_steps: 0,
             prompt_len: 4,
             decode_steps: 0,
+            infer_batch: None,
+            decode_tokens_per_step: None,
             idle_seconds: 0.0,
             data: "embedded".into(),
             seed: 0,

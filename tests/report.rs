@@ -83,6 +83,8 @@ fn header(f: &Fixture) -> RunHeader {
             prefill_steps: 0,
             prompt_len: 16,
             decode_steps: 0,
+            infer_batch: None,
+            decode_tokens_per_step: None,
             idle_seconds: 2.0,
             data: "embedded".into(),
             seed: 1,

@@ -222,6 +222,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             prefill_steps: a.prefill_steps,
             prompt_len: a.prompt_len,
             decode_steps: a.decode_steps,
+            infer_batch: Some(a.infer_batch),
+            decode_tokens_per_step: Some(a.decode_tokens),
             idle_seconds: a.idle_seconds,
             data: corpus.name().to_string(),
             seed: a.seed,

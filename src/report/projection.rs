@@ -69,17 +69,19 @@ fn rows_for(
 pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
     let cfg = &run.header.config;
     let context = cfg.prompt_len.max(1);
-    // The header keeps the training batch; the serving batch is what a prefill step ran.
-    let batch = run
-        .records
-        .iter()
-        .find_map(|r| match r {
-            crate::runlog::Record::Step(s) if s.phase == Phase::Prefill && s.tokens > 0 => {
-                Some((s.tokens as usize / context).max(1))
-            }
-            _ => None,
-        })
-        .unwrap_or(cfg.batch.max(1));
+    // The serving batch from the header; folders from before it was recorded: what a prefill
+    // step ran.
+    let batch = cfg.infer_batch.unwrap_or_else(|| {
+        run.records
+            .iter()
+            .find_map(|r| match r {
+                crate::runlog::Record::Step(s) if s.phase == Phase::Prefill && s.tokens > 0 => {
+                    Some((s.tokens as usize / context).max(1))
+                }
+                _ => None,
+            })
+            .unwrap_or(cfg.batch.max(1))
+    });
     let mut notes = vec![format!(
         "One chip of each profile at its defaults: training at the profile's utilisation; prefill and decode on the roofline (peak compute) at batch {batch} and context {context} (the run's prompt length). Energy is facility energy: the profile's power per chip x its PUE. These are projections, not measurements."
     )];

@@ -70,6 +70,12 @@ pub struct RunConfig {
     pub prefill_steps: u64,
     pub prompt_len: usize,
     pub decode_steps: u64,
+    /// Sequences served together in prefill and decode, and new tokens per sequence in one decode
+    /// step (absent in folders written before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_tokens_per_step: Option<usize>,
     pub idle_seconds: f64,
     /// The corpus trained on: "embedded" or a path.
     pub data: String,
@@ -270,6 +276,8 @@ mod tests {
                 prefill_steps: 0,
                 prompt_len: 4,
                 decode_steps: 0,
+                infer_batch: None,
+                decode_tokens_per_step: None,
                 idle_seconds: 0.0,
                 data: "embedded".into(),
                 seed: 0,

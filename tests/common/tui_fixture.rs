@@ -80,6 +80,8 @@ pub fn header() -> RunHeader {
             prefill_steps: PREFILL_STEPS,
             prompt_len: PROMPT,
             decode_steps: DECODE_STEPS,
+            infer_batch: None,
+            decode_tokens_per_step: None,
             idle_seconds: 1.0,
             data: "embedded".into(),
             seed: 7,
