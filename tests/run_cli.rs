@@ -90,14 +90,7 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
     );
     let run = read_run(&dir).unwrap();
     assert!(run.complete());
-    let steps: Vec<_> = run
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Step(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let steps: Vec<_> = run.steps().collect();
     // A B A B: training alternates sparse and dense.
     let train: Vec<Role> = steps
         .iter()

@@ -256,7 +256,7 @@ fn the_replay_cursor_shows_only_the_records_up_to_it() {
     let upto: Vec<Record> = run
         .records
         .iter()
-        .take_while(|r| sparsewatt::tui::record_time(r).is_none_or(|t| t <= at))
+        .take_while(|r| r.t_s().is_none_or(|t| t <= at))
         .cloned()
         .collect();
     assert!(upto.len() < run.records.len());

@@ -21,7 +21,7 @@ pub use executed::{
 };
 pub use flops::{Component, FlopCount};
 pub use params::{params, ComponentParams, ParamCount};
-pub use summary::{human, AccountOptions, Summary};
+pub use summary::{human, three_significant, AccountOptions, Summary};
 
 /// Errors of the accounting module.
 #[derive(Debug, thiserror::Error)]

@@ -169,12 +169,7 @@ pub fn human(x: f64) -> String {
         .find(|(s, _)| a >= *s * 0.9995)
         .map(|(s, n)| (x / s, *n))
         .unwrap_or((x, ""));
-    let digits = match scaled.abs() {
-        v if v >= 99.95 => 0,
-        v if v >= 9.995 => 1,
-        _ => 2,
-    };
-    let text = format!("{scaled:.digits$}");
+    let text = three_significant(scaled);
     if suffix.is_empty() {
         if x == x.trunc() && a < 1e3 {
             return format!("{}", x as i64);
@@ -182,6 +177,17 @@ pub fn human(x: f64) -> String {
         return text;
     }
     format!("{text} {suffix}")
+}
+
+/// Three significant digits of a value below 1000 (as [`human`] scales it), rounding-aware:
+/// 9.996 is "10.0", 99.96 is "100".
+pub fn three_significant(v: f64) -> String {
+    let digits = match v.abs() {
+        a if a >= 99.95 => 0,
+        a if a >= 9.995 => 1,
+        _ => 2,
+    };
+    format!("{v:.digits$}")
 }
 
 /// [`human`] with a unit: "4.50 GB", "0 B".

@@ -252,7 +252,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eprintln!("stopping after the current step (Ctrl-C again to abort)");
         });
     }
-    let mut progress = StderrProgress { start: epoch };
     if let Some(f) = &device_fallback {
         eprintln!("warning: {f}");
     }
@@ -268,6 +267,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     );
 
+    // The measured run and the meter's end, wherever it runs: on this thread, or on its own
+    // thread beside the dashboard. The writer is dropped (flushed) with the closure.
+    let work = move |events: Option<&mpsc::Sender<RunEvent>>,
+                     stop: &AtomicBool,
+                     progress: &mut dyn Progress| {
+        let r = execute(
+            &plan,
+            &mut sparse,
+            &mut dense,
+            &meter,
+            &mut writer,
+            events,
+            stop,
+            progress,
+            epoch,
+        );
+        meter.stop();
+        r
+    };
     let summary = if dashboard {
         let (tx, rx) = mpsc::channel();
         let _ = tx.send(RunEvent::Started(Box::new(header.clone())));
@@ -275,23 +293,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let worker = std::thread::Builder::new()
             .name("workload".into())
             .spawn(move || {
-                let mut quiet = sparsewatt::workload::run::Quiet;
-                let r = execute(
-                    &plan,
-                    &mut sparse,
-                    &mut dense,
-                    &meter,
-                    &mut writer,
-                    Some(&tx),
-                    &stop_w,
-                    &mut quiet,
-                    epoch,
-                );
+                let r = work(Some(&tx), &stop_w, &mut sparsewatt::workload::run::Quiet);
                 let _ = tx.send(match &r {
                     Ok(s) => RunEvent::Finished(Box::new(s.clone())),
                     Err(e) => RunEvent::Failed(format!("{e:#}")),
                 });
-                meter.stop();
                 r
             })?;
         let ui = sparsewatt::tui::dashboard(rx, stop.clone());
@@ -302,20 +308,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ui?;
         r?
     } else {
-        let r = execute(
-            &plan,
-            &mut sparse,
-            &mut dense,
-            &meter,
-            &mut writer,
-            None,
-            &stop,
-            &mut progress,
-            epoch,
-        );
-        meter.stop();
-        drop(writer);
-        r?
+        let mut progress = StderrProgress { start: epoch };
+        work(None, &stop, &mut progress)?
     };
     finish(&dir, &summary)
 }

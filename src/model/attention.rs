@@ -43,12 +43,15 @@ pub fn causal_mask(new: usize, past: usize, device: &Device) -> Result<Tensor> {
 
 impl Attention {
     /// `x` is (batch x new, d_model) for `batch` sequences of `new` positions each. With a cache,
-    /// the new keys and values are appended to it and the queries attend to all of them.
+    /// the new keys and values are appended to it and the queries attend to all of them. `mask` is
+    /// [`causal_mask`] for the pass (the same for every layer), `None` for a single new position,
+    /// which sees every cached key and itself.
     pub fn forward(
         &self,
         x: &Tensor,
         batch: usize,
         new: usize,
+        mask: Option<&Tensor>,
         cache: Option<&mut LayerCache>,
         f: &mut FlopCount,
     ) -> Result<Tensor> {
@@ -61,9 +64,7 @@ impl Attention {
         let q = qkv.get(0)?.contiguous()?;
         let mut k = qkv.get(1)?.contiguous()?;
         let mut v = qkv.get(2)?.contiguous()?;
-        let mut past = 0;
         if let Some(c) = cache {
-            past = c.len();
             if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
                 k = Tensor::cat(&[pk, &k], 2)?;
                 v = Tensor::cat(&[pv, &v], 2)?;
@@ -74,10 +75,9 @@ impl Attention {
         let scale = 1.0 / (dh as f64).sqrt();
         let kt = k.transpose(2, 3)?;
         let scores = (matmul(&q, &kt, Component::AttnScores, f)? * scale)?;
-        let scores = if new > 1 {
-            scores.broadcast_add(&causal_mask(new, past, x.device())?.to_dtype(x.dtype())?)?
-        } else {
-            scores // one new query sees every cached key and itself
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
         };
         let probs = softmax(&scores, f)?;
         let ctx = matmul(&probs, &v, Component::AttnScores, f)?; // (b, h, t, dh)

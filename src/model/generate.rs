@@ -103,7 +103,8 @@ fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
     logits.get(rows - 1)?.to_dtype(DType::F32)?.to_vec1()
 }
 
-fn add_loads(acc: &mut Vec<Vec<u64>>, loads: Vec<Vec<u64>>) {
+/// Add one pass's tokens per expert (per MoE layer) into a running total.
+pub fn add_loads(acc: &mut Vec<Vec<u64>>, loads: Vec<Vec<u64>>) {
     if acc.is_empty() {
         *acc = loads;
     } else {

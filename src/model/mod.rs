@@ -14,7 +14,9 @@ mod trainer;
 
 pub use attention::{causal_mask, LayerCache};
 pub use checkpoint::{load_checkpoint, CheckpointError, TrainerState, PROFILE_FILE, WEIGHTS_FILE};
-pub use generate::{generate, generate_uncached, Generation, SampleConfig, TokenSampler};
+pub use generate::{
+    add_loads, generate, generate_uncached, Generation, SampleConfig, TokenSampler,
+};
 pub use layers::{cross_entropy, log_softmax};
 pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
 pub use optim::{AdamW, LrSchedule};
@@ -322,12 +324,19 @@ impl Model {
             Component::NormAct,
             RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
         );
+        let mask = if t > 1 {
+            Some(causal_mask(t, past, &self.device)?.to_dtype(self.dtype)?)
+        } else {
+            None
+        };
         let mut routing = Vec::new();
         let mut balance = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.norm1.forward(&x, &mut f)?;
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            let a = block.attn.forward(&h, b, t, layer_cache, &mut f)?;
+            let a = block
+                .attn
+                .forward(&h, b, t, mask.as_ref(), layer_cache, &mut f)?;
             x = (x + a)?;
             f.add(
                 Component::NormAct,

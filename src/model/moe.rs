@@ -12,7 +12,6 @@
 use candle_core::{DType, Result, Tensor, D};
 
 use super::layers::{softmax, Linear, Mlp};
-use crate::accounting::flops::elementwise::SOFTMAX_FLOPS_PER_ELEMENT;
 use crate::accounting::{Component, FlopCount};
 
 #[derive(Clone, Debug)]
@@ -70,11 +69,7 @@ impl Moe {
         let e_count = self.num_experts();
         let k = self.top_k;
         let logits = self.router.forward(x, Component::Router, f)?;
-        let probs = softmax(&logits.to_dtype(DType::F32)?, &mut FlopCount::default())?;
-        f.add(
-            Component::NormAct,
-            SOFTMAX_FLOPS_PER_ELEMENT * (n * e_count) as f64,
-        );
+        let probs = softmax(&logits.to_dtype(DType::F32)?, f)?;
         let host: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
         let chosen: Vec<u32> = host.chunks(e_count).flat_map(|r| top_k(r, k)).collect();
 

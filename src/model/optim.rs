@@ -21,6 +21,8 @@ pub struct AdamW {
     pub t: u64,
     /// First and second moments by parameter name (flattened).
     pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// Threads a large parameter's update is split over (the machine's cores, asked once).
+    threads: usize,
 }
 
 impl AdamW {
@@ -32,6 +34,7 @@ impl AdamW {
             weight_decay,
             t: 0,
             moments: BTreeMap::new(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -80,6 +83,7 @@ impl AdamW {
             with_host_slice(g, |g| -> Result<()> {
                 let update = FusedUpdate {
                     g,
+                    threads: self.threads,
                     moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
                     h: Hyper {
                         scale,
@@ -129,6 +133,7 @@ fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 /// One AdamW update of one parameter, applied in place to a CPU tensor's storage.
 struct FusedUpdate<'a> {
     g: &'a [f32],
+    threads: usize,
     moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
     h: Hyper,
 }
@@ -153,8 +158,7 @@ impl FusedUpdate<'_> {
         let (m, v) = &mut *guard;
         // Large parameters (the experts' matrices) are split over the cores: the update is a
         // memory-bound pass and one core does not saturate the memory bus.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = theta.len().div_ceil(threads).max(1 << 16);
+        let chunk = theta.len().div_ceil(self.threads).max(1 << 16);
         let h = self.h;
         if theta.len() <= chunk {
             apply_range(h, theta, self.g, m, v);

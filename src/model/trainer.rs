@@ -223,9 +223,7 @@ impl Trainer {
         config.seed = state.seed;
         let mut t = Trainer::new(model, corpus, config)?;
         for _ in 0..state.step {
-            t.sampler
-                .next_batch(t.config.batch, t.config.seq_len)
-                .map(|_| ())?;
+            t.sampler.next_batch(t.config.batch, t.config.seq_len)?;
         }
         t.step = state.step;
         t.tokens = state.tokens;

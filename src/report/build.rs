@@ -24,14 +24,7 @@ const Z95: f64 = 1.959_963_984_540_054;
 /// Build the report of a run (finished or cut off).
 pub fn build(run: &RunData) -> Report {
     let summary = summarize(&run.records);
-    let steps: Vec<&StepRecord> = run
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Step(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let steps: Vec<&StepRecord> = run.steps().collect();
     let phases = phase_rows(&summary);
     let source = summary.source.unwrap_or(run.header.sensor.source);
     Report {

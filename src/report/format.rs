@@ -2,6 +2,7 @@
 
 use super::document::Figure;
 use crate::accounting::human;
+use crate::project::table::sig3;
 
 /// Three significant digits; SI suffixes from 10,000 up, scientific notation below 0.01.
 pub fn num(x: f64) -> String {
@@ -14,8 +15,7 @@ pub fn num(x: f64) -> String {
     } else if a >= 1e4 {
         human(x)
     } else if a >= 0.01 {
-        let digits = (2 - a.log10().floor() as i32).max(0) as usize;
-        format!("{x:.digits$}")
+        sig3(x)
     } else {
         format!("{x:.2e}")
     }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::{Record, Role, FORMAT_VERSION};
+use super::record::{Record, Role, StepRecord, FORMAT_VERSION};
 use crate::meter::EnergySource;
 use crate::profile::ModelProfile;
 
@@ -183,6 +183,14 @@ pub struct RunData {
 }
 
 impl RunData {
+    /// The step records, in the order they were written.
+    pub fn steps(&self) -> impl Iterator<Item = &StepRecord> {
+        self.records.iter().filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+    }
+
     /// True when the run wrote its end record.
     pub fn complete(&self) -> bool {
         self.records.iter().any(|r| matches!(r, Record::End { .. }))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::state::{record_time, RunState};
+use super::state::RunState;
 use super::whatif::{ProjectionInputs, WhatIf};
 use crate::runlog::{Record, RunData};
 use crate::workload::RunEvent;
@@ -141,7 +141,7 @@ impl App {
             .records
             .iter()
             .map(|r| {
-                t = t.max(record_time(r).unwrap_or(t));
+                t = t.max(r.t_s().unwrap_or(t));
                 t
             })
             .collect::<Vec<f64>>();

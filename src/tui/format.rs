@@ -1,6 +1,7 @@
 //! Number formatting for the dashboard: SI prefixes with three significant digits, estimates with
 //! their confidence interval, durations.
 
+use crate::accounting::three_significant;
 use crate::stats::Estimate;
 
 const PREFIXES: [(f64, &str); 11] = [
@@ -32,17 +33,7 @@ pub fn si(x: f64, unit: &str) -> String {
         .find(|(s, _)| a >= s * 0.9995)
         .unwrap_or(PREFIXES[PREFIXES.len() - 1]);
     let v = x / scale;
-    format!("{} {prefix}{unit}", three_digits(v))
-}
-
-/// Three significant digits for a value in [1, 1000) (or smaller, for the smallest prefix).
-fn three_digits(v: f64) -> String {
-    let digits = match v.abs() {
-        a if a >= 99.95 => 0,
-        a if a >= 9.995 => 1,
-        _ => 2,
-    };
-    format!("{v:.digits$}")
+    format!("{} {prefix}{unit}", three_significant(v))
 }
 
 /// Mean ± half of the 95% CI, then the number of observations: "1.23 mJ ±0.04 (n 12)".
@@ -52,7 +43,7 @@ pub fn estimate(e: &Estimate, unit: &str) -> String {
     match e.half_width() {
         Some(h) => {
             let scale = prefix_scale(e.mean);
-            format!("{mean} ±{} (n {})", three_digits(h / scale), e.n)
+            format!("{mean} ±{} (n {})", three_significant(h / scale), e.n)
         }
         None => format!("{mean} (n {})", e.n),
     }
@@ -85,7 +76,7 @@ pub fn duration(seconds: f64) -> String {
 
 /// A ratio such as sparse/dense: "0.48×".
 pub fn ratio(x: f64) -> String {
-    format!("{}×", three_digits(x))
+    format!("{}×", three_significant(x))
 }
 
 /// An optional figure, or an em dash when absent.

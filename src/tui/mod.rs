@@ -12,7 +12,7 @@ mod views;
 mod whatif;
 
 pub use app::{App, MachinePeak, ReplayCursor, Status, View};
-pub use state::{imbalance, record_time, ExpertLoad, LogLine, LossPoint, RunState, TrainingCurve};
+pub use state::{imbalance, ExpertLoad, LogLine, LossPoint, RunState, TrainingCurve};
 pub use views::{buffer_text, draw, render, MIN_HEIGHT, MIN_WIDTH};
 pub use whatif::{
     glam_inference, glam_rows, machine_calibration, measured_rows, ProjectionInputs, ProjectionRow,

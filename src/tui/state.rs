@@ -309,11 +309,6 @@ impl RunState {
     }
 }
 
-/// The time of a record, if it has one (idle records do not).
-pub fn record_time(r: &Record) -> Option<f64> {
-    r.t_s()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 use crate::data::Corpus;
-use crate::model::{Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
+use crate::model::{generate, Model, SampleConfig, TrainConfig, Trainer};
 use crate::profile::ModelProfile;
 use crate::stats::median;
 
@@ -109,33 +109,14 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
     let mut prefill_s = Vec::new();
     let mut decode_s = Vec::new();
     let mut decode_flops = 0.0;
+    let steps = cfg.new_tokens.max(1) as f64;
     for r in 0..=cfg.repeats {
-        let mut sampler = TokenSampler::new(SampleConfig::greedy());
-        let mut cache = model.new_cache();
-        let t = Instant::now();
-        let fwd = model.forward_cached(&model.ids(&prompt, 1)?, &mut cache)?;
-        let rows = fwd
-            .logits
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec2::<f32>()?;
-        let mut next = sampler.sample(&rows[0]);
-        let pre = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let mut flops = 0.0;
-        for _ in 0..cfg.new_tokens {
-            let fwd = model.forward_cached(&model.ids(&[next], 1)?, &mut cache)?;
-            flops += fwd.flops.total();
-            let rows = fwd
-                .logits
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec2::<f32>()?;
-            next = sampler.sample(&rows[0]);
-        }
-        let dec = t.elapsed().as_secs_f64();
+        // The first token comes from the prefill; the other `new_tokens` each cost a decode step.
+        let g = generate(model, &prompt, cfg.new_tokens + 1, SampleConfig::greedy())?;
         if r > 0 {
-            prefill_s.push(pre);
-            decode_s.push(dec / cfg.new_tokens.max(1) as f64);
-            decode_flops = flops / cfg.new_tokens.max(1) as f64;
+            prefill_s.push(g.prefill_seconds);
+            decode_s.push(g.decode_seconds / steps);
+            decode_flops = g.decode_flops.total() / steps;
         }
     }
     let med = |v: &[f64]| median(v).unwrap_or(f64::NAN);

@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use super::{StepOutcome, Workload};
 use crate::accounting::FlopCount;
 use crate::data::Corpus;
-use crate::model::{KvCache, Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
+use crate::model::{add_loads, KvCache, Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
 use crate::runlog::{Phase, Role};
 
 /// Shapes of the inference steps.
@@ -137,12 +137,7 @@ impl ModelWorkload {
             let fwd = model.forward_cached(&model.ids(&self.next, b)?, cache)?;
             flops.merge(&fwd.flops);
             dropped += fwd.dropped();
-            for (j, l) in fwd.expert_tokens().into_iter().enumerate() {
-                if loads.len() <= j {
-                    loads.push(vec![0; l.len()]);
-                }
-                loads[j].iter_mut().zip(l).for_each(|(a, x)| *a += x);
-            }
+            add_loads(&mut loads, fwd.expert_tokens());
             self.next = last_rows(&fwd.logits)?
                 .iter()
                 .map(|r| self.sampler.sample(r))

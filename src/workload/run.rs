@@ -284,22 +284,20 @@ fn run_phases(
         ctx.flush_samples()?;
     }
     let mut counts = Counts::default();
-    let pair: [&mut dyn Workload; 2] = [sparse, dense];
-    let [a, b] = pair;
     if plan.train_steps > 0 && !stopped() {
-        evaluate(ctx, &counts, a, 0)?;
-        evaluate(ctx, &counts, b, 0)?;
+        evaluate(ctx, &counts, sparse, 0)?;
+        evaluate(ctx, &counts, dense, 0)?;
     }
     for i in 0..plan.train_steps {
         if stopped() {
             return Ok(());
         }
-        measured_step(ctx, &mut counts, a, Phase::Train, plan.warmup_steps)?;
-        measured_step(ctx, &mut counts, b, Phase::Train, plan.warmup_steps)?;
+        measured_step(ctx, &mut counts, sparse, Phase::Train, plan.warmup_steps)?;
+        measured_step(ctx, &mut counts, dense, Phase::Train, plan.warmup_steps)?;
         let done = i + 1;
         if done % plan.eval_every.max(1) == 0 || done == plan.train_steps {
-            evaluate(ctx, &counts, a, done)?;
-            evaluate(ctx, &counts, b, done)?;
+            evaluate(ctx, &counts, sparse, done)?;
+            evaluate(ctx, &counts, dense, done)?;
         }
     }
     // Inference: one warm-up step of each phase and model, then the measured ones.
@@ -312,16 +310,16 @@ fn run_phases(
         0
     };
     while (prefills < want_prefill || decodes < want_decode) && !stopped() {
-        let need_prefill = prefills < want_prefill || !a.can_decode() || !b.can_decode();
+        let need_prefill = prefills < want_prefill || !sparse.can_decode() || !dense.can_decode();
         if need_prefill {
-            measured_step(ctx, &mut counts, a, Phase::Prefill, infer_warmup)?;
-            measured_step(ctx, &mut counts, b, Phase::Prefill, infer_warmup)?;
+            measured_step(ctx, &mut counts, sparse, Phase::Prefill, infer_warmup)?;
+            measured_step(ctx, &mut counts, dense, Phase::Prefill, infer_warmup)?;
             prefills += 1;
             // Decode continues what this prefill started, until the cache is full.
         }
-        while decodes < want_decode && a.can_decode() && b.can_decode() && !stopped() {
-            measured_step(ctx, &mut counts, a, Phase::Decode, infer_warmup)?;
-            measured_step(ctx, &mut counts, b, Phase::Decode, infer_warmup)?;
+        while decodes < want_decode && sparse.can_decode() && dense.can_decode() && !stopped() {
+            measured_step(ctx, &mut counts, sparse, Phase::Decode, infer_warmup)?;
+            measured_step(ctx, &mut counts, dense, Phase::Decode, infer_warmup)?;
             decodes += 1;
             if prefills < want_prefill {
                 break; // interleave: prefill and decode alternate while both are wanted

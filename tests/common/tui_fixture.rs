@@ -283,7 +283,7 @@ pub fn records() -> Vec<Record> {
 }
 
 fn time(r: &Record) -> f64 {
-    sparsewatt::tui::record_time(r).unwrap_or(0.0)
+    r.t_s().unwrap_or(0.0)
 }
 
 /// Interleave samples into the other records by time (a sample at the same time goes first).
