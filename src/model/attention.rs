@@ -2,7 +2,9 @@
 
 use candle_core::{Device, Result, Tensor};
 
-use super::layers::{matmul, softmax, Linear};
+use super::fused;
+use super::layers::{softmax_uncounted, Linear};
+use crate::accounting::flops::elementwise::SOFTMAX_FLOPS_PER_ELEMENT;
 use crate::accounting::{Component, FlopCount};
 
 #[derive(Clone, Debug)]
@@ -57,33 +59,85 @@ impl Attention {
     ) -> Result<Tensor> {
         let (h, dh) = (self.heads, self.d_head);
         let qkv = self.qkv.forward(x, Component::AttnProj, f)?;
-        // (b, t, 3, h, dh) -> (3, b, h, t, dh)
-        let qkv = qkv
-            .reshape((batch, new, 3, h, dh))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let mut k = qkv.get(1)?.contiguous()?;
-        let mut v = qkv.get(2)?.contiguous()?;
-        if let Some(c) = cache {
-            if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+        let keys = cache.as_ref().map_or(0, |c| c.len()) + new;
+        // Scores and the weighted sum of values, as executed (the full square, masked after).
+        f.add_matmul(Component::AttnScores, batch * h * new, dh, keys);
+        f.add(
+            Component::NormAct,
+            SOFTMAX_FLOPS_PER_ELEMENT * (batch * h * new * keys) as f64,
+        );
+        f.add_matmul(Component::AttnScores, batch * h * new, keys, dh);
+        let ctx = match cache {
+            None if fused::applies(&qkv) => fused::causal_attention(&qkv, batch, new, h, dh)?,
+            None => composed_attention(&qkv, batch, new, h, dh, mask)?,
+            Some(c) => {
+                let (q, k, v) = split_heads(&qkv, batch, new, h, dh)?;
+                let (k, v) = match (&c.k, &c.v) {
+                    (Some(pk), Some(pv)) => {
+                        (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?)
+                    }
+                    _ => (k, v),
+                };
+                c.k = Some(k.clone());
+                c.v = Some(v.clone());
+                attend(&q, &k, &v, mask, batch, new)?
             }
-            c.k = Some(k.clone());
-            c.v = Some(v.clone());
-        }
-        let scale = 1.0 / (dh as f64).sqrt();
-        let kt = k.transpose(2, 3)?;
-        let scores = (matmul(&q, &kt, Component::AttnScores, f)? * scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
         };
-        let probs = softmax(&scores, f)?;
-        let ctx = matmul(&probs, &v, Component::AttnScores, f)?; // (b, h, t, dh)
-        let ctx = ctx.transpose(1, 2)?.reshape((batch * new, h * dh))?;
         self.out.forward(&ctx, Component::AttnProj, f)
     }
+}
+
+/// (batch x new, 3 x h x dh) -> q, k, v, each (batch, h, new, dh).
+fn split_heads(
+    qkv: &Tensor,
+    batch: usize,
+    new: usize,
+    h: usize,
+    dh: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    // (b, t, 3, h, dh) -> (3, b, h, t, dh)
+    let qkv = qkv
+        .reshape((batch, new, 3, h, dh))?
+        .permute((2, 0, 3, 1, 4))?;
+    Ok((
+        qkv.get(0)?.contiguous()?,
+        qkv.get(1)?.contiguous()?,
+        qkv.get(2)?.contiguous()?,
+    ))
+}
+
+/// Softmax attention of q over k and v, each (batch, h, positions, dh), with an additive mask;
+/// returns (batch x new, h x dh).
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    batch: usize,
+    new: usize,
+) -> Result<Tensor> {
+    let (h, dh) = (q.dim(1)?, q.dim(3)?);
+    let scores = (q.matmul(&k.transpose(2, 3)?)? * (1.0 / (dh as f64).sqrt()))?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let ctx = softmax_uncounted(&scores)?.matmul(v)?; // (b, h, t, dh)
+    ctx.transpose(1, 2)?.reshape((batch * new, h * dh))
+}
+
+/// Causal attention without a cache from candle's ops: the path off the CPU, and the fused
+/// kernel's reference.
+pub fn composed_attention(
+    qkv: &Tensor,
+    batch: usize,
+    new: usize,
+    h: usize,
+    dh: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (q, k, v) = split_heads(qkv, batch, new, h, dh)?;
+    attend(&q, &k, &v, mask, batch, new)
 }
 
 #[cfg(test)]

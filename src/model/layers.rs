@@ -1,11 +1,12 @@
 //! The small building blocks: a counted linear layer, RMS norm, the GELU feed-forward block and a
 //! softmax whose backward pass does not go through the max (it cancels out mathematically).
 //!
-//! Every matmul goes through [`Linear::forward`] or [`matmul`], which add `2 * m * k * n` FLOPs to
+//! Every weight matmul goes through [`Linear::forward`], which adds `2 * m * k * n` FLOPs to
 //! the step's [`FlopCount`] with the shapes really run: that is the executed-FLOP counter.
 
 use candle_core::{DType, Result, Tensor, D};
 
+use super::fused;
 use crate::accounting::flops::elementwise::{
     GELU_FLOPS_PER_ELEMENT, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
 };
@@ -34,18 +35,8 @@ impl Linear {
     }
 }
 
-/// A batched matmul counted under `c`: (.., m, k) @ (.., k, n).
-pub fn matmul(a: &Tensor, b: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
-    let dims = a.dims();
-    let (m, k) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-    let n = b.dims()[b.rank() - 1];
-    let batch: usize = dims[..dims.len() - 2].iter().product();
-    f.add_matmul(c, batch * m, k, n);
-    a.matmul(b)
-}
-
-/// Layer norm with a learned gain and bias, built from differentiable ops (candle's fused
-/// `layer_norm` has no backward pass).
+/// Layer norm with a learned gain and bias: the fused kernel on the CPU, differentiable candle
+/// ops elsewhere (candle's own fused `layer_norm` has no backward pass).
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     pub gain: Tensor,
@@ -60,13 +51,12 @@ impl LayerNorm {
             Component::NormAct,
             NORM_FLOPS_PER_ELEMENT * x.elem_count() as f64,
         );
+        if fused::applies(x) {
+            return fused::layer_norm(x, &self.gain, &self.bias, NORM_EPS as f32);
+        }
+        // Statistics in f32 whatever the model's dtype.
         let dtype = x.dtype();
-        let x32 = x.to_dtype(DType::F32)?;
-        let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (var + NORM_EPS)?.sqrt()?.recip()?;
-        centred
-            .broadcast_mul(&inv)?
+        fused::normalise_composed(&x.to_dtype(DType::F32)?, NORM_EPS)?
             .to_dtype(dtype)?
             .broadcast_mul(&self.gain)?
             .broadcast_add(&self.bias)
@@ -80,6 +70,11 @@ pub fn softmax(x: &Tensor, f: &mut FlopCount) -> Result<Tensor> {
         Component::NormAct,
         SOFTMAX_FLOPS_PER_ELEMENT * x.elem_count() as f64,
     );
+    softmax_uncounted(x)
+}
+
+/// [`softmax`] without adding to a FLOP count, for callers that count the softmax themselves.
+pub fn softmax_uncounted(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(D::Minus1)?;
@@ -96,6 +91,14 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 
 /// Mean cross-entropy (nats per token) of `logits` (rows, vocab) against `targets` (rows) u32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused::applies(logits) {
+        return fused::cross_entropy(logits, targets);
+    }
+    cross_entropy_composed(logits, targets)
+}
+
+/// [`cross_entropy`] from candle's ops: the path off the CPU, and the fused kernel's reference.
+pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let rows = logits.dim(0)?;
     let lp = log_softmax(&logits.to_dtype(DType::F32)?)?;
     lp.gather(&targets.unsqueeze(1)?, 1)?
@@ -117,7 +120,12 @@ impl Mlp {
             Component::NormAct,
             GELU_FLOPS_PER_ELEMENT * h.elem_count() as f64,
         );
-        self.down.forward(&h.gelu_erf()?, c, f)
+        let a = if fused::applies(&h) {
+            fused::gelu(&h)?
+        } else {
+            h.gelu_erf()?
+        };
+        self.down.forward(&a, c, f)
     }
 }
 

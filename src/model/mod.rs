@@ -5,6 +5,7 @@
 
 mod attention;
 mod checkpoint;
+mod fused;
 mod generate;
 mod init;
 mod layers;

@@ -1,0 +1,316 @@
+//! Causal self-attention over a fused QKV projection, as one op: the scores, the scaled and
+//! masked softmax and the weighted sum of values for every (sequence, head), straight from the
+//! (tokens, 3 x heads x d_head) projection to the (tokens, heads x d_head) context, with no
+//! permuted copies. The backward pass reuses the probabilities the forward pass kept. Composed
+//! from candle's ops this is about fifteen tensors each way.
+
+use std::sync::OnceLock;
+
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::math::exp;
+use super::par::multiversion;
+
+/// Softmax attention of each position over itself and the positions before it, for `qkv` of
+/// (batch x seq, 3 x heads x d_head) laid out as [q | k | v], each head-major. Returns
+/// (batch x seq, heads x d_head). Scores are scaled by 1 / sqrt(d_head).
+pub fn causal_attention(
+    qkv: &Tensor,
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    d_head: usize,
+) -> Result<Tensor> {
+    let op = CausalAttention {
+        batch,
+        seq,
+        heads,
+        d_head,
+        keep_probs: qkv.track_op(),
+        probs: OnceLock::new(),
+    };
+    qkv.contiguous()?.apply_op1(op)
+}
+
+struct CausalAttention {
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    d_head: usize,
+    /// Whether a backward pass may follow, so the probabilities are worth keeping.
+    keep_probs: bool,
+    /// (batch x heads, seq, seq) softmax probabilities, when kept.
+    probs: OnceLock<Vec<f32>>,
+}
+
+/// A pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes its own (sequence, head) block; no two tasks touch the same element.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY (callers): offsets stay inside the buffer this pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One single-threaded gemm, `dst = beta * lhs @ rhs`, operands given as (pointer, column
+/// stride, row stride). Parallelism comes from running (sequence, head) blocks side by side.
+///
+/// # Safety
+/// The pointers and strides must describe valid m x k, k x n and m x n matrices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize, usize),
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    beta: f32,
+) {
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.1 as isize,
+            dst.2 as isize,
+            false,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            0.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+multiversion! {
+    /// Row `i` of the (t, t) scores becomes the softmax over columns `0..=i`, zero after.
+    pub fn causal_softmax(p: &mut [f32], t: usize) {
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let (seen, future) = row.split_at_mut(i + 1);
+            let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for v in seen.iter_mut() {
+                *v = exp(*v - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            seen.iter_mut().for_each(|v| *v *= inv);
+            future.fill(0.0);
+        }
+    }
+}
+
+multiversion! {
+    /// The softmax backward, in place over `dp`: `ds = scale * p (dp - sum_j p dp)` per row.
+    pub fn softmax_backward(p: &[f32], dp: &mut [f32], t: usize, scale: f32) {
+        for (p, dp) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
+            let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
+            for (d, &p) in dp.iter_mut().zip(p) {
+                *d = scale * p * (*d - dot);
+            }
+        }
+    }
+}
+
+/// The f32 data of a contiguous CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
+        bail!("fused attention: expects an f32 CPU tensor")
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        bail!("fused attention: expects a contiguous tensor")
+    };
+    Ok(f(&v[a..b]))
+}
+
+impl CausalAttention {
+    fn model_dim(&self) -> usize {
+        self.heads * self.d_head
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.d_head as f32).sqrt()
+    }
+}
+
+impl CustomOp1 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = super::par::f32_slice(s, l, "attention")?;
+        let (b, t, h, dh) = (self.batch, self.seq, self.heads, self.d_head);
+        let dm = self.model_dim();
+        let row = 3 * dm;
+        if qkv.len() != b * t * row {
+            bail!(
+                "fused attention: {} values are not {b} x {t} positions of {row}",
+                qkv.len()
+            );
+        }
+        let mut ctx = Vec::with_capacity(b * t * dm);
+        let mut probs = Vec::with_capacity(b * h * t * t);
+        let (ctx_p, probs_p) = (Shared(ctx.as_mut_ptr()), Shared(probs.as_mut_ptr()));
+        let scale = self.scale();
+        (0..b * h).into_par_iter().for_each(|task| {
+            let (bi, hi) = (task / h, task % h);
+            let q = qkv[bi * t * row + hi * dh..].as_ptr();
+            // SAFETY: q, k and v are (t, dh) blocks with row stride `row` inside `qkv`; the
+            // task's probabilities and context block are its own.
+            unsafe {
+                let (k, v) = (q.add(dm), q.add(2 * dm));
+                let p = probs_p.at(task * t * t);
+                matmul((t, t, dh), (p, 1, t), (q, 1, row), (k, row, 1), scale);
+                causal_softmax(std::slice::from_raw_parts_mut(p, t * t), t);
+                let o = ctx_p.at(bi * t * dm + hi * dh);
+                matmul((t, dh, t), (o, 1, dm), (p, 1, t), (v, 1, row), 1.0);
+            }
+        });
+        // SAFETY: the gemms wrote every probability and every context element (each task one
+        // (t, t) block and one (t, dh) block; the blocks tile both buffers).
+        unsafe {
+            ctx.set_len(b * t * dm);
+            probs.set_len(b * h * t * t);
+        }
+        if self.keep_probs {
+            let _ = self.probs.set(probs);
+        }
+        Ok((CpuStorage::F32(ctx), Shape::from((b * t, dm))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _ctx: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(probs) = self.probs.get() else {
+            bail!("fused attention: backward without the forward's probabilities")
+        };
+        let (b, t, h, dh) = (self.batch, self.seq, self.heads, self.d_head);
+        let dm = self.model_dim();
+        let row = 3 * dm;
+        let scale = self.scale();
+        let grad = grad.contiguous()?;
+        let dqkv = with_f32(qkv, |qkv| {
+            with_f32(&grad, |g| {
+                let mut dqkv = Vec::with_capacity(qkv.len());
+                let out = Shared(dqkv.as_mut_ptr());
+                (0..b * h).into_par_iter().for_each(|task| {
+                    let (bi, hi) = (task / h, task % h);
+                    let base = bi * t * row + hi * dh;
+                    let p = probs[task * t * t..].as_ptr();
+                    let go = g[bi * t * dm + hi * dh..].as_ptr();
+                    let mut ds = vec![0f32; t * t];
+                    // SAFETY: as in the forward pass; the task writes only its own head's
+                    // dq, dk and dv columns of its own sequence's rows.
+                    unsafe {
+                        let q = qkv.as_ptr().add(base);
+                        let (k, v) = (q.add(dm), q.add(2 * dm));
+                        // dv = p^T do; dp = do v^T; ds = softmax backward; dq = ds k; dk = ds^T q.
+                        matmul(
+                            (t, dh, t),
+                            (out.at(base + 2 * dm), 1, row),
+                            (p, t, 1),
+                            (go, 1, dm),
+                            1.0,
+                        );
+                        matmul(
+                            (t, t, dh),
+                            (ds.as_mut_ptr(), 1, t),
+                            (go, 1, dm),
+                            (v, row, 1),
+                            1.0,
+                        );
+                        softmax_backward(std::slice::from_raw_parts(p, t * t), &mut ds, t, scale);
+                        matmul(
+                            (t, dh, t),
+                            (out.at(base), 1, row),
+                            (ds.as_ptr(), 1, t),
+                            (k, 1, row),
+                            1.0,
+                        );
+                        matmul(
+                            (t, dh, t),
+                            (out.at(base + dm), 1, row),
+                            (ds.as_ptr(), t, 1),
+                            (q, 1, row),
+                            1.0,
+                        );
+                    }
+                });
+                // SAFETY: the tasks' dq, dk and dv blocks tile the whole buffer.
+                unsafe { dqkv.set_len(qkv.len()) };
+                dqkv
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::attention::{causal_mask, composed_attention};
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn forward_and_gradient_match_the_composed_attention() {
+        let dev = Device::Cpu;
+        let (b, t, h, dh) = (3, 17, 4, 8);
+        let qkv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b * t, 3 * h * dh), &dev).unwrap())
+            .unwrap();
+        let ours = causal_attention(qkv.as_tensor(), b, t, h, dh).unwrap();
+        let mask = causal_mask(t, 0, &dev).unwrap();
+        let theirs = composed_attention(qkv.as_tensor(), b, t, h, dh, Some(&mask)).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(max_diff(&ours, &theirs) < 1e-5);
+
+        let w = Tensor::randn(0f32, 1.0, ours.shape(), &dev).unwrap();
+        let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = theirs
+            .mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(max_diff(ga.get(&qkv).unwrap(), gb.get(&qkv).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn the_first_position_attends_only_to_itself() {
+        let dev = Device::Cpu;
+        let (t, h, dh) = (5, 2, 3);
+        let qkv = Tensor::randn(0f32, 1.0, (t, 3 * h * dh), &dev).unwrap();
+        let ctx = causal_attention(&qkv, 1, t, h, dh).unwrap();
+        // Position 0's context is its own value vector, head by head.
+        let v0 = qkv.get(0).unwrap().narrow(0, 2 * h * dh, h * dh).unwrap();
+        assert!(max_diff(&ctx.get(0).unwrap(), &v0) < 1e-6);
+    }
+}

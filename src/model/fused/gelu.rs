@@ -1,0 +1,137 @@
+//! GELU (the exact, erf form) as one pass forward and one pass backward. Composed from candle's
+//! ops, the backward alone makes eight full-size tensors.
+
+use std::mem::MaybeUninit;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::math::{erf_given_exp, exp};
+use super::par::{f32_slice, filled, for_rows, multiversion};
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi), the normal density's constant.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `x * Phi(x)`, with `Phi` the standard normal CDF.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+multiversion! {
+    /// `y = x Phi(x)`, `Phi(x) = (1 + erf(x / sqrt 2)) / 2`.
+    pub fn forward_kernel(x: &[f32], y: &mut [MaybeUninit<f32>]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            let e = exp(-0.5 * x * x);
+            y.write(0.5 * x * (1.0 + erf_given_exp(x * FRAC_1_SQRT_2, e)));
+        }
+    }
+}
+
+multiversion! {
+    /// `dx = g (Phi(x) + x phi(x))`; `exp(-x^2 / 2)` serves both terms.
+    pub fn backward_kernel(x: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>]) {
+        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            let e = exp(-0.5 * x * x);
+            let cdf = 0.5 * (1.0 + erf_given_exp(x * FRAC_1_SQRT_2, e));
+            dx.write(g * (cdf + x * e * INV_SQRT_2PI));
+        }
+    }
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "gelu")?;
+        let y = filled(x.len(), |y| {
+            for_rows(y, 1, |i, y| forward_kernel(&x[i..i + y.len()], y))
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &GeluBackward)?))
+    }
+}
+
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "fused-gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "gelu backward")?;
+        let g = f32_slice(s2, l2, "gelu backward")?;
+        if x.len() != g.len() {
+            candle_core::bail!(
+                "fused gelu backward: {} inputs, {} gradients",
+                x.len(),
+                g.len()
+            );
+        }
+        let dx = filled(x.len(), |dx| {
+            for_rows(dx, 1, |i, dx| {
+                let r = i..i + dx.len();
+                backward_kernel(&x[r.clone()], &g[r], dx)
+            })
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn inputs() -> Vec<f32> {
+        (0..40_000).map(|i| (i as f32 - 20_000.0) * 4e-4).collect()
+    }
+
+    #[test]
+    fn forward_and_gradient_match_candles_gelu_erf() {
+        let v = Var::from_vec(inputs(), 40_000, &Device::Cpu).unwrap();
+        let ours = gelu(v.as_tensor()).unwrap();
+        let theirs = v.as_tensor().gelu_erf().unwrap();
+        let diff = (&ours - &theirs).unwrap().abs().unwrap().max(0).unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 2e-6);
+
+        // Weighted sums so that each element's gradient is scaled differently.
+        let w = Tensor::arange(0f32, 40_000.0, &Device::Cpu).unwrap() / 40_000.0;
+        let w = w.unwrap();
+        let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = theirs
+            .mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (ga, gb) = (ga.get(&v).unwrap(), gb.get(&v).unwrap());
+        let diff = (ga - gb).unwrap().abs().unwrap().max(0).unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 2e-6);
+    }
+
+    #[test]
+    fn known_values() {
+        let x = Tensor::new(&[0f32, 1.0, -1.0, 3.0], &Device::Cpu).unwrap();
+        let y = gelu(&x).unwrap().to_vec1::<f32>().unwrap();
+        // x * Phi(x) with Phi(1) = 0.841344746, Phi(3) = 0.998650102.
+        let want = [0.0, 0.841_344_7, -0.158_655_26, 2.995_950_4];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Fused CPU kernels for the parts of a training step where candle's composed ops spend their
+//! time making tensors: layer norm, GELU, causal attention and the cross-entropy loss. Each is a
+//! candle custom op with its backward pass, so the autograd graph stays candle's; each makes one
+//! pass over its data each way, split over the cores, vectorised for AVX-512 where the CPU has it.
+//!
+//! They run on f32 CPU tensors ([`applies`]); elsewhere (the GPU, bf16) the model uses the
+//! composed ops, which are also what the tests hold these kernels to.
+
+mod attention;
+mod gelu;
+pub mod math;
+mod norm;
+pub(crate) mod par;
+mod xent;
+
+pub use attention::causal_attention;
+pub use gelu::gelu;
+pub use norm::{layer_norm, normalise_composed};
+pub use xent::cross_entropy;
+
+use candle_core::{DType, Tensor};
+
+/// Whether the fused kernels run on `t`: f32 on the CPU.
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}

@@ -1,0 +1,152 @@
+//! What the fused kernels share: reading candle's CPU storage, filling an output without first
+//! zeroing it, splitting rows over rayon's pool (the one gemm already uses), and compiling a
+//! kernel twice, for AVX-512 and for the baseline, picked at run time.
+
+use std::mem::MaybeUninit;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout, Result};
+use rayon::prelude::*;
+
+/// Below this many output elements a kernel runs on the calling thread: waking the pool costs
+/// more than it saves.
+const SERIAL_BELOW: usize = 1 << 14;
+
+/// The contiguous f32 data of a kernel input.
+pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("fused {what}: expects f32, got {:?}", s.dtype())
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("fused {what}: expects a contiguous input"),
+    }
+}
+
+/// A vector of `n` f32 written by `fill`, which must write every element: the kernels here
+/// write each output element once, zipped with their inputs. Skips the zeroing pass that
+/// `vec![0.0; n]` would cost.
+pub fn filled(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialised all `n` elements (the contract above).
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// Views a fully written slice as initialised.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub unsafe fn assume_init(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// How many rows each parallel task takes: about four tasks per thread so that a late thread
+/// does not hold the others up, or everything at once for small outputs.
+fn rows_per_task(rows: usize, row_len: usize) -> usize {
+    if rows * row_len < SERIAL_BELOW {
+        return rows.max(1);
+    }
+    rows.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
+/// Calls `f(first_row, chunk)` for chunks of whole `row_len`-element rows of `out`, in parallel.
+pub fn for_rows<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = out.len() / row_len.max(1);
+    let per = rows_per_task(rows, row_len);
+    if per >= rows {
+        f(0, out);
+        return;
+    }
+    out.par_chunks_mut(per * row_len)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * per, chunk));
+}
+
+/// As [`for_rows`], where each task also returns a value (a partial sum, say); the values come
+/// back in row order.
+pub fn map_rows<T: Send, R: Send>(
+    out: &mut [T],
+    row_len: usize,
+    f: impl Fn(usize, &mut [T]) -> R + Sync,
+) -> Vec<R> {
+    let rows = out.len() / row_len.max(1);
+    let per = rows_per_task(rows, row_len);
+    if per >= rows {
+        return vec![f(0, out)];
+    }
+    out.par_chunks_mut(per * row_len)
+        .enumerate()
+        .map(|(i, chunk)| f(i * per, chunk))
+        .collect()
+}
+
+/// Whether the CPU has AVX-512 (std caches the answer).
+#[inline]
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `pub fn $name(args)` from one body compiled twice: for AVX-512 (taken when the CPU
+/// has it) and for the build's baseline. The release build targets plain x86-64, whose 4-wide
+/// vectors would leave three quarters of this machine's vector units idle.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            fn avx512($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::model::fused::par::has_avx512() {
+                // SAFETY: the CPU has the features `avx512` is compiled for.
+                return unsafe { avx512($($arg),*) };
+            }
+            generic($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_rows_visits_every_row_once_with_its_index() {
+        for rows in [1, 7, 5000] {
+            let mut out = vec![0usize; rows * 8];
+            for_rows(&mut out, 8, |first, chunk| {
+                for (r, row) in chunk.chunks_mut(8).enumerate() {
+                    row.iter_mut().for_each(|v| *v += first + r + 1);
+                }
+            });
+            let want: Vec<usize> = (0..rows).flat_map(|r| [r + 1; 8]).collect();
+            assert_eq!(out, want);
+        }
+    }
+
+    #[test]
+    fn map_rows_returns_partials_in_row_order() {
+        let mut out = vec![1u64; 4096 * 16];
+        let parts = map_rows(&mut out, 16, |first, chunk| (first, chunk.len() / 16));
+        let mut next = 0;
+        for (first, n) in parts {
+            assert_eq!(first, next);
+            next += n;
+        }
+        assert_eq!(next, 4096);
+    }
+}
