@@ -10,7 +10,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, T
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{dot, exp, max, sum};
 use super::par::multiversion;
 
 /// Softmax attention of each position over itself and the positions before it, for `qkv` of
@@ -102,13 +102,9 @@ multiversion! {
     pub fn causal_softmax(p: &mut [f32], t: usize) {
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             let (seen, future) = row.split_at_mut(i + 1);
-            let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in seen.iter_mut() {
-                *v = exp(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
+            let max = max(seen);
+            seen.iter_mut().for_each(|v| *v = exp(*v - max));
+            let inv = 1.0 / sum(seen);
             seen.iter_mut().for_each(|v| *v *= inv);
             future.fill(0.0);
         }
@@ -119,7 +115,7 @@ multiversion! {
     /// The softmax backward, in place over `dp`: `ds = scale * p (dp - sum_j p dp)` per row.
     pub fn softmax_backward(p: &[f32], dp: &mut [f32], t: usize, scale: f32) {
         for (p, dp) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
-            let dot: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
+            let dot = dot(p, dp);
             for (d, &p) in dp.iter_mut().zip(p) {
                 *d = scale * p * (*d - dot);
             }

@@ -13,7 +13,11 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    // j's low mantissa bits hold n = round(x log2 e) (offset by ROUND's own bits, which the
+    // shift below pushes out): the integer without a float-to-int conversion, which the
+    // compiler would not vectorise.
+    let j = x * LOG2_E + ROUND;
+    let n = j - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO; // |r| <= ln2 / 2
                                          // Taylor to degree 7: the remainder |r|^8 / 8! is under 2e-9 relative.
     let p = 1.0
@@ -21,7 +25,7 @@ pub fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let scale = f32::from_bits(j.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 
@@ -62,6 +66,61 @@ pub fn erf_given_exp(u: f32, e: f32) -> f32 {
     }
 }
 
+/// Lanes of the reductions below: one AVX-512 vector. Sixteen partial results in an array let
+/// the compiler vectorise a sum that strict float semantics would otherwise keep sequential.
+const LANES: usize = 16;
+
+/// Sum of `x`, in sixteen interleaved partial sums.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum of `a[i] * b[i]`, as [`sum`].
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Largest element of `x` (NaNs ignored, as `f32::max` does); -inf when empty.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +133,22 @@ mod tests {
             sum += term / (2 * n + 1) as f64;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn reductions_agree_with_f64_sums_at_every_length() {
+        for n in [0, 1, 15, 16, 17, 100, 1000] {
+            let a: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 11 % 13) as f32 - 6.0) / 3.0).collect();
+            let s64: f64 = a.iter().map(|&v| v as f64).sum();
+            let d64: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((sum(&a) as f64 - s64).abs() < 1e-3, "sum of {n}");
+            assert!((dot(&a, &b) as f64 - d64).abs() < 1e-3, "dot of {n}");
+            let m = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&a), m, "max of {n}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 
+use super::math::{dot, sum};
 use super::par::{f32_slice, filled, for_rows, map_rows, multiversion};
 
 /// `(x - mean) / sqrt(var + eps) * gain + bias` over the last dimension of `x`.
@@ -18,8 +19,22 @@ pub fn layer_norm(x: &Tensor, gain: &Tensor, bias: &Tensor, eps: f32) -> Result<
 #[inline(always)]
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum(x) / n;
+    // sum((x - mean)^2) = sum(x^2) - n mean^2 loses digits when the mean is large against the
+    // spread; a second pass over the cached row does not.
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += (v - mean) * (v - mean);
+        }
+    }
+    let var = (sum(&acc) + tail) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -50,24 +65,22 @@ multiversion! {
     ) {
         let d = gain.len();
         let n = d as f32;
+        let (mut xhat, mut gg) = (vec![0f32; d], vec![0f32; d]);
         for ((x, g), dx) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
             let (mean, rstd) = moments(x, eps);
             // With xhat = (x - mean) rstd and gg = g gain:
             // dx = rstd (gg - mean(gg) - xhat mean(gg xhat)).
-            let (mut m1, mut m2) = (0f32, 0f32);
-            for (((&x, &g), &w), (dw, db)) in
-                x.iter().zip(g).zip(gain).zip(dgain.iter_mut().zip(dbias.iter_mut()))
-            {
-                let xhat = (x - mean) * rstd;
-                m1 += g * w;
-                m2 += g * w * xhat;
-                *dw += g * xhat;
+            for ((((xh, gw), &x), &g), &w) in xhat.iter_mut().zip(gg.iter_mut()).zip(x).zip(g).zip(gain) {
+                *xh = (x - mean) * rstd;
+                *gw = g * w;
+            }
+            for (((dw, db), &g), &xh) in dgain.iter_mut().zip(dbias.iter_mut()).zip(g).zip(&xhat) {
+                *dw += g * xh;
                 *db += g;
             }
-            let (m1, m2) = (m1 / n, m2 / n);
-            for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(gain) {
-                let xhat = (x - mean) * rstd;
-                dx.write(rstd * (g * w - m1 - xhat * m2));
+            let (m1, m2) = (sum(&gg) / n, dot(&gg, &xhat) / n);
+            for ((dx, &gw), &xh) in dx.iter_mut().zip(&gg).zip(&xhat) {
+                dx.write(rstd * (gw - m1 - xh * m2));
             }
         }
     }

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::math::exp;
+use super::math::{exp, max, sum};
 use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, multiversion};
 
 /// Mean cross-entropy, nats per row, of `logits` (rows, vocab) against `targets` (rows) u32.
@@ -23,10 +23,6 @@ multiversion! {
             e.write(exp(x - max));
         }
     }
-}
-
-fn row_max(x: &[f32]) -> f32 {
-    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// The u32 targets of a kernel input, each checked against the vocabulary.
@@ -86,10 +82,10 @@ impl CustomOp2 for CrossEntropy {
                 let mut loss = 0f64;
                 for (r, e) in e.chunks_exact_mut(vocab).enumerate() {
                     let x = &x[(row + r) * vocab..(row + r + 1) * vocab];
-                    let max = row_max(x);
+                    let max = max(x);
                     exp_row(x, max, e);
                     // SAFETY: exp_row wrote the whole row.
-                    let sum: f32 = unsafe { assume_init(e) }.iter().sum();
+                    let sum = sum(unsafe { assume_init(e) });
                     loss += (max + sum.ln() - x[t[row + r] as usize]) as f64;
                 }
                 loss
@@ -137,10 +133,10 @@ impl CustomOp2 for CrossEntropyBackward {
             for_rows(d, vocab, |row, d| {
                 for (r, d) in d.chunks_exact_mut(vocab).enumerate() {
                     let x = &x[(row + r) * vocab..(row + r + 1) * vocab];
-                    exp_row(x, row_max(x), d);
+                    exp_row(x, max(x), d);
                     // SAFETY: exp_row wrote the whole row.
                     let d = unsafe { assume_init(d) };
-                    let k = self.scale / d.iter().sum::<f32>();
+                    let k = self.scale / sum(d);
                     d.iter_mut().for_each(|v| *v *= k);
                     d[t[row + r] as usize] -= self.scale;
                 }
