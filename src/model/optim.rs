@@ -4,6 +4,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,8 +22,6 @@ pub struct AdamW {
     pub t: u64,
     /// First and second moments by parameter name (flattened).
     pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
-    /// Threads a large parameter's update is split over (the machine's cores, asked once).
-    threads: usize,
 }
 
 impl AdamW {
@@ -34,7 +33,6 @@ impl AdamW {
             weight_decay,
             t: 0,
             moments: BTreeMap::new(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -52,9 +50,7 @@ impl AdamW {
         let mut sumsq = 0f64;
         for (name, var) in vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sumsq += with_host_slice(g, |g| {
-                    g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>()
-                })?;
+                sumsq += with_host_slice(g, sum_of_squares)?;
                 with_grad.push((name, var, g));
             }
         }
@@ -83,7 +79,6 @@ impl AdamW {
             with_host_slice(g, |g| -> Result<()> {
                 let update = FusedUpdate {
                     g,
-                    threads: self.threads,
                     moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
                     h: Hyper {
                         scale,
@@ -133,7 +128,6 @@ fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 /// One AdamW update of one parameter, applied in place to a CPU tensor's storage.
 struct FusedUpdate<'a> {
     g: &'a [f32],
-    threads: usize,
     moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
     h: Hyper,
 }
@@ -152,36 +146,55 @@ struct Hyper {
     decay: f32,
 }
 
+/// Elements per parallel task of the update and the norm: big enough that a task outweighs its
+/// scheduling, small enough that the experts' matrices spread over the cores.
+const CHUNK: usize = 1 << 16;
+
+/// Sum of squares in f64 (the global norm of tens of millions of values), over rayon's pool.
+fn sum_of_squares(g: &[f32]) -> f64 {
+    fn lanes(g: &[f32]) -> f64 {
+        let mut acc = [0f64; 8];
+        let chunks = g.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += f64::from(x) * f64::from(x);
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+    if g.len() <= CHUNK {
+        return lanes(g);
+    }
+    g.par_chunks(CHUNK).map(lanes).sum()
+}
+
 impl FusedUpdate<'_> {
     fn apply(&self, theta: &mut [f32]) {
         let mut guard = self.moments.borrow_mut();
         let (m, v) = &mut *guard;
-        // Large parameters (the experts' matrices) are split over the cores: the update is a
-        // memory-bound pass and one core does not saturate the memory bus.
-        let chunk = theta.len().div_ceil(self.threads).max(1 << 16);
         let h = self.h;
-        if theta.len() <= chunk {
+        if theta.len() <= CHUNK {
             apply_range(h, theta, self.g, m, v);
             return;
         }
-        std::thread::scope(|scope| {
-            let parts = theta
-                .chunks_mut(chunk)
-                .zip(self.g.chunks(chunk))
-                .zip(m.chunks_mut(chunk).zip(v.chunks_mut(chunk)));
-            for ((t, g), (m, v)) in parts {
-                scope.spawn(move || apply_range(h, t, g, m, v));
-            }
-        });
+        // Large parameters (the experts' matrices) are split over the cores: the update is a
+        // memory-bound pass and one core does not saturate the memory bus. rayon's pool is
+        // persistent; a thread per call cost its stack's page faults on every parameter.
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(self.g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((t, g), (m, v))| apply_range(h, t, g, m, v));
     }
 }
 
 fn apply_range(h: Hyper, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    for i in 0..theta.len() {
-        let gi = g[i] * h.scale;
-        m[i] = h.b1 * m[i] + (1.0 - h.b1) * gi;
-        v[i] = h.b2 * v[i] + (1.0 - h.b2) * gi * gi;
-        theta[i] = theta[i] * h.decay - h.lr * (m[i] * h.c1) / ((v[i] * h.c2).sqrt() + h.eps);
+    for (((t, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+        let g = g * h.scale;
+        *m = h.b1 * *m + (1.0 - h.b1) * g;
+        *v = h.b2 * *v + (1.0 - h.b2) * g * g;
+        *t = *t * h.decay - h.lr * (*m * h.c1) / ((*v * h.c2).sqrt() + h.eps);
     }
 }
 
