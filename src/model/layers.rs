@@ -114,6 +114,17 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Adds the FLOPs of running the block on `rows` rows to `f`, for callers that run it
+    /// themselves.
+    pub fn count(&self, rows: usize, c: Component, f: &mut FlopCount) {
+        f.add_matmul(c, rows, self.up.in_dim(), self.up.out_dim());
+        f.add(
+            Component::NormAct,
+            GELU_FLOPS_PER_ELEMENT * (rows * self.up.out_dim()) as f64,
+        );
+        f.add_matmul(c, rows, self.down.in_dim(), self.down.out_dim());
+    }
+
     pub fn forward(&self, x: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
         let h = self.up.forward(x, c, f)?;
         f.add(

@@ -23,8 +23,10 @@ pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
 pub use optim::{AdamW, LrSchedule};
 pub use trainer::{TrainConfig, TrainStep, Trainer};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::accounting::flops::elementwise::{
     RESIDUAL_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
@@ -59,9 +61,22 @@ pub struct Forward {
     pub aux_loss: Option<Tensor>,
     pub routing: Vec<LayerRouting>,
     pub flops: FlopCount,
+    /// Expert weight gradients that the fused experts compute outside candle's graph.
+    expert_grads: Vec<Arc<fused::ExpertGrads>>,
 }
 
 impl Forward {
+    /// The gradients of `loss` (computed from this pass) for every parameter. Use this rather
+    /// than `loss.backward()`: on the CPU the experts' weight gradients are computed by the
+    /// fused expert op outside candle's graph, and this is where they join the rest.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        for g in &self.expert_grads {
+            g.move_into(&mut grads)?;
+        }
+        Ok(grads)
+    }
+
     /// Tokens per expert, one vector per MoE layer.
     pub fn expert_tokens(&self) -> Vec<Vec<u64>> {
         self.routing
@@ -332,6 +347,7 @@ impl Model {
         };
         let mut routing = Vec::new();
         let mut balance = Vec::new();
+        let mut expert_grads = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.norm1.forward(&x, &mut f)?;
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
@@ -350,6 +366,7 @@ impl Model {
                     let out = moe.forward(&h, i, &mut f)?;
                     routing.push(out.routing);
                     balance.push(out.balance_loss);
+                    expert_grads.extend(out.expert_grads);
                     out.y
                 }
             };
@@ -384,6 +401,7 @@ impl Model {
             aux_loss,
             routing,
             flops: f,
+            expert_grads,
         })
     }
 

@@ -11,6 +11,9 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+use std::sync::Arc;
+
+use super::fused::{self, ExpertGrads, ExpertWeights};
 use super::layers::{softmax, Linear, Mlp};
 use crate::accounting::{Component, FlopCount};
 
@@ -43,6 +46,8 @@ pub struct MoeOutput {
     /// `E * sum_e f_e * P_e` (unweighted); 1.0 for a perfectly balanced router.
     pub balance_loss: Tensor,
     pub routing: LayerRouting,
+    /// The experts' weight gradients, filled by the backward pass (fused CPU path only).
+    pub expert_grads: Option<Arc<ExpertGrads>>,
 }
 
 /// The top `k` indices of `row`, best first (ties to the lower index).
@@ -99,29 +104,44 @@ impl Moe {
         }
 
         // Experts run on their rows only; the gate scaling is one op over all kept assignments.
-        let mut outs = Vec::new();
-        let mut all_rows = Vec::new();
-        let mut all_slots = Vec::new();
-        for (e, expert) in self.experts.iter().enumerate() {
-            if rows[e].is_empty() {
-                continue;
-            }
-            let cnt = rows[e].len();
-            let r = Tensor::from_slice(&rows[e], cnt, x.device())?;
-            let xe = x.index_select(&r, 0)?;
-            outs.push(expert.forward(&xe, Component::Experts, f)?);
-            f.add(Component::NormAct, 2.0 * (cnt * d) as f64); // scale and sum back
-            all_rows.extend_from_slice(&rows[e]);
-            all_slots.extend_from_slice(&slots[e]);
-        }
+        let all_rows: Vec<u32> = rows.concat();
+        let all_slots: Vec<u32> = slots.concat();
+        let kept = all_rows.len();
+        let mut expert_grads = None;
         let y = Tensor::zeros((n, d), x.dtype(), x.device())?;
-        let y = if outs.is_empty() {
+        let y = if kept == 0 {
             y
         } else {
-            let kept = all_rows.len();
+            let out = if fused::applies(x) {
+                for r in rows.iter().filter(|r| !r.is_empty()) {
+                    self.experts[0].count(r.len(), Component::Experts, f);
+                }
+                let weights: Vec<ExpertWeights> = self
+                    .experts
+                    .iter()
+                    .map(|m| ExpertWeights {
+                        up: m.up.w.clone(),
+                        down: m.down.w.clone(),
+                    })
+                    .collect();
+                let (out, grads) = fused::experts(x, &weights, &rows)?;
+                expert_grads = Some(grads);
+                out
+            } else {
+                let mut outs = Vec::new();
+                for (e, expert) in self.experts.iter().enumerate() {
+                    if rows[e].is_empty() {
+                        continue;
+                    }
+                    let r = Tensor::from_slice(&rows[e], rows[e].len(), x.device())?;
+                    outs.push(expert.forward(&x.index_select(&r, 0)?, Component::Experts, f)?);
+                }
+                Tensor::cat(&outs, 0)?
+            };
+            f.add(Component::NormAct, 2.0 * (kept * d) as f64); // scale and sum back
             let slots_t = Tensor::from_vec(all_slots, kept, x.device())?;
             let g = gates_flat.index_select(&slots_t, 0)?.unsqueeze(1)?;
-            let scaled = Tensor::cat(&outs, 0)?.broadcast_mul(&g)?;
+            let scaled = out.broadcast_mul(&g)?;
             let idx = Tensor::from_vec(all_rows, kept, x.device())?;
             y.index_add(&idx, &scaled, 0)?
         };
@@ -139,6 +159,7 @@ impl Moe {
         Ok(MoeOutput {
             y,
             balance_loss,
+            expert_grads,
             routing: LayerRouting {
                 layer,
                 tokens_per_expert: rows.iter().map(|r| r.len() as u64).collect(),

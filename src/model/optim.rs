@@ -155,7 +155,11 @@ fn sum_of_squares(g: &[f32]) -> f64 {
     fn lanes(g: &[f32]) -> f64 {
         let mut acc = [0f64; 8];
         let chunks = g.chunks_exact(8);
-        let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let tail: f64 = chunks
+            .remainder()
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum();
         for c in chunks {
             for (a, &x) in acc.iter_mut().zip(c) {
                 *a += f64::from(x) * f64::from(x);

@@ -139,7 +139,7 @@ impl Trainer {
             Some(a) => (&ce + a)?,
             None => ce.clone(),
         };
-        let grads = total.backward()?;
+        let grads = fwd.backward(&total)?;
         let lr = self.config.schedule().at(self.step);
         let norm = self
             .opt

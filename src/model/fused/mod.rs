@@ -1,5 +1,6 @@
 //! Fused CPU kernels for the parts of a training step where candle's composed ops spend their
-//! time making tensors: layer norm, GELU, causal attention and the cross-entropy loss. Each is a
+//! time making tensors: layer norm, GELU, causal attention, a MoE layer's experts and the
+//! cross-entropy loss. Each is a
 //! candle custom op with its backward pass, so the autograd graph stays candle's; each makes one
 //! pass over its data each way, split over the cores, vectorised for AVX-512 where the CPU has it.
 //!
@@ -7,6 +8,7 @@
 //! composed ops, which are also what the tests hold these kernels to.
 
 mod attention;
+mod experts;
 mod gelu;
 pub mod math;
 mod norm;
@@ -14,6 +16,7 @@ pub(crate) mod par;
 mod xent;
 
 pub use attention::causal_attention;
+pub use experts::{experts, ExpertGrads, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
 pub use xent::cross_entropy;

@@ -1,0 +1,426 @@
+//! The experts of one MoE layer as one op: each expert's rows gathered, its GELU feed-forward
+//! run, and the outputs laid out expert after expert, in one pass with no per-expert tensors on
+//! candle's graph. The backward pass gives the input gradient to candle and computes the expert
+//! weights' gradients itself, straight into their own buffers, collected by
+//! [`ExpertGrads::move_into`]: through candle's graph every expert matrix would cost a zeroed
+//! gradient buffer, a zeroed matmul output and an extra addition per step, and every expert a
+//! full-size copy of the layer's input gradient; with 64 experts that was a third of a step.
+
+use std::sync::{Mutex, OnceLock};
+use std::{mem::MaybeUninit, sync::Arc};
+
+use candle_core::backprop::GradStore;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::gelu::{backward_kernel as gelu_backward, forward_kernel as gelu_forward};
+use super::par::{f32_slice, filled};
+
+/// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them.
+#[derive(Clone)]
+pub struct ExpertWeights {
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+/// The expert weight gradients of one forward pass, filled by its backward pass.
+pub struct ExpertGrads {
+    weights: Vec<ExpertWeights>,
+    grads: Mutex<Vec<Option<(Tensor, Tensor)>>>,
+}
+
+impl ExpertGrads {
+    /// Moves the gradients into `store` under the weight tensors, as candle's backward pass would
+    /// have put them. Experts that received no token get none, as before.
+    pub fn move_into(&self, store: &mut GradStore) -> Result<()> {
+        let mut grads = self.grads.lock().expect("expert gradients poisoned");
+        for (w, g) in self.weights.iter().zip(grads.iter_mut()) {
+            if let Some((up, down)) = g.take() {
+                store.insert(&w.up, up);
+                store.insert(&w.down, down);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `experts[e]` on the rows `rows[e]` of `x` (tokens, d_model) and returns their outputs,
+/// (sum of the row counts, d_model), expert after expert, with the sink the backward pass fills.
+pub fn experts(
+    x: &Tensor,
+    experts: &[ExpertWeights],
+    rows: &[Vec<u32>],
+) -> Result<(Tensor, Arc<ExpertGrads>)> {
+    if experts.len() != rows.len() {
+        bail!(
+            "fused experts: {} experts, {} row lists",
+            experts.len(),
+            rows.len()
+        );
+    }
+    let sink = Arc::new(ExpertGrads {
+        weights: experts.to_vec(),
+        grads: Mutex::new(vec![None; experts.len()]),
+    });
+    let op = Experts {
+        rows: rows.to_vec(),
+        keep: x.track_op(),
+        acts: OnceLock::new(),
+        sink: sink.clone(),
+    };
+    Ok((x.contiguous()?.apply_op1(op)?, sink))
+}
+
+struct Experts {
+    rows: Vec<Vec<u32>>,
+    /// Whether a backward pass may follow, so the activations are worth keeping.
+    keep: bool,
+    /// Per expert, its pre-activation and activation (rows, d_ff), when kept.
+    acts: OnceLock<Vec<(Vec<f32>, Vec<f32>)>>,
+    sink: Arc<ExpertGrads>,
+}
+
+/// A weight's f32 values, read under its storage lock.
+fn with_weight<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
+        bail!("fused experts: weights must be f32 on the CPU")
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        bail!("fused experts: weights must be contiguous")
+    };
+    Ok(f(&v[a..b]))
+}
+
+/// A matrix operand: (data, column stride, row stride).
+type Operand<'a> = (&'a [f32], usize, usize);
+
+/// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, `dst` row-major and fully written.
+fn matmul(
+    dst: &mut [MaybeUninit<f32>],
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: the operands' extents are checked by the callers' shapes; gemm writes every
+    // element of dst (read_dst = false) and reads nothing from it.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr() as *mut f32,
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0.as_ptr(),
+            rhs.1 as isize,
+            rhs.2 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Experts run side by side, each matmul on one thread, when there are enough of them to keep
+/// the cores busy; otherwise one after another with the matmuls split over the cores.
+fn plan(active: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if active >= 2 * threads {
+        (true, Parallelism::None)
+    } else {
+        (false, Parallelism::Rayon(threads))
+    }
+}
+
+fn for_each_expert<T: Send>(items: Vec<T>, side_by_side: bool, f: impl Fn(T) + Sync + Send) {
+    if side_by_side {
+        items.into_par_iter().for_each(f);
+    } else {
+        items.into_iter().for_each(f);
+    }
+}
+
+/// Copies `rows` of `x` (row length d) into a new (rows, d) buffer.
+fn gather(x: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * d);
+    for &r in rows {
+        out.extend_from_slice(&x[r as usize * d..(r as usize + 1) * d]);
+    }
+    out
+}
+
+impl Experts {
+    fn offsets(&self) -> Vec<usize> {
+        let mut o = vec![0];
+        for r in &self.rows {
+            o.push(o.last().unwrap() + r.len());
+        }
+        o
+    }
+}
+
+impl CustomOp1 for Experts {
+    fn name(&self) -> &'static str {
+        "fused-experts"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "experts")?;
+        let (n, d) = l.shape().dims2()?;
+        let f = self.sink.weights.first().map_or(Ok(0), |w| w.up.dim(1))?;
+        if let Some(bad) = self.rows.iter().flatten().find(|&&r| r as usize >= n) {
+            bail!("fused experts: row {bad} of {n}");
+        }
+        let offsets = self.offsets();
+        let kept = *offsets.last().unwrap();
+        let mut out: Vec<f32> = Vec::with_capacity(kept * d);
+        let out_spare = &mut out.spare_capacity_mut()[..kept * d];
+        // Each expert's block of the output, handed to its task.
+        let mut blocks: Vec<(usize, &mut [MaybeUninit<f32>])> = Vec::new();
+        let mut rest = out_spare;
+        for e in 0..self.rows.len() {
+            let (block, tail) = rest.split_at_mut(self.rows[e].len() * d);
+            if !block.is_empty() {
+                blocks.push((e, block));
+            }
+            rest = tail;
+        }
+        let (side_by_side, par) = plan(blocks.len());
+        let acts: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..self.rows.len())
+            .map(|_| Mutex::new((Vec::new(), Vec::new())))
+            .collect();
+        let failed = Mutex::new(None);
+        for_each_expert(
+            blocks,
+            side_by_side,
+            |(e, block): (usize, &mut [MaybeUninit<f32>])| {
+                let w = &self.sink.weights[e];
+                let cnt = self.rows[e].len();
+                let xe = gather(x, &self.rows[e], d);
+                let mut run = || -> Result<()> {
+                    let h = with_weight(&w.up, |up| {
+                        filled(cnt * f, |h| {
+                            matmul(h, (cnt, f, d), (&xe, 1, d), (up, 1, f), par)
+                        })
+                    })?;
+                    let a = filled(cnt * f, |a| gelu_forward(&h, a));
+                    with_weight(&w.down, |down| {
+                        matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
+                    })?;
+                    *acts[e].lock().unwrap() = (h, a);
+                    Ok(())
+                };
+                if let Err(err) = run() {
+                    *failed.lock().unwrap() = Some(err);
+                }
+            },
+        );
+        if let Some(err) = failed.into_inner().unwrap() {
+            return Err(err);
+        }
+        // SAFETY: every expert block was written by its down-projection matmul; the blocks tile
+        // the output.
+        unsafe { out.set_len(kept * d) };
+        if self.keep {
+            let _ = self
+                .acts
+                .set(acts.into_iter().map(|m| m.into_inner().unwrap()).collect());
+        }
+        Ok((CpuStorage::F32(out), Shape::from((kept, d))))
+    }
+
+    fn bwd(&self, x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(acts) = self.acts.get() else {
+            bail!("fused experts: backward without the forward's activations")
+        };
+        let (n, d) = x.dims2()?;
+        let grad = grad.contiguous()?;
+        let offsets = self.offsets();
+        let active: Vec<usize> = (0..self.rows.len())
+            .filter(|&e| !self.rows[e].is_empty())
+            .collect();
+        let (side_by_side, par) = plan(active.len());
+        // Per expert: its input gradient rows and its two weight gradients.
+        type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
+        let results: Vec<Mutex<Option<Result<Grads>>>> =
+            (0..self.rows.len()).map(|_| Mutex::new(None)).collect();
+        let xs = x.storage_and_layout();
+        let gs = grad.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F32(xv)), Storage::Cpu(CpuStorage::F32(gv))) =
+            (&*xs.0, &*gs.0)
+        else {
+            bail!("fused experts: backward expects f32 CPU tensors")
+        };
+        let (Some((xa, xb)), Some((ga, gb))) =
+            (xs.1.contiguous_offsets(), gs.1.contiguous_offsets())
+        else {
+            bail!("fused experts: backward expects contiguous tensors")
+        };
+        let (xv, gv) = (&xv[xa..xb], &gv[ga..gb]);
+        for_each_expert(active, side_by_side, |e| {
+            let w = &self.sink.weights[e];
+            let cnt = self.rows[e].len();
+            let (h, a) = &acts[e];
+            let f = h.len() / cnt;
+            let go = &gv[offsets[e] * d..offsets[e + 1] * d];
+            let run = || -> Result<Grads> {
+                // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA; dUp = X^T dH; dX = dH up^T.
+                let da = with_weight(&w.down, |down| {
+                    filled(cnt * f, |da| {
+                        matmul(da, (cnt, f, d), (go, 1, d), (down, d, 1), par)
+                    })
+                })?;
+                let d_down = filled(f * d, |g| {
+                    matmul(g, (f, d, cnt), (a, f, 1), (go, 1, d), par)
+                });
+                let dh = filled(cnt * f, |dh| gelu_backward(h, &da, dh));
+                let xe = gather(xv, &self.rows[e], d);
+                let d_up = filled(d * f, |g| {
+                    matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
+                });
+                let dx = with_weight(&w.up, |up| {
+                    filled(cnt * d, |dx| {
+                        matmul(dx, (cnt, d, f), (&dh, 1, f), (up, f, 1), par)
+                    })
+                })?;
+                Ok((dx, d_up, d_down))
+            };
+            *results[e].lock().unwrap() = Some(run());
+        });
+        // Scatter-add each expert's input gradient to its tokens (a token sent to two experts
+        // gets both), and hand the weight gradients to the sink.
+        let mut dx = vec![0f32; n * d];
+        let mut sink = self.sink.grads.lock().expect("expert gradients poisoned");
+        for (e, r) in results.into_iter().enumerate() {
+            let Some(r) = r.into_inner().unwrap() else {
+                continue;
+            };
+            let (dxe, d_up, d_down) = r?;
+            for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
+                let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
+                dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+            }
+            let w = &self.sink.weights[e];
+            sink[e] = Some((
+                Tensor::from_vec(d_up, w.up.shape(), w.up.device())?,
+                Tensor::from_vec(d_down, w.down.shape(), w.down.device())?,
+            ));
+        }
+        Ok(Some(Tensor::from_vec(dx, (n, d), x.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Both execution plans: few experts (matmuls split over the cores) and many (experts side
+    /// by side), with an expert that gets no rows and tokens sent to two experts.
+    #[test]
+    fn outputs_and_every_gradient_match_candles_ops() {
+        for experts_n in [3, 9] {
+            let dev = Device::Cpu;
+            let (n, d, f) = (40, 16, 24);
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap()).unwrap();
+            let weights: Vec<(Var, Var)> = (0..experts_n)
+                .map(|_| {
+                    let up = Tensor::randn(0f32, 0.3, (d, f), &dev).unwrap();
+                    let down = Tensor::randn(0f32, 0.3, (f, d), &dev).unwrap();
+                    (
+                        Var::from_tensor(&up).unwrap(),
+                        Var::from_tensor(&down).unwrap(),
+                    )
+                })
+                .collect();
+            // Expert 1 gets nothing; every token goes to two experts.
+            let rows: Vec<Vec<u32>> = (0..experts_n)
+                .map(|e| {
+                    (0..n as u32)
+                        .filter(|t| {
+                            e != 1
+                                && (*t as usize % experts_n == e
+                                    || (*t as usize + 2) % experts_n == e)
+                        })
+                        .collect()
+                })
+                .collect();
+            let kept: usize = rows.iter().map(Vec::len).sum();
+            let w = Tensor::randn(0f32, 1.0, (kept, d), &dev).unwrap();
+
+            let ew: Vec<ExpertWeights> = weights
+                .iter()
+                .map(|(u, dn)| ExpertWeights {
+                    up: u.as_tensor().clone(),
+                    down: dn.as_tensor().clone(),
+                })
+                .collect();
+            let (ours, sink) = experts(x.as_tensor(), &ew, &rows).unwrap();
+            let mut ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            sink.move_into(&mut ga).unwrap();
+
+            let mut outs = Vec::new();
+            for (e, (up, down)) in weights.iter().enumerate() {
+                if rows[e].is_empty() {
+                    continue;
+                }
+                let r = Tensor::from_slice(&rows[e], rows[e].len(), &dev).unwrap();
+                let h = x
+                    .as_tensor()
+                    .index_select(&r, 0)
+                    .unwrap()
+                    .matmul(up.as_tensor())
+                    .unwrap();
+                outs.push(h.gelu_erf().unwrap().matmul(down.as_tensor()).unwrap());
+            }
+            let theirs = Tensor::cat(&outs, 0).unwrap();
+            let gb = theirs
+                .mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+
+            assert!(max_diff(&ours, &theirs) < 1e-5);
+            assert!(max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-4);
+            for (e, (up, down)) in weights.iter().enumerate() {
+                if rows[e].is_empty() {
+                    assert!(ga.get(up.as_tensor()).is_none() && ga.get(down.as_tensor()).is_none());
+                    continue;
+                }
+                for v in [up, down] {
+                    let (a, b) = (
+                        ga.get(v.as_tensor()).unwrap(),
+                        gb.get(v.as_tensor()).unwrap(),
+                    );
+                    assert!(max_diff(a, b) < 1e-4, "expert {e} of {experts_n}");
+                }
+            }
+        }
+    }
+}
