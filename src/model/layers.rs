@@ -114,6 +114,14 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The two weight matrices, for the fused feed-forward op.
+    pub fn weights(&self) -> fused::ExpertWeights {
+        fused::ExpertWeights {
+            up: self.up.w.clone(),
+            down: self.down.w.clone(),
+        }
+    }
+
     /// Adds the FLOPs of running the block on `rows` rows to `f`, for callers that run it
     /// themselves.
     pub fn count(&self, rows: usize, c: Component, f: &mut FlopCount) {

@@ -361,6 +361,12 @@ impl Model {
             );
             let h = block.norm2.forward(&x, &mut f)?;
             let y = match &block.ffn {
+                Ffn::Dense(mlp) if fused::applies(&h) => {
+                    mlp.count(n, Component::DenseFfn, &mut f);
+                    let (y, grads) = fused::feed_forward(&h, mlp.weights())?;
+                    expert_grads.push(grads);
+                    y
+                }
                 Ffn::Dense(mlp) => mlp.forward(&h, Component::DenseFfn, &mut f)?,
                 Ffn::Moe(moe) => {
                     let out = moe.forward(&h, i, &mut f)?;

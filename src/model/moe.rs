@@ -116,14 +116,7 @@ impl Moe {
                 for r in rows.iter().filter(|r| !r.is_empty()) {
                     self.experts[0].count(r.len(), Component::Experts, f);
                 }
-                let weights: Vec<ExpertWeights> = self
-                    .experts
-                    .iter()
-                    .map(|m| ExpertWeights {
-                        up: m.up.w.clone(),
-                        down: m.down.w.clone(),
-                    })
-                    .collect();
+                let weights: Vec<ExpertWeights> = self.experts.iter().map(Mlp::weights).collect();
                 let (out, grads) = fused::experts(x, &weights, &rows)?;
                 expert_grads = Some(grads);
                 out

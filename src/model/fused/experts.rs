@@ -6,6 +6,7 @@
 //! gradient buffer, a zeroed matmul output and an extra addition per step, and every expert a
 //! full-size copy of the layer's input gradient; with 64 experts that was a third of a step.
 
+use std::borrow::Cow;
 use std::sync::{Mutex, OnceLock};
 use std::{mem::MaybeUninit, sync::Arc};
 
@@ -151,13 +152,24 @@ fn for_each_expert<T: Send>(items: Vec<T>, side_by_side: bool, f: impl Fn(T) + S
     }
 }
 
-/// Copies `rows` of `x` (row length d) into a new (rows, d) buffer.
-fn gather(x: &[f32], rows: &[u32], d: usize) -> Vec<f32> {
+/// `rows` of `x` (row length d) as a (rows, d) matrix: `x` itself when the rows are all of it in
+/// order (a dense feed-forward block), a gathered copy otherwise.
+fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
+    if rows.len() * d == x.len() && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        return Cow::Borrowed(x);
+    }
     let mut out = Vec::with_capacity(rows.len() * d);
     for &r in rows {
         out.extend_from_slice(&x[r as usize * d..(r as usize + 1) * d]);
     }
-    out
+    Cow::Owned(out)
+}
+
+/// A dense GELU feed-forward block on every row of `x`, through the same op as one expert that
+/// receives every token.
+pub fn feed_forward(x: &Tensor, weights: ExpertWeights) -> Result<(Tensor, Arc<ExpertGrads>)> {
+    let rows = (0..x.dim(0)? as u32).collect();
+    experts(x, &[weights], &[rows])
 }
 
 impl Experts {

@@ -16,7 +16,7 @@ pub(crate) mod par;
 mod xent;
 
 pub use attention::causal_attention;
-pub use experts::{experts, ExpertGrads, ExpertWeights};
+pub use experts::{experts, feed_forward, ExpertGrads, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
 pub use xent::cross_entropy;
