@@ -61,17 +61,18 @@ pub struct Forward {
     pub aux_loss: Option<Tensor>,
     pub routing: Vec<LayerRouting>,
     pub flops: FlopCount,
-    /// Expert weight gradients that the fused experts compute outside candle's graph.
-    expert_grads: Vec<Arc<fused::ExpertGrads>>,
+    /// Weight gradients that the fused CPU ops compute outside candle's graph.
+    side_grads: Vec<Arc<fused::WeightGrads>>,
 }
 
 impl Forward {
     /// The gradients of `loss` (computed from this pass) for every parameter. Use this rather
-    /// than `loss.backward()`: on the CPU the experts' weight gradients are computed by the
-    /// fused expert op outside candle's graph, and this is where they join the rest.
+    /// than `loss.backward()`: on the CPU the weights of the feed-forward blocks and the experts
+    /// get their gradients from the fused ops outside candle's graph, and this is where they join
+    /// the rest.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
         let mut grads = loss.backward()?;
-        for g in &self.expert_grads {
+        for g in &self.side_grads {
             g.move_into(&mut grads)?;
         }
         Ok(grads)
@@ -347,7 +348,7 @@ impl Model {
         };
         let mut routing = Vec::new();
         let mut balance = Vec::new();
-        let mut expert_grads = Vec::new();
+        let mut side_grads = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let h = block.norm1.forward(&x, &mut f)?;
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
@@ -361,10 +362,13 @@ impl Model {
             );
             let h = block.norm2.forward(&x, &mut f)?;
             let y = match &block.ffn {
-                Ffn::Dense(mlp) if fused::applies(&h) => {
+                Ffn::Dense(mlp)
+                    if fused::applies(&h)
+                        && fused::reaches_weights(&h, [&mlp.up.w, &mlp.down.w]) =>
+                {
                     mlp.count(n, Component::DenseFfn, &mut f);
                     let (y, grads) = fused::feed_forward(&h, mlp.weights())?;
-                    expert_grads.push(grads);
+                    side_grads.push(grads);
                     y
                 }
                 Ffn::Dense(mlp) => mlp.forward(&h, Component::DenseFfn, &mut f)?,
@@ -372,7 +376,7 @@ impl Model {
                     let out = moe.forward(&h, i, &mut f)?;
                     routing.push(out.routing);
                     balance.push(out.balance_loss);
-                    expert_grads.extend(out.expert_grads);
+                    side_grads.extend(out.expert_grads);
                     out.y
                 }
             };
@@ -407,7 +411,7 @@ impl Model {
             aux_loss,
             routing,
             flops: f,
-            expert_grads,
+            side_grads,
         })
     }
 

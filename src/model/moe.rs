@@ -13,7 +13,7 @@ use candle_core::{DType, Result, Tensor, D};
 
 use std::sync::Arc;
 
-use super::fused::{self, ExpertGrads, ExpertWeights};
+use super::fused::{self, ExpertWeights, WeightGrads};
 use super::layers::{softmax, Linear, Mlp};
 use crate::accounting::{Component, FlopCount};
 
@@ -47,7 +47,7 @@ pub struct MoeOutput {
     pub balance_loss: Tensor,
     pub routing: LayerRouting,
     /// The experts' weight gradients, filled by the backward pass (fused CPU path only).
-    pub expert_grads: Option<Arc<ExpertGrads>>,
+    pub expert_grads: Option<Arc<WeightGrads>>,
 }
 
 /// The top `k` indices of `row`, best first (ties to the lower index).
@@ -112,7 +112,8 @@ impl Moe {
         let y = if kept == 0 {
             y
         } else {
-            let out = if fused::applies(x) {
+            let weights = self.experts.iter().flat_map(|m| [&m.up.w, &m.down.w]);
+            let out = if fused::applies(x) && fused::reaches_weights(x, weights) {
                 for r in rows.iter().filter(|r| !r.is_empty()) {
                     self.experts[0].count(r.len(), Component::Experts, f);
                 }

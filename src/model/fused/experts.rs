@@ -2,7 +2,7 @@
 //! run, and the outputs laid out expert after expert, in one pass with no per-expert tensors on
 //! candle's graph. The backward pass gives the input gradient to candle and computes the expert
 //! weights' gradients itself, straight into their own buffers, collected by
-//! [`ExpertGrads::move_into`]: through candle's graph every expert matrix would cost a zeroed
+//! [`WeightGrads::move_into`]: through candle's graph every expert matrix would cost a zeroed
 //! gradient buffer, a zeroed matmul output and an extra addition per step, and every expert a
 //! full-size copy of the layer's input gradient; with 64 experts that was a third of a step.
 
@@ -10,13 +10,13 @@ use std::borrow::Cow;
 use std::sync::{Mutex, OnceLock};
 use std::{mem::MaybeUninit, sync::Arc};
 
-use candle_core::backprop::GradStore;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::gelu::{backward_kernel as gelu_backward, forward_kernel as gelu_forward};
-use super::par::{f32_slice, filled};
+use super::par::{f32_slice, filled, matmul, tensor_f32};
+use super::side_grads::WeightGrads;
 
 /// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them.
 #[derive(Clone)]
@@ -25,34 +25,13 @@ pub struct ExpertWeights {
     pub down: Tensor,
 }
 
-/// The expert weight gradients of one forward pass, filled by its backward pass.
-pub struct ExpertGrads {
-    weights: Vec<ExpertWeights>,
-    grads: Mutex<Vec<Option<(Tensor, Tensor)>>>,
-}
-
-impl ExpertGrads {
-    /// Moves the gradients into `store` under the weight tensors, as candle's backward pass would
-    /// have put them. Experts that received no token get none, as before.
-    pub fn move_into(&self, store: &mut GradStore) -> Result<()> {
-        let mut grads = self.grads.lock().expect("expert gradients poisoned");
-        for (w, g) in self.weights.iter().zip(grads.iter_mut()) {
-            if let Some((up, down)) = g.take() {
-                store.insert(&w.up, up);
-                store.insert(&w.down, down);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Runs `experts[e]` on the rows `rows[e]` of `x` (tokens, d_model) and returns their outputs,
 /// (sum of the row counts, d_model), expert after expert, with the sink the backward pass fills.
 pub fn experts(
     x: &Tensor,
     experts: &[ExpertWeights],
     rows: &[Vec<u32>],
-) -> Result<(Tensor, Arc<ExpertGrads>)> {
+) -> Result<(Tensor, Arc<WeightGrads>)> {
     if experts.len() != rows.len() {
         bail!(
             "fused experts: {} experts, {} row lists",
@@ -60,11 +39,14 @@ pub fn experts(
             rows.len()
         );
     }
-    let sink = Arc::new(ExpertGrads {
-        weights: experts.to_vec(),
-        grads: Mutex::new(vec![None; experts.len()]),
-    });
+    let sink = WeightGrads::new(
+        experts
+            .iter()
+            .flat_map(|w| [w.up.clone(), w.down.clone()])
+            .collect(),
+    );
     let op = Experts {
+        weights: experts.to_vec(),
         rows: rows.to_vec(),
         keep: x.track_op(),
         acts: OnceLock::new(),
@@ -74,63 +56,13 @@ pub fn experts(
 }
 
 struct Experts {
+    weights: Vec<ExpertWeights>,
     rows: Vec<Vec<u32>>,
     /// Whether a backward pass may follow, so the activations are worth keeping.
     keep: bool,
     /// Per expert, its pre-activation and activation (rows, d_ff), when kept.
     acts: OnceLock<Vec<(Vec<f32>, Vec<f32>)>>,
-    sink: Arc<ExpertGrads>,
-}
-
-/// A weight's f32 values, read under its storage lock.
-fn with_weight<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
-        bail!("fused experts: weights must be f32 on the CPU")
-    };
-    let Some((a, b)) = layout.contiguous_offsets() else {
-        bail!("fused experts: weights must be contiguous")
-    };
-    Ok(f(&v[a..b]))
-}
-
-/// A matrix operand: (data, column stride, row stride).
-type Operand<'a> = (&'a [f32], usize, usize);
-
-/// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, `dst` row-major and fully written.
-fn matmul(
-    dst: &mut [MaybeUninit<f32>],
-    (m, n, k): (usize, usize, usize),
-    lhs: Operand,
-    rhs: Operand,
-    par: Parallelism,
-) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: the operands' extents are checked by the callers' shapes; gemm writes every
-    // element of dst (read_dst = false) and reads nothing from it.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr() as *mut f32,
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0.as_ptr(),
-            rhs.1 as isize,
-            rhs.2 as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    sink: Arc<WeightGrads>,
 }
 
 /// Experts run side by side, each matmul on one thread, when there are enough of them to keep
@@ -167,7 +99,7 @@ fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
 
 /// A dense GELU feed-forward block on every row of `x`, through the same op as one expert that
 /// receives every token.
-pub fn feed_forward(x: &Tensor, weights: ExpertWeights) -> Result<(Tensor, Arc<ExpertGrads>)> {
+pub fn feed_forward(x: &Tensor, weights: ExpertWeights) -> Result<(Tensor, Arc<WeightGrads>)> {
     let rows = (0..x.dim(0)? as u32).collect();
     experts(x, &[weights], &[rows])
 }
@@ -190,7 +122,7 @@ impl CustomOp1 for Experts {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "experts")?;
         let (n, d) = l.shape().dims2()?;
-        let f = self.sink.weights.first().map_or(Ok(0), |w| w.up.dim(1))?;
+        let f = self.weights.first().map_or(Ok(0), |w| w.up.dim(1))?;
         if let Some(bad) = self.rows.iter().flatten().find(|&&r| r as usize >= n) {
             bail!("fused experts: row {bad} of {n}");
         }
@@ -217,17 +149,17 @@ impl CustomOp1 for Experts {
             blocks,
             side_by_side,
             |(e, block): (usize, &mut [MaybeUninit<f32>])| {
-                let w = &self.sink.weights[e];
+                let w = &self.weights[e];
                 let cnt = self.rows[e].len();
                 let xe = gather(x, &self.rows[e], d);
                 let mut run = || -> Result<()> {
-                    let h = with_weight(&w.up, |up| {
+                    let h = tensor_f32(&w.up, |up| {
                         filled(cnt * f, |h| {
                             matmul(h, (cnt, f, d), (&xe, 1, d), (up, 1, f), par)
                         })
                     })?;
                     let a = filled(cnt * f, |a| gelu_forward(&h, a));
-                    with_weight(&w.down, |down| {
+                    tensor_f32(&w.down, |down| {
                         matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
                     })?;
                     *acts[e].lock().unwrap() = (h, a);
@@ -281,14 +213,14 @@ impl CustomOp1 for Experts {
         };
         let (xv, gv) = (&xv[xa..xb], &gv[ga..gb]);
         for_each_expert(active, side_by_side, |e| {
-            let w = &self.sink.weights[e];
+            let w = &self.weights[e];
             let cnt = self.rows[e].len();
             let (h, a) = &acts[e];
             let f = h.len() / cnt;
             let go = &gv[offsets[e] * d..offsets[e + 1] * d];
             let run = || -> Result<Grads> {
                 // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA; dUp = X^T dH; dX = dH up^T.
-                let da = with_weight(&w.down, |down| {
+                let da = tensor_f32(&w.down, |down| {
                     filled(cnt * f, |da| {
                         matmul(da, (cnt, f, d), (go, 1, d), (down, d, 1), par)
                     })
@@ -301,7 +233,7 @@ impl CustomOp1 for Experts {
                 let d_up = filled(d * f, |g| {
                     matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
                 });
-                let dx = with_weight(&w.up, |up| {
+                let dx = tensor_f32(&w.up, |up| {
                     filled(cnt * d, |dx| {
                         matmul(dx, (cnt, d, f), (&dh, 1, f), (up, f, 1), par)
                     })
@@ -313,7 +245,6 @@ impl CustomOp1 for Experts {
         // Scatter-add each expert's input gradient to its tokens (a token sent to two experts
         // gets both), and hand the weight gradients to the sink.
         let mut dx = vec![0f32; n * d];
-        let mut sink = self.sink.grads.lock().expect("expert gradients poisoned");
         for (e, r) in results.into_iter().enumerate() {
             let Some(r) = r.into_inner().unwrap() else {
                 continue;
@@ -323,11 +254,13 @@ impl CustomOp1 for Experts {
                 let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
                 dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
             }
-            let w = &self.sink.weights[e];
-            sink[e] = Some((
-                Tensor::from_vec(d_up, w.up.shape(), w.up.device())?,
+            let w = &self.weights[e];
+            self.sink
+                .set(2 * e, Tensor::from_vec(d_up, w.up.shape(), w.up.device())?);
+            self.sink.set(
+                2 * e + 1,
                 Tensor::from_vec(d_down, w.down.shape(), w.down.device())?,
-            ));
+            );
         }
         Ok(Some(Tensor::from_vec(dx, (n, d), x.device())?))
     }

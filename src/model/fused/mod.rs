@@ -13,12 +13,14 @@ mod gelu;
 pub mod math;
 mod norm;
 pub(crate) mod par;
+mod side_grads;
 mod xent;
 
 pub use attention::causal_attention;
-pub use experts::{experts, feed_forward, ExpertGrads, ExpertWeights};
+pub use experts::{experts, feed_forward, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
+pub use side_grads::{reaches_weights, WeightGrads};
 pub use xent::cross_entropy;
 
 use candle_core::{DType, Tensor};

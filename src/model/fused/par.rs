@@ -5,7 +5,8 @@
 use std::mem::MaybeUninit;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, Layout, Result};
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 /// Below this many output elements a kernel runs on the calling thread: waking the pool costs
@@ -80,6 +81,57 @@ pub fn map_rows<T: Send, R: Send>(
         .enumerate()
         .map(|(i, chunk)| f(i * per, chunk))
         .collect()
+}
+
+/// The f32 values of a contiguous CPU tensor, read under its storage lock.
+pub fn tensor_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
+        bail!("fused op: expects an f32 CPU tensor")
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        bail!("fused op: expects a contiguous tensor")
+    };
+    Ok(f(&v[a..b]))
+}
+
+/// A matrix operand: (data, column stride, row stride).
+pub type Operand<'a> = (&'a [f32], usize, usize);
+
+/// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, `dst` row-major and fully written.
+pub fn matmul(
+    dst: &mut [MaybeUninit<f32>],
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: the operands' extents are checked by the callers' shapes; gemm writes every
+    // element of dst (read_dst = false) and reads nothing from it.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr() as *mut f32,
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0.as_ptr(),
+            rhs.1 as isize,
+            rhs.2 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
 /// Whether the CPU has AVX-512 (std caches the answer).
