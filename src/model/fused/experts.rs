@@ -14,7 +14,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gelu::{backward_kernel as gelu_backward, forward_kernel as gelu_forward};
+use super::gelu::{backward_into as gelu_backward, forward_into as gelu_forward};
 use super::par::{f32_slice, filled, matmul, tensor_f32};
 use super::side_grads::WeightGrads;
 
@@ -84,10 +84,15 @@ fn for_each_expert<T: Send>(items: Vec<T>, side_by_side: bool, f: impl Fn(T) + S
     }
 }
 
+/// Whether `rows` is 0, 1, ..., n - 1.
+fn all_rows_in_order(rows: &[u32], n: usize) -> bool {
+    rows.len() == n && rows.iter().enumerate().all(|(i, &r)| r as usize == i)
+}
+
 /// `rows` of `x` (row length d) as a (rows, d) matrix: `x` itself when the rows are all of it in
 /// order (a dense feed-forward block), a gathered copy otherwise.
 fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
-    if rows.len() * d == x.len() && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+    if all_rows_in_order(rows, x.len() / d) {
         return Cow::Borrowed(x);
     }
     let mut out = Vec::with_capacity(rows.len() * d);
@@ -158,7 +163,7 @@ impl CustomOp1 for Experts {
                             matmul(h, (cnt, f, d), (&xe, 1, d), (up, 1, f), par)
                         })
                     })?;
-                    let a = filled(cnt * f, |a| gelu_forward(&h, a));
+                    let a = filled(cnt * f, |a| gelu_forward(&h, a, !side_by_side));
                     tensor_f32(&w.down, |down| {
                         matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
                     })?;
@@ -228,7 +233,7 @@ impl CustomOp1 for Experts {
                 let d_down = filled(f * d, |g| {
                     matmul(g, (f, d, cnt), (a, f, 1), (go, 1, d), par)
                 });
-                let dh = filled(cnt * f, |dh| gelu_backward(h, &da, dh));
+                let dh = filled(cnt * f, |dh| gelu_backward(h, &da, dh, !side_by_side));
                 let xe = gather(xv, &self.rows[e], d);
                 let d_up = filled(d * f, |g| {
                     matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
@@ -244,15 +249,21 @@ impl CustomOp1 for Experts {
         });
         // Scatter-add each expert's input gradient to its tokens (a token sent to two experts
         // gets both), and hand the weight gradients to the sink.
-        let mut dx = vec![0f32; n * d];
+        // A dense block (one expert, every row in order) takes its expert's gradient as it is.
+        let dense = self.rows.len() == 1 && all_rows_in_order(&self.rows[0], n);
+        let mut dx = if dense { Vec::new() } else { vec![0f32; n * d] };
         for (e, r) in results.into_iter().enumerate() {
             let Some(r) = r.into_inner().unwrap() else {
                 continue;
             };
             let (dxe, d_up, d_down) = r?;
-            for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
-                let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
-                dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+            if dense {
+                dx = dxe;
+            } else {
+                for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
+                    let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
+                    dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                }
             }
             let w = &self.weights[e];
             self.sink

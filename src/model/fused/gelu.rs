@@ -38,6 +38,25 @@ multiversion! {
     }
 }
 
+/// [`forward_kernel`] over all of `x`, split over the cores when `parallel`.
+pub fn forward_into(x: &[f32], y: &mut [MaybeUninit<f32>], parallel: bool) {
+    if !parallel {
+        return forward_kernel(x, y);
+    }
+    for_rows(y, 1, |i, y| forward_kernel(&x[i..i + y.len()], y))
+}
+
+/// [`backward_kernel`] over all of `x`, split over the cores when `parallel`.
+pub fn backward_into(x: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>], parallel: bool) {
+    if !parallel {
+        return backward_kernel(x, g, dx);
+    }
+    for_rows(dx, 1, |i, dx| {
+        let r = i..i + dx.len();
+        backward_kernel(&x[r.clone()], &g[r], dx)
+    })
+}
+
 struct Gelu;
 
 impl CustomOp1 for Gelu {
@@ -47,9 +66,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
-        let y = filled(x.len(), |y| {
-            for_rows(y, 1, |i, y| forward_kernel(&x[i..i + y.len()], y))
-        });
+        let y = filled(x.len(), |y| forward_into(x, y, true));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -81,12 +98,7 @@ impl CustomOp2 for GeluBackward {
                 g.len()
             );
         }
-        let dx = filled(x.len(), |dx| {
-            for_rows(dx, 1, |i, dx| {
-                let r = i..i + dx.len();
-                backward_kernel(&x[r.clone()], &g[r], dx)
-            })
-        });
+        let dx = filled(x.len(), |dx| backward_into(x, g, dx, true));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
