@@ -7,8 +7,8 @@
 //! full-size copy of the layer's input gradient; with 64 experts that was a third of a step.
 
 use std::borrow::Cow;
-use std::sync::{Mutex, OnceLock};
-use std::{mem::MaybeUninit, sync::Arc};
+use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
