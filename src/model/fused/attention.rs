@@ -6,12 +6,12 @@
 
 use std::sync::OnceLock;
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::math::{dot, exp, max, sum};
-use super::par::multiversion;
+use super::par::{multiversion, tensor_f32};
 
 /// Softmax attention of each position over itself and the positions before it, for `qkv` of
 /// (batch x seq, 3 x heads x d_head) laid out as [q | k | v], each head-major. Returns
@@ -123,18 +123,6 @@ multiversion! {
     }
 }
 
-/// The f32 data of a contiguous CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
-        bail!("fused attention: expects an f32 CPU tensor")
-    };
-    let Some((a, b)) = layout.contiguous_offsets() else {
-        bail!("fused attention: expects a contiguous tensor")
-    };
-    Ok(f(&v[a..b]))
-}
-
 impl CausalAttention {
     fn model_dim(&self) -> usize {
         self.heads * self.d_head
@@ -200,8 +188,8 @@ impl CustomOp1 for CausalAttention {
         let row = 3 * dm;
         let scale = self.scale();
         let grad = grad.contiguous()?;
-        let dqkv = with_f32(qkv, |qkv| {
-            with_f32(&grad, |g| {
+        let dqkv = tensor_f32(qkv, |qkv| {
+            tensor_f32(&grad, |g| {
                 let mut dqkv = Vec::with_capacity(qkv.len());
                 let out = Shared(dqkv.as_mut_ptr());
                 (0..b * h).into_par_iter().for_each(|task| {
