@@ -170,7 +170,10 @@ fn sum_of_squares(g: &[f32]) -> f64 {
     if g.len() <= CHUNK {
         return lanes(g);
     }
-    g.par_chunks(CHUNK).map(lanes).sum()
+    // Partials collected in order and summed in order: the same norm on every run, however
+    // rayon splits the work.
+    let partials: Vec<f64> = g.par_chunks(CHUNK).map(lanes).collect();
+    partials.iter().sum()
 }
 
 impl FusedUpdate<'_> {
