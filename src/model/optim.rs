@@ -258,6 +258,18 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn gradient_norm_matches_a_plain_sum_and_repeats_exactly() {
+        // Over several parallel chunks and a ragged tail.
+        let g: Vec<f32> = (0..3 * CHUNK + 123)
+            .map(|i| ((i % 997) as f32 - 498.0) * 1e-3)
+            .collect();
+        let plain: f64 = g.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let ours = sum_of_squares(&g);
+        assert!((ours - plain).abs() <= 1e-9 * plain);
+        assert_eq!(ours.to_bits(), sum_of_squares(&g).to_bits());
+    }
+
+    #[test]
     fn schedule_warms_up_peaks_and_decays_to_the_floor() {
         let s = LrSchedule {
             peak: 1e-3,
