@@ -88,7 +88,7 @@ fn all_projects_onto_every_profile() {
 
 #[test]
 fn sparse_model_is_compared_with_its_dense_baseline() {
-    let v = json(&[
+    let args = [
         "project",
         "--model",
         "glam-64b-64e",
@@ -98,23 +98,13 @@ fn sparse_model_is_compared_with_its_dense_baseline() {
         "tpu-v4",
         "--chips",
         "1024",
-        "--json",
-    ]);
+    ];
+    let v = json(&[&args[..], &["--json"]].concat());
     assert_eq!(v["compare"]["model"], "glam-64b-dense");
     let ratio = f(&v["compare"]["ratio"], "energy");
     let want = f(&v, "energy_mwh") / f(&v["compare"]["projection"], "energy_mwh");
     assert!((ratio - want).abs() < 1e-9);
-    let (code, table, err) = sw(&[
-        "project",
-        "--model",
-        "glam-64b-64e",
-        "--tokens",
-        "280e9",
-        "--hardware",
-        "tpu-v4",
-        "--chips",
-        "1024",
-    ]);
+    let (code, table, err) = sw(&args);
     assert_eq!(code, 0, "{err}");
     assert!(
         table.contains("glam-64b-64e") && table.contains("glam-64b-dense") && table.contains("MWh")

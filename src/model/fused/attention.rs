@@ -248,20 +248,8 @@ impl CustomOp1 for CausalAttention {
 mod tests {
     use super::*;
     use crate::model::attention::{causal_mask, composed_attention};
+    use crate::model::fused::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn forward_and_gradient_match_the_composed_attention() {
@@ -273,7 +261,7 @@ mod tests {
         let mask = causal_mask(t, 0, &dev).unwrap();
         let theirs = composed_attention(qkv.as_tensor(), b, t, h, dh, Some(&mask)).unwrap();
         assert_eq!(ours.dims(), theirs.dims());
-        assert!(max_diff(&ours, &theirs) < 1e-5);
+        assert!(max_abs_diff(&ours, &theirs) < 1e-5);
 
         let w = Tensor::randn(0f32, 1.0, ours.shape(), &dev).unwrap();
         let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -284,7 +272,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        assert!(max_diff(ga.get(&qkv).unwrap(), gb.get(&qkv).unwrap()) < 1e-5);
+        assert!(max_abs_diff(ga.get(&qkv).unwrap(), gb.get(&qkv).unwrap()) < 1e-5);
     }
 
     #[test]
@@ -295,6 +283,6 @@ mod tests {
         let ctx = causal_attention(&qkv, 1, t, h, dh).unwrap();
         // Position 0's context is its own value vector, head by head.
         let v0 = qkv.get(0).unwrap().narrow(0, 2 * h * dh, h * dh).unwrap();
-        assert!(max_diff(&ctx.get(0).unwrap(), &v0) < 1e-6);
+        assert!(max_abs_diff(&ctx.get(0).unwrap(), &v0) < 1e-6);
     }
 }

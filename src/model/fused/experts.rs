@@ -280,20 +280,8 @@ impl CustomOp1 for Experts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// Both execution plans: few experts (matmuls split over the cores) and many (experts side
     /// by side), with an expert that gets no rows and tokens sent to two experts.
@@ -362,8 +350,8 @@ mod tests {
                 .backward()
                 .unwrap();
 
-            assert!(max_diff(&ours, &theirs) < 1e-5);
-            assert!(max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-4);
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+            assert!(max_abs_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-4);
             for (e, (up, down)) in weights.iter().enumerate() {
                 if rows[e].is_empty() {
                     assert!(ga.get(up.as_tensor()).is_none() && ga.get(down.as_tensor()).is_none());
@@ -374,7 +362,7 @@ mod tests {
                         ga.get(v.as_tensor()).unwrap(),
                         gb.get(v.as_tensor()).unwrap(),
                     );
-                    assert!(max_diff(a, b) < 1e-4, "expert {e} of {experts_n}");
+                    assert!(max_abs_diff(a, b) < 1e-4, "expert {e} of {experts_n}");
                 }
             }
         }

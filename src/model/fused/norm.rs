@@ -225,20 +225,8 @@ fn layer_norm_composed(x: &Tensor, gain: &Tensor, bias: &Tensor, eps: f64) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn forward_and_all_three_gradients_match_the_composed_norm() {
@@ -257,7 +245,7 @@ mod tests {
         let ours = layer_norm(x.as_tensor(), gain.as_tensor(), bias.as_tensor(), 1e-5).unwrap();
         let theirs =
             layer_norm_composed(x.as_tensor(), gain.as_tensor(), bias.as_tensor(), 1e-5).unwrap();
-        assert!(max_diff(&ours, &theirs) < 2e-5);
+        assert!(max_abs_diff(&ours, &theirs) < 2e-5);
 
         let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = theirs
@@ -272,7 +260,7 @@ mod tests {
             assert_eq!(a.dims(), b.dims());
             let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
             let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
-            assert!(max_diff(a, b) / scale < 1e-4, "{:?}", v.dims());
+            assert!(max_abs_diff(a, b) / scale < 1e-4, "{:?}", v.dims());
         }
     }
 
