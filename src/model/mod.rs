@@ -341,7 +341,9 @@ impl Model {
             Component::NormAct,
             RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
         );
-        let mask = if t > 1 {
+        // The fused attention (the CPU, no cache) masks as it goes and needs no mask tensor.
+        let fused_attention = cache.is_none() && fused::applies(&x);
+        let mask = if t > 1 && !fused_attention {
             Some(causal_mask(t, past, &self.device)?.to_dtype(self.dtype)?)
         } else {
             None

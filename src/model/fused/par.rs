@@ -83,6 +83,23 @@ pub fn map_rows<T: Send, R: Send>(
         .collect()
 }
 
+/// As [`map_rows`], over chunks of whole rows of an input instead of an output.
+pub fn map_input_rows<R: Send>(
+    x: &[f32],
+    row_len: usize,
+    f: impl Fn(usize, &[f32]) -> R + Sync,
+) -> Vec<R> {
+    let rows = x.len() / row_len.max(1);
+    let per = rows_per_task(rows, row_len);
+    if per >= rows {
+        return vec![f(0, x)];
+    }
+    x.par_chunks(per * row_len)
+        .enumerate()
+        .map(|(i, chunk)| f(i * per, chunk))
+        .collect()
+}
+
 /// The f32 values of a contiguous CPU tensor, read under its storage lock.
 pub fn tensor_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();

@@ -7,7 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::math::{exp, max, sum};
-use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, multiversion};
+use super::par::{assume_init, f32_slice, filled, for_rows, map_input_rows, multiversion};
 
 /// Mean cross-entropy, nats per row, of `logits` (rows, vocab) against `targets` (rows) u32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -23,6 +23,16 @@ multiversion! {
             e.write(exp(x - max));
         }
     }
+}
+
+/// Writes `exp(x - max(x))` of one row into `e`; returns the max, the written row and its sum.
+fn shifted_exps<'a>(x: &[f32], e: &'a mut [MaybeUninit<f32>]) -> (f32, &'a mut [f32], f32) {
+    let m = max(x);
+    exp_row(x, m, e);
+    // SAFETY: exp_row wrote the whole row.
+    let e = unsafe { assume_init(e) };
+    let s = sum(e);
+    (m, e, s)
 }
 
 /// The u32 targets of a kernel input, each checked against the vocabulary.
@@ -73,24 +83,16 @@ impl CustomOp2 for CrossEntropy {
         let x = f32_slice(s1, l1, "cross-entropy")?;
         let (rows, vocab) = rows_and_vocab(l1)?;
         let t = targets(s2, l2, rows, vocab)?;
-        // The exponentials go to a scratch buffer; each task returns its rows' summed loss.
-        let mut scratch = Vec::with_capacity(x.len());
-        let sums = map_rows(
-            &mut scratch.spare_capacity_mut()[..x.len()],
-            vocab,
-            |row, e| {
-                let mut loss = 0f64;
-                for (r, e) in e.chunks_exact_mut(vocab).enumerate() {
-                    let x = &x[(row + r) * vocab..(row + r + 1) * vocab];
-                    let max = max(x);
-                    exp_row(x, max, e);
-                    // SAFETY: exp_row wrote the whole row.
-                    let sum = sum(unsafe { assume_init(e) });
-                    loss += (max + sum.ln() - x[t[row + r] as usize]) as f64;
-                }
-                loss
-            },
-        );
+        // Each task returns its rows' summed loss; the exponentials go to one row of scratch.
+        let sums = map_input_rows(x, vocab, |row, x| {
+            let mut scratch = Vec::with_capacity(vocab);
+            let mut loss = 0f64;
+            for (r, x) in x.chunks_exact(vocab).enumerate() {
+                let (max, _, sum) = shifted_exps(x, &mut scratch.spare_capacity_mut()[..vocab]);
+                loss += (max + sum.ln() - x[t[row + r] as usize]) as f64;
+            }
+            loss
+        });
         let mean = sums.iter().sum::<f64>() / rows.max(1) as f64;
         Ok((CpuStorage::F32(vec![mean as f32]), Shape::from(())))
     }
@@ -133,10 +135,8 @@ impl CustomOp2 for CrossEntropyBackward {
             for_rows(d, vocab, |row, d| {
                 for (r, d) in d.chunks_exact_mut(vocab).enumerate() {
                     let x = &x[(row + r) * vocab..(row + r + 1) * vocab];
-                    exp_row(x, max(x), d);
-                    // SAFETY: exp_row wrote the whole row.
-                    let d = unsafe { assume_init(d) };
-                    let k = self.scale / sum(d);
+                    let (_, d, sum) = shifted_exps(x, d);
+                    let k = self.scale / sum;
                     d.iter_mut().for_each(|v| *v *= k);
                     d[t[row + r] as usize] -= self.scale;
                 }
