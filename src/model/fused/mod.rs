@@ -2,7 +2,8 @@
 //! time making tensors: layer norm, GELU, causal attention, a MoE layer's experts and the
 //! cross-entropy loss. Each is a
 //! candle custom op with its backward pass, so the autograd graph stays candle's; each makes one
-//! pass over its data each way, split over the cores, vectorised for AVX-512 where the CPU has it.
+//! pass over its data each way, split over the cores, vectorised for AVX-512 or AVX2 where the CPU
+//! has them.
 //!
 //! They run on f32 CPU tensors ([`applies`]); elsewhere (the GPU, bf16) the model uses the
 //! composed ops, which are also what the tests hold these kernels to.
