@@ -1,0 +1,69 @@
+//! `cargo bench --bench matmul`: GFLOP/s of the `gemm` crate, which runs every CPU matmul of the
+//! model, on the shapes of a dense-tiny training step (batch 16 x seq 128 = 2,048 rows, d_model
+//! 256, d_ff 1,024), on one thread and on all of them. `benches/reference/matmul_shapes.py` times
+//! the same shapes through PyTorch (MKL) for comparison; see docs/performance.md.
+
+use std::time::Instant;
+
+use gemm::Parallelism;
+
+/// (m, k, n) of `(m, k) x (k, n)`: FFN up, FFN down, the QKV projection, and a weight gradient.
+const SHAPES: [(usize, usize, usize); 4] = [
+    (2048, 256, 1024),
+    (2048, 1024, 256),
+    (2048, 256, 768),
+    (256, 2048, 1024),
+];
+const WARM_UP: usize = 5;
+const TIMED: usize = 30;
+
+/// Median GFLOP/s of `TIMED` row-major products after `WARM_UP` untimed ones.
+fn gflops((m, k, n): (usize, usize, usize), par: Parallelism) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0f32; m * n];
+    let mut secs: Vec<f64> = (0..WARM_UP + TIMED)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: a, b and c are row-major (m, k), (k, n) and (m, n) buffers of those sizes.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            };
+            t.elapsed().as_secs_f64()
+        })
+        .skip(WARM_UP)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    2.0 * (m * k * n) as f64 / secs[TIMED / 2] / 1e9
+}
+
+fn main() {
+    let threads = rayon::current_num_threads();
+    println!("m x k x n            1 thread  {threads} threads  (GFLOP/s, median of {TIMED})");
+    for shape in SHAPES {
+        let one = gflops(shape, Parallelism::None);
+        let all = gflops(shape, Parallelism::Rayon(threads));
+        let (m, k, n) = shape;
+        println!("{m:>4} x {k:>4} x {n:>4}  {one:>9.1}  {all:>9.1}");
+    }
+}
