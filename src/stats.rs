@@ -52,6 +52,17 @@ pub fn estimate(xs: &[f64]) -> Option<Estimate> {
     })
 }
 
+/// `[min, max]` of the finite values of `xs`; `None` when there are none.
+pub fn range(xs: &[f64]) -> Option<[f64; 2]> {
+    xs.iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(None, |r, x| match r {
+            None => Some([x, x]),
+            Some([lo, hi]) => Some([lo.min(x), hi.max(x)]),
+        })
+}
+
 /// Median of `xs` (the mean of the middle two for an even count); `None` when empty.
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
@@ -87,6 +98,14 @@ mod tests {
         assert_eq!(estimate(&[2.0]).unwrap().ci95, None);
         assert!(estimate(&[]).is_none());
         assert!(estimate(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn range_is_the_extremes_of_the_finite_values() {
+        assert_eq!(range(&[3.0, f64::NAN, -1.5, 2.0]), Some([-1.5, 3.0]));
+        assert_eq!(range(&[7.0]), Some([7.0, 7.0]));
+        assert_eq!(range(&[f64::INFINITY]), None);
+        assert_eq!(range(&[]), None);
     }
 
     #[test]

@@ -62,9 +62,9 @@ fn bench_json_reports_positive_throughputs_with_the_documented_keys() {
         "--seq-len",
         "32",
         "--steps",
-        "1",
+        "3",
         "--repeats",
-        "1",
+        "2",
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
@@ -75,6 +75,19 @@ fn bench_json_reports_positive_throughputs_with_the_documented_keys() {
     ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
     }
+    // Each median lies within the fastest and slowest of the repetitions behind it, and the
+    // throughput is the median's inverse over the tokens it covers.
+    for k in ["train_step_s", "prefill_s", "decode_token_s"] {
+        let med = v[k].as_f64().unwrap();
+        let r = &v[format!("{k}_range")];
+        let (lo, hi) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        assert!(
+            0.0 < lo && lo <= med && med <= hi,
+            "{k}: {lo} <= {med} <= {hi}"
+        );
+    }
+    let per_step = v["train_tokens_per_s"].as_f64().unwrap() * v["train_step_s"].as_f64().unwrap();
+    assert!((per_step - 2.0 * 32.0).abs() < 1e-6, "{per_step}");
     assert_eq!(v["experts"], 4);
     assert_eq!(v["model"], "glam-tiny-e4");
 }

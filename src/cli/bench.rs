@@ -61,24 +61,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.model, r.experts, r.top_k, r.params_total, r.device, r.threads
         );
         println!(
-            "  train    {:>9.0} tokens/s   (batch {} x seq {}, median of {} steps, {:.3} s/step, {:.1} GFLOP/s)",
+            "  train    {:>9.0} tokens/s   (batch {} x seq {}, median of {} steps, {:.3} s/step{}, {:.1} GFLOP/s)",
             r.train_tokens_per_s,
             cfg.batch,
             cfg.seq_len,
             cfg.train_steps,
             r.train_step_s,
+            spread(r.train_step_s_range, 1.0, 3),
             r.train_flops_per_s / 1e9
         );
         println!(
-            "  prefill  {:>9.0} tokens/s   (batch 1, {}-token prompt)",
-            r.prefill_tokens_per_s, cfg.prompt_len
+            "  prefill  {:>9.0} tokens/s   (batch 1, {}-token prompt, median of {}, {:.1} ms{})",
+            r.prefill_tokens_per_s,
+            cfg.prompt_len,
+            cfg.repeats,
+            r.prefill_s * 1e3,
+            spread(r.prefill_s_range, 1e3, 1)
         );
         println!(
-            "  decode   {:>9.0} tokens/s   (batch 1, {} new tokens, {:.2} ms/token)",
+            "  decode   {:>9.0} tokens/s   (batch 1, {} new tokens, median of {}, {:.2} ms/token{})",
             r.decode_tokens_per_s,
             cfg.new_tokens,
-            r.decode_token_s * 1e3
+            cfg.repeats,
+            r.decode_token_s * 1e3,
+            spread(r.decode_token_s_range, 1e3, 2)
         );
     }
     Ok(())
+}
+
+/// " (fastest-slowest)" of a timing range, scaled and to `digits` decimals; empty without one.
+fn spread(range: Option<[f64; 2]>, scale: f64, digits: usize) -> String {
+    range.map_or_else(String::new, |[lo, hi]| {
+        format!(" ({:.digits$}-{:.digits$})", lo * scale, hi * scale)
+    })
 }

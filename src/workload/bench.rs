@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::data::Corpus;
 use crate::model::{generate, Model, SampleConfig, TrainConfig, Trainer};
 use crate::profile::ModelProfile;
-use crate::stats::median;
+use crate::stats::{median, range};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchConfig {
@@ -59,6 +59,11 @@ pub struct BenchResult {
     pub train_step_s: f64,
     pub prefill_s: f64,
     pub decode_token_s: f64,
+    /// `[fastest, slowest]` of the timed repetitions behind each median, in the same units: on
+    /// a shared machine the spread says how far one median can be trusted.
+    pub train_step_s_range: Option<[f64; 2]>,
+    pub prefill_s_range: Option<[f64; 2]>,
+    pub decode_token_s_range: Option<[f64; 2]>,
     /// Executed FLOPs per trained token and the FLOP/s that achieves.
     pub train_flops_per_token: f64,
     pub train_flops_per_s: f64,
@@ -119,6 +124,7 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
             decode_flops = g.decode_flops.total() / steps;
         }
     }
+    let ranges = (range(&step_s), range(&prefill_s), range(&decode_s));
     let med = |v: &[f64]| median(v).unwrap_or(f64::NAN);
     let (train_step_s, prefill_s, decode_token_s) = (med(&step_s), med(&prefill_s), med(&decode_s));
     let tokens = (cfg.batch * cfg.seq_len) as f64;
@@ -136,6 +142,9 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
         train_step_s,
         prefill_s,
         decode_token_s,
+        train_step_s_range: ranges.0,
+        prefill_s_range: ranges.1,
+        decode_token_s_range: ranges.2,
         train_flops_per_token: flops_per_token,
         train_flops_per_s: flops_per_token * tokens / train_step_s,
         decode_flops_per_token: decode_flops,
