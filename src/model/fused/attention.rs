@@ -248,7 +248,7 @@ impl CustomOp1 for CausalAttention {
 mod tests {
     use super::*;
     use crate::model::attention::{causal_mask, composed_attention};
-    use crate::model::fused::max_abs_diff;
+    use crate::model::fused::{max_abs_diff, weighted_sum_grads};
     use candle_core::{Device, Var};
 
     #[test]
@@ -264,14 +264,8 @@ mod tests {
         assert!(max_abs_diff(&ours, &theirs) < 1e-5);
 
         let w = Tensor::randn(0f32, 1.0, ours.shape(), &dev).unwrap();
-        let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = theirs
-            .mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let ga = weighted_sum_grads(&ours, &w);
+        let gb = weighted_sum_grads(&theirs, &w);
         assert!(max_abs_diff(ga.get(&qkv).unwrap(), gb.get(&qkv).unwrap()) < 1e-5);
     }
 

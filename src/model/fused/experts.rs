@@ -280,7 +280,7 @@ impl CustomOp1 for Experts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::max_abs_diff;
+    use crate::model::fused::{max_abs_diff, weighted_sum_grads};
     use candle_core::{Device, Var};
 
     /// Both execution plans: few experts (matmuls split over the cores) and many (experts side
@@ -324,7 +324,7 @@ mod tests {
                 })
                 .collect();
             let (ours, sink) = experts(x.as_tensor(), &ew, &rows).unwrap();
-            let mut ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut ga = weighted_sum_grads(&ours, &w);
             sink.move_into(&mut ga).unwrap();
 
             let mut outs = Vec::new();
@@ -342,13 +342,7 @@ mod tests {
                 outs.push(h.gelu_erf().unwrap().matmul(down.as_tensor()).unwrap());
             }
             let theirs = Tensor::cat(&outs, 0).unwrap();
-            let gb = theirs
-                .mul(&w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let gb = weighted_sum_grads(&theirs, &w);
 
             assert!(max_abs_diff(&ours, &theirs) < 1e-5);
             assert!(max_abs_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-4);

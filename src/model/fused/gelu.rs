@@ -106,7 +106,7 @@ impl CustomOp2 for GeluBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::max_abs_diff;
+    use crate::model::fused::{max_abs_diff, weighted_sum_grads};
     use candle_core::{Device, Var};
 
     fn inputs() -> Vec<f32> {
@@ -120,17 +120,10 @@ mod tests {
         let theirs = v.as_tensor().gelu_erf().unwrap();
         assert!(max_abs_diff(&ours, &theirs) < 2e-6);
 
-        // Weighted sums so that each element's gradient is scaled differently.
         let w = Tensor::arange(0f32, 40_000.0, &Device::Cpu).unwrap() / 40_000.0;
         let w = w.unwrap();
-        let ga = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = theirs
-            .mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let ga = weighted_sum_grads(&ours, &w);
+        let gb = weighted_sum_grads(&theirs, &w);
         assert!(max_abs_diff(ga.get(&v).unwrap(), gb.get(&v).unwrap()) < 2e-6);
     }
 

@@ -39,3 +39,12 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
         .expect("tensors of one shape")
 }
+
+/// Gradients of `sum(t * w)`: a weighted sum, so that each element's gradient is scaled
+/// differently, for the kernels' backward tests.
+#[cfg(test)]
+pub(crate) fn weighted_sum_grads(t: &Tensor, w: &Tensor) -> candle_core::backprop::GradStore {
+    t.mul(w)
+        .and_then(|s| s.sum_all()?.backward())
+        .expect("a weighted sum with gradients")
+}
