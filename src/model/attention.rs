@@ -44,6 +44,42 @@ pub fn causal_mask(new: usize, past: usize, device: &Device) -> Result<Tensor> {
 }
 
 impl Attention {
+    /// Adds the FLOPs of `queries` query positions over `keys` keys each (scores, softmax and
+    /// the weighted sum of values, as executed: the full square, masked after) to `f`.
+    fn count_scores(&self, queries: usize, keys: usize, f: &mut FlopCount) {
+        let (h, dh) = (self.heads, self.d_head);
+        f.add_matmul(Component::AttnScores, h * queries, dh, keys);
+        f.add(
+            Component::NormAct,
+            SOFTMAX_FLOPS_PER_ELEMENT * (h * queries * keys) as f64,
+        );
+        f.add_matmul(Component::AttnScores, h * queries, keys, dh);
+    }
+
+    /// The QKV and the output projection.
+    pub fn matrices(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.qkv.w, &self.out.w].into_iter()
+    }
+
+    /// Adds the FLOPs of a pass over `batch` sequences of `seq` positions without a cache
+    /// (projections included) to `f`, for callers that run the attention themselves.
+    pub fn count(&self, batch: usize, seq: usize, f: &mut FlopCount) {
+        let rows = batch * seq;
+        f.add_matmul(
+            Component::AttnProj,
+            rows,
+            self.qkv.in_dim(),
+            self.qkv.out_dim(),
+        );
+        self.count_scores(rows, seq, f);
+        f.add_matmul(
+            Component::AttnProj,
+            rows,
+            self.out.in_dim(),
+            self.out.out_dim(),
+        );
+    }
+
     /// `x` is (batch x new, d_model) for `batch` sequences of `new` positions each. With a cache,
     /// the new keys and values are appended to it and the queries attend to all of them. `mask` is
     /// [`causal_mask`] for the pass (the same for every layer), `None` for a single new position,
@@ -60,13 +96,7 @@ impl Attention {
         let (h, dh) = (self.heads, self.d_head);
         let qkv = self.qkv.forward(x, Component::AttnProj, f)?;
         let keys = cache.as_ref().map_or(0, |c| c.len()) + new;
-        // Scores and the weighted sum of values, as executed (the full square, masked after).
-        f.add_matmul(Component::AttnScores, batch * h * new, dh, keys);
-        f.add(
-            Component::NormAct,
-            SOFTMAX_FLOPS_PER_ELEMENT * (batch * h * new * keys) as f64,
-        );
-        f.add_matmul(Component::AttnScores, batch * h * new, keys, dh);
+        self.count_scores(batch * new, keys, f);
         let ctx = match cache {
             None if fused::applies(&qkv) => fused::causal_attention(&qkv, batch, new, h, dh)?,
             None => composed_attention(&qkv, batch, new, h, dh, mask)?,

@@ -46,11 +46,28 @@ pub struct LayerNorm {
 pub const NORM_EPS: f64 = 1e-5;
 
 impl LayerNorm {
+    /// The gain and the bias.
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.gain, &self.bias].into_iter()
+    }
+
+    /// The norm as the fused blocks take it.
+    pub fn fused(&self) -> fused::BlockNorm<'_> {
+        fused::BlockNorm {
+            gain: &self.gain,
+            bias: &self.bias,
+            eps: NORM_EPS as f32,
+        }
+    }
+
+    /// Adds the FLOPs of normalising `elements` values to `f`, for callers that run the norm
+    /// themselves.
+    pub fn count(&self, elements: usize, f: &mut FlopCount) {
+        f.add(Component::NormAct, NORM_FLOPS_PER_ELEMENT * elements as f64);
+    }
+
     pub fn forward(&self, x: &Tensor, f: &mut FlopCount) -> Result<Tensor> {
-        f.add(
-            Component::NormAct,
-            NORM_FLOPS_PER_ELEMENT * x.elem_count() as f64,
-        );
+        self.count(x.elem_count(), f);
         if fused::applies(x) {
             return fused::layer_norm(x, &self.gain, &self.bias, NORM_EPS as f32);
         }
@@ -114,7 +131,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// The two weight matrices, for the fused feed-forward op.
+    /// The up and the down projection.
+    pub fn matrices(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.up.w, &self.down.w].into_iter()
+    }
+
+    /// The two weight matrices, for the fused experts op.
     pub fn weights(&self) -> fused::ExpertWeights {
         fused::ExpertWeights {
             up: self.up.w.clone(),

@@ -341,9 +341,10 @@ impl Model {
             Component::NormAct,
             RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
         );
-        // The fused attention (the CPU, no cache) masks as it goes and needs no mask tensor.
-        let fused_attention = cache.is_none() && fused::applies(&x);
-        let mask = if t > 1 && !fused_attention {
+        // On the CPU without a cache each half of a block is one fused op, which masks as it
+        // goes and needs no mask tensor.
+        let fused_blocks = cache.is_none() && fused::applies(&x);
+        let mask = if t > 1 && !fused_blocks {
             Some(causal_mask(t, past, &self.device)?.to_dtype(self.dtype)?)
         } else {
             None
@@ -351,42 +352,64 @@ impl Model {
         let mut routing = Vec::new();
         let mut balance = Vec::new();
         let mut side_grads = Vec::new();
-        for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.norm1.forward(&x, &mut f)?;
-            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            let a = block
-                .attn
-                .forward(&h, b, t, mask.as_ref(), layer_cache, &mut f)?;
-            x = (x + a)?;
+        let residual = |f: &mut FlopCount| {
             f.add(
                 Component::NormAct,
                 RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
-            );
-            let h = block.norm2.forward(&x, &mut f)?;
-            let y = match &block.ffn {
+            )
+        };
+        for (i, block) in self.blocks.iter().enumerate() {
+            let attn = &block.attn;
+            let (norm1, norm2) = (&block.norm1, &block.norm2);
+            if fused_blocks && fused::reaches_weights(&x, norm1.params().chain(attn.matrices())) {
+                norm1.count(n * d, &mut f);
+                attn.count(b, t, &mut f);
+                residual(&mut f);
+                let dims = fused::AttentionDims {
+                    batch: b,
+                    seq: t,
+                    heads: attn.heads,
+                    d_head: attn.d_head,
+                };
+                let (y, grads) =
+                    fused::attention_block(&x, norm1.fused(), &attn.qkv.w, &attn.out.w, dims)?;
+                side_grads.push(grads);
+                x = y;
+            } else {
+                let h = norm1.forward(&x, &mut f)?;
+                let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
+                let a = attn.forward(&h, b, t, mask.as_ref(), layer_cache, &mut f)?;
+                x = (x + a)?;
+                residual(&mut f);
+            }
+            match &block.ffn {
                 Ffn::Dense(mlp)
-                    if fused::applies(&h)
-                        && fused::reaches_weights(&h, [&mlp.up.w, &mlp.down.w]) =>
+                    if fused_blocks
+                        && fused::reaches_weights(&x, norm2.params().chain(mlp.matrices())) =>
                 {
+                    norm2.count(n * d, &mut f);
                     mlp.count(n, Component::DenseFfn, &mut f);
-                    let (y, grads) = fused::feed_forward(&h, mlp.weights())?;
+                    residual(&mut f);
+                    let (y, grads) =
+                        fused::feed_forward_block(&x, norm2.fused(), &mlp.up.w, &mlp.down.w)?;
                     side_grads.push(grads);
-                    y
+                    x = y;
                 }
-                Ffn::Dense(mlp) => mlp.forward(&h, Component::DenseFfn, &mut f)?,
+                Ffn::Dense(mlp) => {
+                    let h = norm2.forward(&x, &mut f)?;
+                    x = (x + mlp.forward(&h, Component::DenseFfn, &mut f)?)?;
+                    residual(&mut f);
+                }
                 Ffn::Moe(moe) => {
+                    let h = norm2.forward(&x, &mut f)?;
                     let out = moe.forward(&h, i, &mut f)?;
                     routing.push(out.routing);
                     balance.push(out.balance_loss);
                     side_grads.extend(out.expert_grads);
-                    out.y
+                    x = (x + out.y)?;
+                    residual(&mut f);
                 }
-            };
-            x = (x + y)?;
-            f.add(
-                Component::NormAct,
-                RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
-            );
+            }
         }
         let x = if last_only {
             x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?

@@ -24,21 +24,41 @@ pub fn causal_attention(
     d_head: usize,
 ) -> Result<Tensor> {
     let op = CausalAttention {
-        batch,
-        seq,
-        heads,
-        d_head,
+        dims: Dims {
+            batch,
+            seq,
+            heads,
+            d_head,
+        },
         keep_probs: qkv.track_op(),
         probs: OnceLock::new(),
     };
     qkv.contiguous()?.apply_op1(op)
 }
 
+/// The shape of one attention pass: `batch` sequences of `seq` positions, `heads` heads of
+/// `d_head` each.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub d_head: usize,
+}
+
+impl Dims {
+    pub fn model_dim(&self) -> usize {
+        self.heads * self.d_head
+    }
+
+    /// Scores are scaled by 1 / sqrt(d_head).
+    fn scale(&self) -> f32 {
+        1.0 / (self.d_head as f32).sqrt()
+    }
+}
+
 struct CausalAttention {
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    d_head: usize,
+    dims: Dims,
     /// Whether a backward pass may follow, so the probabilities are worth keeping.
     keep_probs: bool,
     /// (batch x heads, seq, seq) softmax probabilities, when kept.
@@ -123,16 +143,6 @@ multiversion! {
     }
 }
 
-impl CausalAttention {
-    fn model_dim(&self) -> usize {
-        self.heads * self.d_head
-    }
-
-    fn scale(&self) -> f32 {
-        1.0 / (self.d_head as f32).sqrt()
-    }
-}
-
 impl CustomOp1 for CausalAttention {
     fn name(&self) -> &'static str {
         "fused-causal-attention"
@@ -140,108 +150,134 @@ impl CustomOp1 for CausalAttention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = super::par::f32_slice(s, l, "attention")?;
-        let (b, t, h, dh) = (self.batch, self.seq, self.heads, self.d_head);
-        let dm = self.model_dim();
-        let row = 3 * dm;
-        if qkv.len() != b * t * row {
-            bail!(
-                "fused attention: {} values are not {b} x {t} positions of {row}",
-                qkv.len()
-            );
-        }
-        let mut ctx = Vec::with_capacity(b * t * dm);
-        let mut probs = Vec::with_capacity(b * h * t * t);
-        let (ctx_p, probs_p) = (Shared(ctx.as_mut_ptr()), Shared(probs.as_mut_ptr()));
-        let scale = self.scale();
-        (0..b * h).into_par_iter().for_each(|task| {
-            let (bi, hi) = (task / h, task % h);
-            let q = qkv[bi * t * row + hi * dh..].as_ptr();
-            // SAFETY: q, k and v are (t, dh) blocks with row stride `row` inside `qkv`; the
-            // task's probabilities and context block are its own.
-            unsafe {
-                let (k, v) = (q.add(dm), q.add(2 * dm));
-                let p = probs_p.at(task * t * t);
-                matmul((t, t, dh), (p, 1, t), (q, 1, row), (k, row, 1), scale);
-                causal_softmax(std::slice::from_raw_parts_mut(p, t * t), t);
-                let o = ctx_p.at(bi * t * dm + hi * dh);
-                matmul((t, dh, t), (o, 1, dm), (p, 1, t), (v, 1, row), 1.0);
-            }
-        });
-        // SAFETY: the gemms wrote every probability and every context element (each task one
-        // (t, t) block and one (t, dh) block; the blocks tile both buffers).
-        unsafe {
-            ctx.set_len(b * t * dm);
-            probs.set_len(b * h * t * t);
-        }
+        let dims = self.dims;
+        let (ctx, probs) = forward(qkv, dims)?;
         if self.keep_probs {
             let _ = self.probs.set(probs);
         }
-        Ok((CpuStorage::F32(ctx), Shape::from((b * t, dm))))
+        Ok((
+            CpuStorage::F32(ctx),
+            Shape::from((dims.batch * dims.seq, dims.model_dim())),
+        ))
     }
 
     fn bwd(&self, qkv: &Tensor, _ctx: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let Some(probs) = self.probs.get() else {
             bail!("fused attention: backward without the forward's probabilities")
         };
-        let (b, t, h, dh) = (self.batch, self.seq, self.heads, self.d_head);
-        let dm = self.model_dim();
-        let row = 3 * dm;
-        let scale = self.scale();
         let grad = grad.contiguous()?;
         let dqkv = tensor_f32(qkv, |qkv| {
-            tensor_f32(&grad, |g| {
-                let mut dqkv = Vec::with_capacity(qkv.len());
-                let out = Shared(dqkv.as_mut_ptr());
-                (0..b * h).into_par_iter().for_each(|task| {
-                    let (bi, hi) = (task / h, task % h);
-                    let base = bi * t * row + hi * dh;
-                    let p = probs[task * t * t..].as_ptr();
-                    let go = g[bi * t * dm + hi * dh..].as_ptr();
-                    let mut ds = vec![0f32; t * t];
-                    // SAFETY: as in the forward pass; the task writes only its own head's
-                    // dq, dk and dv columns of its own sequence's rows.
-                    unsafe {
-                        let q = qkv.as_ptr().add(base);
-                        let (k, v) = (q.add(dm), q.add(2 * dm));
-                        // dv = p^T do; dp = do v^T; ds = softmax backward; dq = ds k; dk = ds^T q.
-                        matmul(
-                            (t, dh, t),
-                            (out.at(base + 2 * dm), 1, row),
-                            (p, t, 1),
-                            (go, 1, dm),
-                            1.0,
-                        );
-                        matmul(
-                            (t, t, dh),
-                            (ds.as_mut_ptr(), 1, t),
-                            (go, 1, dm),
-                            (v, row, 1),
-                            1.0,
-                        );
-                        softmax_backward(std::slice::from_raw_parts(p, t * t), &mut ds, t, scale);
-                        matmul(
-                            (t, dh, t),
-                            (out.at(base), 1, row),
-                            (ds.as_ptr(), 1, t),
-                            (k, 1, row),
-                            1.0,
-                        );
-                        matmul(
-                            (t, dh, t),
-                            (out.at(base + dm), 1, row),
-                            (ds.as_ptr(), t, 1),
-                            (q, 1, row),
-                            1.0,
-                        );
-                    }
-                });
-                // SAFETY: the tasks' dq, dk and dv blocks tile the whole buffer.
-                unsafe { dqkv.set_len(qkv.len()) };
-                dqkv
-            })
+            tensor_f32(&grad, |g| backward(qkv, probs, g, self.dims))
         })??;
         Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
     }
+}
+
+/// The context (batch x seq, heads x d_head) and the softmax probabilities (batch x heads, seq,
+/// seq) of causal attention over `qkv` (batch x seq, 3 x heads x d_head), one (sequence, head)
+/// block per task.
+pub(super) fn forward(qkv: &[f32], dims: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
+    let Dims {
+        batch: b,
+        seq: t,
+        heads: h,
+        d_head: dh,
+    } = dims;
+    let dm = dims.model_dim();
+    let row = 3 * dm;
+    if qkv.len() != b * t * row {
+        bail!(
+            "fused attention: {} values are not {b} x {t} positions of {row}",
+            qkv.len()
+        );
+    }
+    let mut ctx = Vec::with_capacity(b * t * dm);
+    let mut probs = Vec::with_capacity(b * h * t * t);
+    let (ctx_p, probs_p) = (Shared(ctx.as_mut_ptr()), Shared(probs.as_mut_ptr()));
+    let scale = dims.scale();
+    (0..b * h).into_par_iter().for_each(|task| {
+        let (bi, hi) = (task / h, task % h);
+        let q = qkv[bi * t * row + hi * dh..].as_ptr();
+        // SAFETY: q, k and v are (t, dh) blocks with row stride `row` inside `qkv`; the
+        // task's probabilities and context block are its own.
+        unsafe {
+            let (k, v) = (q.add(dm), q.add(2 * dm));
+            let p = probs_p.at(task * t * t);
+            matmul((t, t, dh), (p, 1, t), (q, 1, row), (k, row, 1), scale);
+            causal_softmax(std::slice::from_raw_parts_mut(p, t * t), t);
+            let o = ctx_p.at(bi * t * dm + hi * dh);
+            matmul((t, dh, t), (o, 1, dm), (p, 1, t), (v, 1, row), 1.0);
+        }
+    });
+    // SAFETY: the gemms wrote every probability and every context element (each task one
+    // (t, t) block and one (t, dh) block; the blocks tile both buffers).
+    unsafe {
+        ctx.set_len(b * t * dm);
+        probs.set_len(b * h * t * t);
+    }
+    Ok((ctx, probs))
+}
+
+/// The gradient of `qkv` from the gradient `g` of the context, given the forward pass's
+/// probabilities.
+pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dims: Dims) -> Vec<f32> {
+    let Dims {
+        batch: b,
+        seq: t,
+        heads: h,
+        d_head: dh,
+    } = dims;
+    let dm = dims.model_dim();
+    let row = 3 * dm;
+    let scale = dims.scale();
+    let mut dqkv = Vec::with_capacity(qkv.len());
+    let out = Shared(dqkv.as_mut_ptr());
+    (0..b * h).into_par_iter().for_each(|task| {
+        let (bi, hi) = (task / h, task % h);
+        let base = bi * t * row + hi * dh;
+        let p = probs[task * t * t..].as_ptr();
+        let go = g[bi * t * dm + hi * dh..].as_ptr();
+        let mut ds = vec![0f32; t * t];
+        // SAFETY: as in the forward pass; the task writes only its own head's dq, dk and dv
+        // columns of its own sequence's rows.
+        unsafe {
+            let q = qkv.as_ptr().add(base);
+            let (k, v) = (q.add(dm), q.add(2 * dm));
+            // dv = p^T do; dp = do v^T; ds = softmax backward; dq = ds k; dk = ds^T q.
+            matmul(
+                (t, dh, t),
+                (out.at(base + 2 * dm), 1, row),
+                (p, t, 1),
+                (go, 1, dm),
+                1.0,
+            );
+            matmul(
+                (t, t, dh),
+                (ds.as_mut_ptr(), 1, t),
+                (go, 1, dm),
+                (v, row, 1),
+                1.0,
+            );
+            softmax_backward(std::slice::from_raw_parts(p, t * t), &mut ds, t, scale);
+            matmul(
+                (t, dh, t),
+                (out.at(base), 1, row),
+                (ds.as_ptr(), 1, t),
+                (k, 1, row),
+                1.0,
+            );
+            matmul(
+                (t, dh, t),
+                (out.at(base + dm), 1, row),
+                (ds.as_ptr(), t, 1),
+                (q, 1, row),
+                1.0,
+            );
+        }
+    });
+    // SAFETY: the tasks' dq, dk and dv blocks tile the whole buffer.
+    unsafe { dqkv.set_len(qkv.len()) };
+    dqkv
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ fn all_rows_in_order(rows: &[u32], n: usize) -> bool {
 }
 
 /// `rows` of `x` (row length d) as a (rows, d) matrix: `x` itself when the rows are all of it in
-/// order (a dense feed-forward block), a gathered copy otherwise.
+/// order (an expert that every token chose, as when top_k = experts), a gathered copy otherwise.
 fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
     if all_rows_in_order(rows, x.len() / d) {
         return Cow::Borrowed(x);
@@ -102,11 +102,45 @@ fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
     Cow::Owned(out)
 }
 
-/// A dense GELU feed-forward block on every row of `x`, through the same op as one expert that
-/// receives every token.
-pub fn feed_forward(x: &Tensor, weights: ExpertWeights) -> Result<(Tensor, Arc<WeightGrads>)> {
-    let rows = (0..x.dim(0)? as u32).collect();
-    experts(x, &[weights], &[rows])
+/// The up projection and GELU of the rows `x` (rows, d) with `up` (d, f): the pre-activation
+/// and the activation, each (rows, f). The elementwise pass is split over the cores when the
+/// matmul is.
+pub(super) fn up_gelu(
+    x: &[f32],
+    up: &[f32],
+    (rows, d, f): (usize, usize, usize),
+    par: Parallelism,
+) -> (Vec<f32>, Vec<f32>) {
+    let h = filled(rows * f, |h| {
+        matmul(h, (rows, f, d), (x, 1, d), (up, 1, f), par)
+    });
+    let a = filled(rows * f, |a| {
+        gelu_forward(&h, a, !matches!(par, Parallelism::None))
+    });
+    (h, a)
+}
+
+/// Back through `a @ down` and the GELU, from the output gradient `go` (rows, d) and the
+/// forward's pre-activation `h` and activation `a`: the pre-activation's gradient (rows, f) and
+/// the gradient of `down` (f, d).
+pub(super) fn down_gelu_backward(
+    go: &[f32],
+    (h, a): (&[f32], &[f32]),
+    down: &[f32],
+    (rows, d, f): (usize, usize, usize),
+    par: Parallelism,
+) -> (Vec<f32>, Vec<f32>) {
+    // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA.
+    let da = filled(rows * f, |da| {
+        matmul(da, (rows, f, d), (go, 1, d), (down, d, 1), par)
+    });
+    let d_down = filled(f * d, |g| {
+        matmul(g, (f, d, rows), (a, f, 1), (go, 1, d), par)
+    });
+    let dh = filled(rows * f, |dh| {
+        gelu_backward(h, &da, dh, !matches!(par, Parallelism::None))
+    });
+    (dh, d_down)
 }
 
 impl Experts {
@@ -158,12 +192,7 @@ impl CustomOp1 for Experts {
                 let cnt = self.rows[e].len();
                 let xe = gather(x, &self.rows[e], d);
                 let mut run = || -> Result<()> {
-                    let h = tensor_f32(&w.up, |up| {
-                        filled(cnt * f, |h| {
-                            matmul(h, (cnt, f, d), (&xe, 1, d), (up, 1, f), par)
-                        })
-                    })?;
-                    let a = filled(cnt * f, |a| gelu_forward(&h, a, !side_by_side));
+                    let (h, a) = tensor_f32(&w.up, |up| up_gelu(&xe, up, (cnt, d, f), par))?;
                     tensor_f32(&w.down, |down| {
                         matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
                     })?;
@@ -224,16 +253,10 @@ impl CustomOp1 for Experts {
             let f = h.len() / cnt;
             let go = &gv[offsets[e] * d..offsets[e + 1] * d];
             let run = || -> Result<Grads> {
-                // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA; dUp = X^T dH; dX = dH up^T.
-                let da = tensor_f32(&w.down, |down| {
-                    filled(cnt * f, |da| {
-                        matmul(da, (cnt, f, d), (go, 1, d), (down, d, 1), par)
-                    })
+                // dUp = X^T dH; dX = dH up^T.
+                let (dh, d_down) = tensor_f32(&w.down, |down| {
+                    down_gelu_backward(go, (h, a), down, (cnt, d, f), par)
                 })?;
-                let d_down = filled(f * d, |g| {
-                    matmul(g, (f, d, cnt), (a, f, 1), (go, 1, d), par)
-                });
-                let dh = filled(cnt * f, |dh| gelu_backward(h, &da, dh, !side_by_side));
                 let xe = gather(xv, &self.rows[e], d);
                 let d_up = filled(d * f, |g| {
                     matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
@@ -249,21 +272,15 @@ impl CustomOp1 for Experts {
         });
         // Scatter-add each expert's input gradient to its tokens (a token sent to two experts
         // gets both), and hand the weight gradients to the sink.
-        // A dense block (one expert, every row in order) takes its expert's gradient as it is.
-        let dense = self.rows.len() == 1 && all_rows_in_order(&self.rows[0], n);
-        let mut dx = if dense { Vec::new() } else { vec![0f32; n * d] };
+        let mut dx = vec![0f32; n * d];
         for (e, r) in results.into_iter().enumerate() {
             let Some(r) = r.into_inner().unwrap() else {
                 continue;
             };
             let (dxe, d_up, d_down) = r?;
-            if dense {
-                dx = dxe;
-            } else {
-                for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
-                    let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
-                    dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
-                }
+            for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
+                let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
+                dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
             }
             let w = &self.weights[e];
             self.sink

@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the parts of a training step where candle's composed ops spend their
-//! time making tensors: layer norm, GELU, causal attention, a MoE layer's experts and the
-//! cross-entropy loss. Each is a
+//! time making tensors: layer norm, GELU, causal attention, each half of a transformer block
+//! (norm, matmuls and residual), a MoE layer's experts and the cross-entropy loss. Each is a
 //! candle custom op with its backward pass, so the autograd graph stays candle's; each makes one
 //! pass over its data each way, split over the cores, vectorised for AVX-512 or AVX2 where the CPU
 //! has them.
@@ -9,6 +9,7 @@
 //! composed ops, which are also what the tests hold these kernels to.
 
 mod attention;
+mod block;
 mod experts;
 mod gelu;
 pub mod math;
@@ -17,8 +18,9 @@ pub(crate) mod par;
 mod side_grads;
 mod xent;
 
-pub use attention::causal_attention;
-pub use experts::{experts, feed_forward, ExpertWeights};
+pub use attention::{causal_attention, Dims as AttentionDims};
+pub use block::{attention_block, feed_forward_block, BlockNorm};
+pub use experts::{experts, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
 pub use side_grads::{reaches_weights, WeightGrads};

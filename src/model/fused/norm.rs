@@ -52,21 +52,23 @@ multiversion! {
 }
 
 multiversion! {
-    /// Input gradients of whole rows into `dx`; adds the rows' gain and bias gradients to
-    /// `dgain` and `dbias`.
+    /// Input gradients of whole rows into `dx`, plus `residual` (the gradient that reaches `x`
+    /// around the norm) when it is not empty; adds the rows' gain and bias gradients to `dgain`
+    /// and `dbias`.
     pub fn backward_rows(
         x: &[f32],
         gain: &[f32],
         g: &[f32],
         eps: f32,
+        residual: &[f32],
         dx: &mut [MaybeUninit<f32>],
-        dgain: &mut [f32],
-        dbias: &mut [f32],
+        gain_bias_grads: (&mut [f32], &mut [f32]),
     ) {
+        let (dgain, dbias) = gain_bias_grads;
         let d = gain.len();
         let n = d as f32;
         let (mut xhat, mut gg) = (vec![0f32; d], vec![0f32; d]);
-        for ((x, g), dx) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+        for (i, ((x, g), dx)) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
             let (mean, rstd) = moments(x, eps);
             // With xhat = (x - mean) rstd and gg = g gain:
             // dx = rstd (gg - mean(gg) - xhat mean(gg xhat)).
@@ -79,11 +81,70 @@ multiversion! {
                 *db += g;
             }
             let (m1, m2) = (sum(&gg) / n, dot(&gg, &xhat) / n);
-            for ((dx, &gw), &xh) in dx.iter_mut().zip(&gg).zip(&xhat) {
-                dx.write(rstd * (gw - m1 - xh * m2));
+            if residual.is_empty() {
+                for ((dx, &gw), &xh) in dx.iter_mut().zip(&gg).zip(&xhat) {
+                    dx.write(rstd * (gw - m1 - xh * m2));
+                }
+            } else {
+                let res = &residual[i * d..(i + 1) * d];
+                for (((dx, &gw), &xh), &r) in dx.iter_mut().zip(&gg).zip(&xhat).zip(res) {
+                    dx.write(r + rstd * (gw - m1 - xh * m2));
+                }
             }
         }
     }
+}
+
+/// The layer norm of every `gain.len()`-long row of `x`, split over the cores.
+pub(super) fn forward(x: &[f32], gain: &[f32], bias: &[f32], eps: f32) -> Vec<f32> {
+    let d = gain.len();
+    filled(x.len(), |y| {
+        for_rows(y, d, |row, y| {
+            let x = &x[row * d..row * d + y.len()];
+            forward_rows(x, gain, bias, eps, y)
+        })
+    })
+}
+
+/// The gradients of the layer norm of `x` from the gradient `g` of its output: `dx` (plus
+/// `residual`, when not empty), `dgain` and `dbias`, split over the cores.
+pub(super) fn backward(
+    x: &[f32],
+    gain: &[f32],
+    g: &[f32],
+    eps: f32,
+    residual: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = gain.len();
+    let mut partials = Vec::new();
+    let dx = filled(x.len(), |dx| {
+        partials = map_rows(dx, d, |row, dx| {
+            let r = row * d..row * d + dx.len();
+            let res = if residual.is_empty() {
+                residual
+            } else {
+                &residual[r.clone()]
+            };
+            let (mut dgain, mut dbias) = (vec![0f32; d], vec![0f32; d]);
+            backward_rows(
+                &x[r.clone()],
+                gain,
+                &g[r],
+                eps,
+                res,
+                dx,
+                (&mut dgain, &mut dbias),
+            );
+            (dgain, dbias)
+        });
+    });
+    let dgain = (0..d)
+        .map(|j| partials.iter().map(|p| p.0[j]).sum())
+        .collect();
+    let dbias = (0..d)
+        .map(|j| partials.iter().map(|p| p.1[j]).sum())
+        .collect();
+    (dx, dgain, dbias)
 }
 
 struct LayerNorm {
@@ -123,13 +184,10 @@ impl CustomOp3 for LayerNorm {
         if bias.len() != d {
             bail!("fused layer norm: bias has {} values, gain {d}", bias.len());
         }
-        let y = filled(x.len(), |y| {
-            for_rows(y, d, |row, y| {
-                let x = &x[row * d..row * d + y.len()];
-                forward_rows(x, gain, bias, self.eps, y)
-            })
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(forward(x, gain, bias, self.eps)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -182,28 +240,11 @@ impl CustomOp3 for LayerNormBackward {
             );
         }
         let rows = x.len() / d;
-        let out = filled(x.len() + 2 * d, |out| {
-            let (dx, tail) = out.split_at_mut(x.len());
-            let partials = map_rows(dx, d, |row, dx| {
-                let r = row * d..row * d + dx.len();
-                let (mut dgain, mut dbias) = (vec![0f32; d], vec![0f32; d]);
-                backward_rows(
-                    &x[r.clone()],
-                    gain,
-                    &g[r],
-                    self.eps,
-                    dx,
-                    &mut dgain,
-                    &mut dbias,
-                );
-                (dgain, dbias)
-            });
-            let (tg, tb) = tail.split_at_mut(d);
-            for j in 0..d {
-                tg[j].write(partials.iter().map(|p| p.0[j]).sum());
-                tb[j].write(partials.iter().map(|p| p.1[j]).sum());
-            }
-        });
+        // One more copy of dx than writing it in place; the tail is small and this op now
+        // serves only the norms outside the fused blocks.
+        let (mut out, dgain, dbias) = backward(x, gain, g, self.eps, &[]);
+        out.extend(dgain);
+        out.extend(dbias);
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
     }
 }

@@ -151,6 +151,47 @@ pub fn matmul(
     }
 }
 
+/// `dst (m, n) += lhs (m, k) @ rhs (k, n)`, `dst` row-major: a residual connection added by the
+/// matmul itself rather than by a pass of its own.
+pub fn matmul_add(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: as in `matmul`; with read_dst = true and alpha = 1 gemm adds to dst's values.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.0.as_ptr(),
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0.as_ptr(),
+            rhs.1 as isize,
+            rhs.2 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Every matmul split over all of rayon's threads.
+pub fn all_cores() -> Parallelism {
+    Parallelism::Rayon(rayon::current_num_threads())
+}
+
 /// Whether the CPU has AVX-512 (std caches the answer).
 #[inline]
 pub fn has_avx512() -> bool {
