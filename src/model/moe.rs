@@ -4,7 +4,8 @@
 //!
 //! Dispatch happens on the host: the router's probabilities are copied out (tokens x experts
 //! floats, small), the top-k are chosen there, and each expert runs on exactly the rows routed to
-//! it (`index_select`); the weighted outputs go back with one `index_add`. An expert without
+//! it; the outputs, scaled by their gates, are summed back per token (inside the fused experts
+//! op on the CPU, with one `index_add` elsewhere). An expert without
 //! tokens is not touched, in the forward or the backward pass. The gate weights stay on the
 //! graph (`gather` from the probabilities), so the router is trained by the language-model loss
 //! as well as by the balancing loss.
@@ -113,24 +114,27 @@ impl Moe {
             }
         }
 
-        // Experts run on their rows only; the gate scaling is one op over all kept assignments.
+        // Experts run on their rows only; their outputs, scaled by the gates, are summed back
+        // per token.
         let all_rows: Vec<u32> = rows.concat();
         let all_slots: Vec<u32> = slots.concat();
         let kept = all_rows.len();
         let mut expert_grads = None;
-        let y = Tensor::zeros((n, d), x.dtype(), x.device())?;
         let y = if kept == 0 {
-            y
+            Tensor::zeros((n, d), x.dtype(), x.device())?
         } else {
+            let slots_t = Tensor::from_vec(all_slots, kept, x.device())?;
+            let g = gates_flat.index_select(&slots_t, 0)?;
+            f.add(Component::NormAct, 2.0 * (kept * d) as f64); // scale and sum back
             let weights = self.experts.iter().flat_map(|m| [&m.up.w, &m.down.w]);
-            let out = if fused::applies(x) && fused::reaches_weights(x, weights) {
+            if fused::applies(x) && fused::reaches_weights(x, weights) {
                 for r in rows.iter().filter(|r| !r.is_empty()) {
                     self.experts[0].count(r.len(), Component::Experts, f);
                 }
                 let weights: Vec<ExpertWeights> = self.experts.iter().map(Mlp::weights).collect();
-                let (out, grads) = fused::experts(x, &weights, &rows)?;
+                let (y, grads) = fused::experts(x, &g, &weights, &rows)?;
                 expert_grads = Some(grads);
-                out
+                y
             } else {
                 let mut outs = Vec::new();
                 for (e, expert) in self.experts.iter().enumerate() {
@@ -140,14 +144,10 @@ impl Moe {
                     let r = Tensor::from_slice(&rows[e], rows[e].len(), x.device())?;
                     outs.push(expert.forward(&x.index_select(&r, 0)?, Component::Experts, f)?);
                 }
-                Tensor::cat(&outs, 0)?
-            };
-            f.add(Component::NormAct, 2.0 * (kept * d) as f64); // scale and sum back
-            let slots_t = Tensor::from_vec(all_slots, kept, x.device())?;
-            let g = gates_flat.index_select(&slots_t, 0)?.unsqueeze(1)?;
-            let scaled = out.broadcast_mul(&g)?;
-            let idx = Tensor::from_vec(all_rows, kept, x.device())?;
-            y.index_add(&idx, &scaled, 0)?
+                let scaled = Tensor::cat(&outs, 0)?.broadcast_mul(&g.unsqueeze(1)?)?;
+                let idx = Tensor::from_vec(all_rows, kept, x.device())?;
+                Tensor::zeros((n, d), x.dtype(), x.device())?.index_add(&idx, &scaled, 0)?
+            }
         };
 
         // Load balancing: f_e = share of the n x k assignments routed to e (a constant),

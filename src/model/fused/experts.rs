@@ -1,7 +1,7 @@
 //! The experts of one MoE layer as one op: each expert's rows gathered, its GELU feed-forward
-//! run, and the outputs laid out expert after expert, in one pass with no per-expert tensors on
-//! candle's graph. The backward pass gives the input gradient to candle and computes the expert
-//! weights' gradients itself, straight into their own buffers, collected by
+//! run, and the outputs scaled by their gates and summed back per token, in one pass with no
+//! per-expert tensors on candle's graph. The backward pass gives the input and gate gradients to
+//! candle and computes the expert weights' gradients itself, straight into their own buffers, collected by
 //! [`WeightGrads::move_into`]: through candle's graph every expert matrix would cost a zeroed
 //! gradient buffer, a zeroed matmul output and an extra addition per step, and every expert a
 //! full-size copy of the layer's input gradient; with 64 experts that was a third of a step.
@@ -10,12 +10,13 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::gelu::{backward_into as gelu_backward, forward_into as gelu_forward};
-use super::par::{f32_slice, filled, matmul, tensor_f32};
+use super::math::dot;
+use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, matmul, tensor_f32};
 use super::side_grads::WeightGrads;
 
 /// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them.
@@ -25,10 +26,13 @@ pub struct ExpertWeights {
     pub down: Tensor,
 }
 
-/// Runs `experts[e]` on the rows `rows[e]` of `x` (tokens, d_model) and returns their outputs,
-/// (sum of the row counts, d_model), expert after expert, with the sink the backward pass fills.
+/// Runs `experts[e]` on the rows `rows[e]` of `x` (tokens, d_model) and returns, for every
+/// token, the sum of its experts' outputs each scaled by its gate, (tokens, d_model), with the
+/// sink the backward pass fills. `gates` holds one weight per routed row, in the order of
+/// `rows` concatenated (expert after expert); a token no expert took gets zeros.
 pub fn experts(
     x: &Tensor,
+    gates: &Tensor,
     experts: &[ExpertWeights],
     rows: &[Vec<u32>],
 ) -> Result<(Tensor, Arc<WeightGrads>)> {
@@ -37,6 +41,13 @@ pub fn experts(
             "fused experts: {} experts, {} row lists",
             experts.len(),
             rows.len()
+        );
+    }
+    let kept: usize = rows.iter().map(Vec::len).sum();
+    if gates.elem_count() != kept {
+        bail!(
+            "fused experts: {} gates for {kept} routed rows",
+            gates.elem_count()
         );
     }
     let sink = WeightGrads::new(
@@ -48,11 +59,11 @@ pub fn experts(
     let op = Experts {
         weights: experts.to_vec(),
         rows: rows.to_vec(),
-        keep: x.track_op(),
-        acts: OnceLock::new(),
+        keep: x.track_op() || gates.track_op(),
+        saved: OnceLock::new(),
         sink: sink.clone(),
     };
-    Ok((x.contiguous()?.apply_op1(op)?, sink))
+    Ok((x.contiguous()?.apply_op2(&gates.contiguous()?, op)?, sink))
 }
 
 struct Experts {
@@ -60,9 +71,68 @@ struct Experts {
     rows: Vec<Vec<u32>>,
     /// Whether a backward pass may follow, so the activations are worth keeping.
     keep: bool,
-    /// Per expert, its pre-activation and activation (rows, d_ff), when kept.
-    acts: OnceLock<Vec<(Vec<f32>, Vec<f32>)>>,
+    saved: OnceLock<Saved>,
     sink: Arc<WeightGrads>,
+}
+
+/// What the backward pass needs, when kept.
+struct Saved {
+    /// Per expert, its pre-activation and activation (rows, d_ff).
+    acts: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The experts' outputs before the gates, (routed rows, d_model), expert after expert.
+    out: Vec<f32>,
+}
+
+/// The routed rows that reach each token, as indices into the expert-after-expert order:
+/// token `t`'s are `index[start[t]..start[t + 1]]`.
+struct ByToken {
+    start: Vec<usize>,
+    index: Vec<u32>,
+}
+
+impl ByToken {
+    fn new(rows: &[Vec<u32>], n: usize) -> ByToken {
+        let mut start = vec![0usize; n + 1];
+        for &t in rows.iter().flatten() {
+            start[t as usize + 1] += 1;
+        }
+        for t in 0..n {
+            start[t + 1] += start[t];
+        }
+        let mut next = start.clone();
+        let mut index = vec![0u32; start[n]];
+        for (j, &t) in rows.iter().flatten().enumerate() {
+            index[next[t as usize]] = j as u32;
+            next[t as usize] += 1;
+        }
+        ByToken { start, index }
+    }
+
+    fn of(&self, t: usize) -> &[u32] {
+        &self.index[self.start[t]..self.start[t + 1]]
+    }
+}
+
+/// `y[t] = sum over the routed rows j of token t of gates[j] * out[j]`, rows of `d`.
+fn combine(out: &[f32], gates: &[f32], by_token: &ByToken, n: usize, d: usize) -> Vec<f32> {
+    filled(n * d, |y| {
+        for_rows(y, d, |first, chunk| {
+            for (i, y) in chunk.chunks_exact_mut(d).enumerate() {
+                y.iter_mut().for_each(|v| {
+                    v.write(0.0);
+                });
+                // SAFETY: just written.
+                let y = unsafe { assume_init(y) };
+                for &j in by_token.of(first + i) {
+                    let (g, o) = (
+                        gates[j as usize],
+                        &out[j as usize * d..(j as usize + 1) * d],
+                    );
+                    y.iter_mut().zip(o).for_each(|(y, &o)| *y += g * o);
+                }
+            }
+        })
+    })
 }
 
 /// Experts run side by side, each matmul on one thread, when there are enough of them to keep
@@ -153,13 +223,20 @@ impl Experts {
     }
 }
 
-impl CustomOp1 for Experts {
+impl CustomOp2 for Experts {
     fn name(&self) -> &'static str {
         "fused-experts"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "experts")?;
+        let gates = f32_slice(gs, gl, "experts")?;
         let (n, d) = l.shape().dims2()?;
         let f = self.weights.first().map_or(Ok(0), |w| w.up.dim(1))?;
         if let Some(bad) = self.rows.iter().flatten().find(|&&r| r as usize >= n) {
@@ -210,21 +287,51 @@ impl CustomOp1 for Experts {
         // SAFETY: every expert block was written by its down-projection matmul; the blocks tile
         // the output.
         unsafe { out.set_len(kept * d) };
+        let y = combine(&out, gates, &ByToken::new(&self.rows, n), n, d);
         if self.keep {
-            let _ = self
-                .acts
-                .set(acts.into_iter().map(|m| m.into_inner().unwrap()).collect());
+            let acts = acts.into_iter().map(|m| m.into_inner().unwrap()).collect();
+            let _ = self.saved.set(Saved { acts, out });
         }
-        Ok((CpuStorage::F32(out), Shape::from((kept, d))))
+        Ok((CpuStorage::F32(y), Shape::from((n, d))))
     }
 
-    fn bwd(&self, x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let Some(acts) = self.acts.get() else {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gates: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(Saved { acts, out }) = self.saved.get() else {
             bail!("fused experts: backward without the forward's activations")
         };
         let (n, d) = x.dims2()?;
         let grad = grad.contiguous()?;
         let offsets = self.offsets();
+        // Through the gates: routed row j of token t gets dOut[j] = gate[j] dY[t], and its gate
+        // gets dGate[j] = Out[j] . dY[t].
+        let token_of: Vec<u32> = self.rows.concat();
+        let (d_out, d_gates) = tensor_f32(gates, |gates| {
+            tensor_f32(&grad, |g| {
+                let mut parts = Vec::new();
+                let d_out = filled(token_of.len() * d, |d_out| {
+                    parts = map_rows(d_out, d, |first, chunk| {
+                        let rows = chunk.chunks_exact_mut(d).enumerate();
+                        rows.map(|(i, d_out)| {
+                            let j = first + i;
+                            let t = token_of[j] as usize;
+                            let gt = &g[t * d..(t + 1) * d];
+                            for (o, &gv) in d_out.iter_mut().zip(gt) {
+                                o.write(gates[j] * gv);
+                            }
+                            dot(&out[j * d..(j + 1) * d], gt)
+                        })
+                        .collect::<Vec<f32>>()
+                    });
+                });
+                (d_out, parts.concat())
+            })
+        })??;
         let active: Vec<usize> = (0..self.rows.len())
             .filter(|&e| !self.rows[e].is_empty())
             .collect();
@@ -234,24 +341,19 @@ impl CustomOp1 for Experts {
         let results: Vec<Mutex<Option<Result<Grads>>>> =
             (0..self.rows.len()).map(|_| Mutex::new(None)).collect();
         let xs = x.storage_and_layout();
-        let gs = grad.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(xv)), Storage::Cpu(CpuStorage::F32(gv))) =
-            (&*xs.0, &*gs.0)
-        else {
-            bail!("fused experts: backward expects f32 CPU tensors")
+        let Storage::Cpu(CpuStorage::F32(xv)) = &*xs.0 else {
+            bail!("fused experts: backward expects an f32 CPU input")
         };
-        let (Some((xa, xb)), Some((ga, gb))) =
-            (xs.1.contiguous_offsets(), gs.1.contiguous_offsets())
-        else {
-            bail!("fused experts: backward expects contiguous tensors")
+        let Some((xa, xb)) = xs.1.contiguous_offsets() else {
+            bail!("fused experts: backward expects a contiguous input")
         };
-        let (xv, gv) = (&xv[xa..xb], &gv[ga..gb]);
+        let xv = &xv[xa..xb];
         for_each_expert(active, side_by_side, |e| {
             let w = &self.weights[e];
             let cnt = self.rows[e].len();
             let (h, a) = &acts[e];
             let f = h.len() / cnt;
-            let go = &gv[offsets[e] * d..offsets[e + 1] * d];
+            let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
             let run = || -> Result<Grads> {
                 // dUp = X^T dH; dX = dH up^T.
                 let (dh, d_down) = tensor_f32(&w.down, |down| {
@@ -290,7 +392,10 @@ impl CustomOp1 for Experts {
                 Tensor::from_vec(d_down, w.down.shape(), w.down.device())?,
             );
         }
-        Ok(Some(Tensor::from_vec(dx, (n, d), x.device())?))
+        Ok((
+            Some(Tensor::from_vec(dx, (n, d), x.device())?),
+            Some(Tensor::from_vec(d_gates, gates.shape(), gates.device())?),
+        ))
     }
 }
 
@@ -301,7 +406,8 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// Both execution plans: few experts (matmuls split over the cores) and many (experts side
-    /// by side), with an expert that gets no rows and tokens sent to two experts.
+    /// by side), with an expert that gets no rows, tokens sent to two experts, tokens that keep
+    /// one of their two (the other is the empty expert) and a token that no expert takes.
     #[test]
     fn outputs_and_every_gradient_match_candles_ops() {
         for experts_n in [3, 9] {
@@ -318,12 +424,14 @@ mod tests {
                     )
                 })
                 .collect();
-            // Expert 1 gets nothing; every token goes to two experts.
+            // Expert 1 gets nothing, token 5 goes nowhere, every other token to two experts
+            // (one of which may be expert 1).
             let rows: Vec<Vec<u32>> = (0..experts_n)
                 .map(|e| {
                     (0..n as u32)
                         .filter(|t| {
                             e != 1
+                                && *t != 5
                                 && (*t as usize % experts_n == e
                                     || (*t as usize + 2) % experts_n == e)
                         })
@@ -331,7 +439,8 @@ mod tests {
                 })
                 .collect();
             let kept: usize = rows.iter().map(Vec::len).sum();
-            let w = Tensor::randn(0f32, 1.0, (kept, d), &dev).unwrap();
+            let gates = Var::from_tensor(&Tensor::rand(0.1f32, 1.0, kept, &dev).unwrap()).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
 
             let ew: Vec<ExpertWeights> = weights
                 .iter()
@@ -340,7 +449,7 @@ mod tests {
                     down: dn.as_tensor().clone(),
                 })
                 .collect();
-            let (ours, sink) = experts(x.as_tensor(), &ew, &rows).unwrap();
+            let (ours, sink) = experts(x.as_tensor(), gates.as_tensor(), &ew, &rows).unwrap();
             let mut ga = weighted_sum_grads(&ours, &w);
             sink.move_into(&mut ga).unwrap();
 
@@ -358,11 +467,21 @@ mod tests {
                     .unwrap();
                 outs.push(h.gelu_erf().unwrap().matmul(down.as_tensor()).unwrap());
             }
-            let theirs = Tensor::cat(&outs, 0).unwrap();
+            let scaled = Tensor::cat(&outs, 0)
+                .unwrap()
+                .broadcast_mul(&gates.as_tensor().unsqueeze(1).unwrap())
+                .unwrap();
+            let all_rows = Tensor::from_vec(rows.concat(), kept, &dev).unwrap();
+            let theirs = Tensor::zeros((n, d), candle_core::DType::F32, &dev)
+                .unwrap()
+                .index_add(&all_rows, &scaled, 0)
+                .unwrap();
             let gb = weighted_sum_grads(&theirs, &w);
 
             assert!(max_abs_diff(&ours, &theirs) < 1e-5);
-            assert!(max_abs_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-4);
+            for v in [&x, &gates] {
+                assert!(max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-4);
+            }
             for (e, (up, down)) in weights.iter().enumerate() {
                 if rows[e].is_empty() {
                     assert!(ga.get(up.as_tensor()).is_none() && ga.get(down.as_tensor()).is_none());
