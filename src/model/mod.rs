@@ -341,10 +341,11 @@ impl Model {
             Component::NormAct,
             RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
         );
-        // On the CPU without a cache each half of a block is one fused op, which masks as it
-        // goes and needs no mask tensor.
-        let fused_blocks = cache.is_none() && fused::applies(&x);
-        let mask = if t > 1 && !fused_blocks {
+        // On the CPU each dense feed-forward half of a block is one fused op, and so is each
+        // attention half without a cache, which masks as it goes and needs no mask tensor.
+        let fused_ffn = fused::applies(&x);
+        let fused_attention = cache.is_none() && fused_ffn;
+        let mask = if t > 1 && !fused_attention {
             Some(causal_mask(t, past, &self.device)?.to_dtype(self.dtype)?)
         } else {
             None
@@ -361,7 +362,8 @@ impl Model {
         for (i, block) in self.blocks.iter().enumerate() {
             let attn = &block.attn;
             let (norm1, norm2) = (&block.norm1, &block.norm2);
-            if fused_blocks && fused::reaches_weights(&x, norm1.params().chain(attn.matrices())) {
+            if fused_attention && fused::reaches_weights(&x, norm1.params().chain(attn.matrices()))
+            {
                 norm1.count(n * d, &mut f);
                 attn.count(b, t, &mut f);
                 residual(&mut f);
@@ -384,7 +386,7 @@ impl Model {
             }
             match &block.ffn {
                 Ffn::Dense(mlp)
-                    if fused_blocks
+                    if fused_ffn
                         && fused::reaches_weights(&x, norm2.params().chain(mlp.matrices())) =>
                 {
                     norm2.count(n * d, &mut f);
