@@ -258,6 +258,34 @@ pub(crate) use multiversion;
 mod tests {
     use super::*;
 
+/// Products split by column blocks (odd widths, a transposed operand, with and without
+    /// accumulation) against a plain triple loop.
+    #[test]
+    fn split_matmuls_match_a_triple_loop() {
+        let (m, k) = (37, 29);
+        for n in [5, 300, 517] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 * 0.25).collect();
+            // b transposed: (n, k) row-major, read as (k, n) with column stride k.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want: Vec<f32> = (0..m * n)
+                .map(|i| (0..k).map(|p| a[(i / n) * k + p] * b[p * n + i % n]).sum())
+                .collect();
+            for (rhs, par) in [
+                ((&b[..], 1, n), all_cores()),
+                ((&bt[..], k, 1), all_cores()),
+                ((&b[..], 1, n), Parallelism::None),
+            ] {
+                let got = filled(m * n, |c| matmul(c, (m, n, k), (&a, 1, k), rhs, par));
+                assert_eq!(got, want, "n = {n}");
+                let mut acc = vec![1f32; m * n];
+                matmul_add(&mut acc, (m, n, k), (&a, 1, k), rhs, par);
+                let want_acc: Vec<f32> = want.iter().map(|w| w + 1.0).collect();
+                assert_eq!(acc, want_acc, "n = {n}");
+            }
+        }
+    }
+
     #[test]
     fn for_rows_visits_every_row_once_with_its_index() {
         for rows in [1, 7, 5000] {
