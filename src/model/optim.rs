@@ -6,6 +6,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::fused::par::multiversion;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -134,7 +136,7 @@ struct FusedUpdate<'a> {
 
 /// The scalars of one update.
 #[derive(Clone, Copy)]
-struct Hyper {
+pub struct Hyper {
     scale: f32,
     b1: f32,
     b2: f32,
@@ -196,12 +198,17 @@ impl FusedUpdate<'_> {
     }
 }
 
-fn apply_range(h: Hyper, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    for (((t, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
-        let g = g * h.scale;
-        *m = h.b1 * *m + (1.0 - h.b1) * g;
-        *v = h.b2 * *v + (1.0 - h.b2) * g * g;
-        *t = *t * h.decay - h.lr * (*m * h.c1) / ((*v * h.c2).sqrt() + h.eps);
+multiversion! {
+    /// The update of one range of a parameter. Compiled for AVX-512 and AVX2 beside the
+    /// baseline: with 64 experts it runs over tens of millions of weights a step, and the
+    /// baseline's 4-wide square roots and divisions held it back as much as the memory traffic.
+    pub fn apply_range(h: Hyper, theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((t, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+            let g = g * h.scale;
+            *m = h.b1 * *m + (1.0 - h.b1) * g;
+            *v = h.b2 * *v + (1.0 - h.b2) * g * g;
+            *t = *t * h.decay - h.lr * (*m * h.c1) / ((*v * h.c2).sqrt() + h.eps);
+        }
     }
 }
 
