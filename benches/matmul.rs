@@ -1,8 +1,9 @@
 //! `cargo bench --bench matmul`: GFLOP/s of the `gemm` crate, which runs every CPU matmul of the
 //! model, on the shapes of a dense-tiny training step (batch 16 x seq 128 = 2,048 rows, d_model
 //! 256, d_ff 1,024), on one thread, on all of them, and as two independent one-thread products
-//! side by side (what two cores give work that needs no splitting). `benches/reference/matmul_shapes.py` times
-//! the same shapes through PyTorch (MKL) for comparison; see docs/performance.md.
+//! side by side (what two cores give work that needs no splitting).
+//! `benches/reference/matmul_shapes.py` times the same shapes through PyTorch (MKL) for
+//! comparison; see docs/performance.md.
 
 use std::time::Instant;
 
