@@ -302,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_backward_pass_nothing_is_kept_and_no_gradient_is_made() {
+    fn zero_output_weights_give_the_input_back_and_an_untracked_input_no_gradients() {
         let dev = Device::Cpu;
         let (n, d, ff) = (6, 8, 16);
         let x = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
