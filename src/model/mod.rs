@@ -51,6 +51,96 @@ struct Block {
     ffn: Ffn,
 }
 
+/// What one forward pass collects besides the activations.
+struct Pass {
+    flops: FlopCount,
+    /// Tokens in the pass and the model's width, for the elementwise counts.
+    rows: usize,
+    d_model: usize,
+    routing: Vec<LayerRouting>,
+    balance: Vec<Tensor>,
+    side_grads: Vec<Arc<fused::WeightGrads>>,
+}
+
+impl Pass {
+    fn count_residual(&mut self) {
+        self.flops.add(
+            Component::NormAct,
+            RESIDUAL_FLOPS_PER_ELEMENT * (self.rows * self.d_model) as f64,
+        );
+    }
+}
+
+/// How a block's attention runs in this pass: `shape` is (batch, new positions); `fused` where
+/// the fused op may serve (the CPU, no cache), otherwise candle's ops with the mask and cache.
+struct Attend<'a> {
+    shape: (usize, usize),
+    fused: bool,
+    mask: Option<&'a Tensor>,
+    cache: Option<&'a mut LayerCache>,
+}
+
+impl Block {
+    /// `x + attention(norm1(x))`: one fused op where it may serve and its backward pass reaches
+    /// the weights, candle's ops otherwise.
+    fn attention_half(&self, x: Tensor, how: Attend, pass: &mut Pass) -> Result<Tensor> {
+        let (norm, attn) = (&self.norm1, &self.attn);
+        let (b, t) = how.shape;
+        if how.fused && fused::reaches_weights(&x, norm.params().chain(attn.matrices())) {
+            norm.count(pass.rows * pass.d_model, &mut pass.flops);
+            attn.count(b, t, &mut pass.flops);
+            pass.count_residual();
+            let dims = fused::AttentionDims {
+                batch: b,
+                seq: t,
+                heads: attn.heads,
+                d_head: attn.d_head,
+            };
+            let (y, grads) =
+                fused::attention_block(&x, norm.fused(), &attn.qkv.w, &attn.out.w, dims)?;
+            pass.side_grads.push(grads);
+            return Ok(y);
+        }
+        let h = norm.forward(&x, &mut pass.flops)?;
+        let a = attn.forward(&h, b, t, how.mask, how.cache, &mut pass.flops)?;
+        pass.count_residual();
+        x + a
+    }
+
+    /// `x + ffn(norm2(x))` for the dense FFN (one fused op where `fused` and its backward pass
+    /// reaches the weights) or the MoE layer `layer`, whose routing the pass records.
+    fn ffn_half(&self, x: Tensor, layer: usize, fused: bool, pass: &mut Pass) -> Result<Tensor> {
+        let norm = &self.norm2;
+        let y = match &self.ffn {
+            Ffn::Dense(mlp)
+                if fused && fused::reaches_weights(&x, norm.params().chain(mlp.matrices())) =>
+            {
+                norm.count(pass.rows * pass.d_model, &mut pass.flops);
+                mlp.count(pass.rows, Component::DenseFfn, &mut pass.flops);
+                pass.count_residual();
+                let (y, grads) =
+                    fused::feed_forward_block(&x, norm.fused(), &mlp.up.w, &mlp.down.w)?;
+                pass.side_grads.push(grads);
+                return Ok(y);
+            }
+            Ffn::Dense(mlp) => {
+                let h = norm.forward(&x, &mut pass.flops)?;
+                mlp.forward(&h, Component::DenseFfn, &mut pass.flops)?
+            }
+            Ffn::Moe(moe) => {
+                let h = norm.forward(&x, &mut pass.flops)?;
+                let out = moe.forward(&h, layer, &mut pass.flops)?;
+                pass.routing.push(out.routing);
+                pass.balance.push(out.balance_loss);
+                pass.side_grads.extend(out.expert_grads);
+                out.y
+            }
+        };
+        pass.count_residual();
+        x + y
+    }
+}
+
 /// One forward pass: logits, the (already weighted) auxiliary loss, what the routers did and the
 /// FLOPs executed.
 pub struct Forward {
@@ -330,19 +420,23 @@ impl Model {
         }
         let n = b * t;
         let d = p.d_model;
-        let mut f = FlopCount::default();
+        let mut pass = Pass {
+            flops: FlopCount::default(),
+            rows: n,
+            d_model: d,
+            routing: Vec::new(),
+            balance: Vec::new(),
+            side_grads: Vec::new(),
+        };
         let tok = self.tok_emb.index_select(&ids.flatten_all()?, 0)?; // (n, d)
         let pos = self.pos_emb.narrow(0, past, t)?; // (t, d)
         let mut x = tok
             .reshape((b, t, d))?
             .broadcast_add(&pos)?
             .reshape((n, d))?;
-        f.add(
-            Component::NormAct,
-            RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
-        );
-        // On the CPU each dense feed-forward half of a block is one fused op, and so is each
-        // attention half without a cache, which masks as it goes and needs no mask tensor.
+        pass.count_residual(); // the position embedding added to the token's
+                               // On the CPU each dense feed-forward half of a block is one fused op, and so is each
+                               // attention half without a cache, which masks as it goes and needs no mask tensor.
         let fused_ffn = fused::applies(&x);
         let fused_attention = cache.is_none() && fused_ffn;
         let mask = if t > 1 && !fused_attention {
@@ -350,69 +444,24 @@ impl Model {
         } else {
             None
         };
-        let mut routing = Vec::new();
-        let mut balance = Vec::new();
-        let mut side_grads = Vec::new();
-        let residual = |f: &mut FlopCount| {
-            f.add(
-                Component::NormAct,
-                RESIDUAL_FLOPS_PER_ELEMENT * (n * d) as f64,
-            )
-        };
         for (i, block) in self.blocks.iter().enumerate() {
-            let attn = &block.attn;
-            let (norm1, norm2) = (&block.norm1, &block.norm2);
-            if fused_attention && fused::reaches_weights(&x, norm1.params().chain(attn.matrices()))
-            {
-                norm1.count(n * d, &mut f);
-                attn.count(b, t, &mut f);
-                residual(&mut f);
-                let dims = fused::AttentionDims {
-                    batch: b,
-                    seq: t,
-                    heads: attn.heads,
-                    d_head: attn.d_head,
-                };
-                let (y, grads) =
-                    fused::attention_block(&x, norm1.fused(), &attn.qkv.w, &attn.out.w, dims)?;
-                side_grads.push(grads);
-                x = y;
-            } else {
-                let h = norm1.forward(&x, &mut f)?;
-                let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-                let a = attn.forward(&h, b, t, mask.as_ref(), layer_cache, &mut f)?;
-                x = (x + a)?;
-                residual(&mut f);
-            }
-            match &block.ffn {
-                Ffn::Dense(mlp)
-                    if fused_ffn
-                        && fused::reaches_weights(&x, norm2.params().chain(mlp.matrices())) =>
-                {
-                    norm2.count(n * d, &mut f);
-                    mlp.count(n, Component::DenseFfn, &mut f);
-                    residual(&mut f);
-                    let (y, grads) =
-                        fused::feed_forward_block(&x, norm2.fused(), &mlp.up.w, &mlp.down.w)?;
-                    side_grads.push(grads);
-                    x = y;
-                }
-                Ffn::Dense(mlp) => {
-                    let h = norm2.forward(&x, &mut f)?;
-                    x = (x + mlp.forward(&h, Component::DenseFfn, &mut f)?)?;
-                    residual(&mut f);
-                }
-                Ffn::Moe(moe) => {
-                    let h = norm2.forward(&x, &mut f)?;
-                    let out = moe.forward(&h, i, &mut f)?;
-                    routing.push(out.routing);
-                    balance.push(out.balance_loss);
-                    side_grads.extend(out.expert_grads);
-                    x = (x + out.y)?;
-                    residual(&mut f);
-                }
-            }
+            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
+            let attention = Attend {
+                shape: (b, t),
+                fused: fused_attention,
+                mask: mask.as_ref(),
+                cache: layer_cache,
+            };
+            x = block.attention_half(x, attention, &mut pass)?;
+            x = block.ffn_half(x, i, fused_ffn, &mut pass)?;
         }
+        let Pass {
+            flops: mut f,
+            routing,
+            balance,
+            side_grads,
+            ..
+        } = pass;
         let x = if last_only {
             x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?
         } else {
