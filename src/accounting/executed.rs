@@ -18,6 +18,36 @@ struct PassShape {
     new: usize,
     cached: usize,
     logits_rows: usize,
+    attention: AttentionRun,
+}
+
+/// Which query-key pairs the attention kernel computed scores for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionRun {
+    /// Every pair of the (new, cached + new) rectangle, masked or not: the composed kernel, and
+    /// any pass with a cache.
+    Square,
+    /// A pass without a cache in blocks of this many query rows, each against the keys up to its
+    /// own last row: the fused CPU kernel (`model::CAUSAL_BLOCK`).
+    CausalBlocks(usize),
+}
+
+/// Query-key pairs of one (sequence, head) that `run` computed for `new` queries over `keys`.
+fn score_pairs(run: AttentionRun, new: usize, keys: usize) -> usize {
+    match run {
+        AttentionRun::CausalBlocks(block) if block > 0 && keys == new => {
+            // Block i holds queries i*block .. and sees keys up to its last query.
+            let mut pairs = 0;
+            let mut first = 0;
+            while first < new {
+                let rows = block.min(new - first);
+                pairs += rows * (first + rows);
+                first += rows;
+            }
+            pairs
+        }
+        _ => new * keys,
+    }
 }
 
 fn executed(p: &ModelProfile, s: PassShape, tokens_per_expert: &[Vec<u64>]) -> FlopCount {
@@ -36,10 +66,11 @@ fn executed(p: &ModelProfile, s: PassShape, tokens_per_expert: &[Vec<u64>]) -> F
             f.add_matmul(Component::AttnProj, rows, d, attn);
         }
         f.add_matmul(Component::AttnProj, rows, attn, d);
-        // Per (sequence, head): q (new, d_head) @ k^T (d_head, keys); probs (new, keys) @ v (keys, d_head).
+        // Per (sequence, head): q (new, d_head) @ k^T (d_head, keys); probs (new, keys) @ v (keys,
+        // d_head), over the pairs the kernel computed; the softmax covers the whole rectangle.
         let q_rows = s.batch * heads * s.new;
-        f.add_matmul(Component::AttnScores, q_rows, d_head, keys);
-        f.add_matmul(Component::AttnScores, q_rows, keys, d_head);
+        let pairs = s.batch * heads * score_pairs(s.attention, s.new, keys);
+        f.add(Component::AttnScores, 2.0 * 2.0 * (pairs * d_head) as f64);
         f.add(Component::NormAct, SOFTMAX * q_rows as f64 * keys as f64);
         f.add(Component::NormAct, RESIDUAL * n * d as f64);
         f.add(Component::NormAct, NORM * n * d as f64);
@@ -89,11 +120,23 @@ pub fn executed_forward_flops(
     seq: usize,
     tokens_per_expert: &[Vec<u64>],
 ) -> FlopCount {
+    executed_forward_flops_with(p, batch, seq, tokens_per_expert, AttentionRun::Square)
+}
+
+/// [`executed_forward_flops`] with the attention kernel's coverage chosen.
+pub fn executed_forward_flops_with(
+    p: &ModelProfile,
+    batch: usize,
+    seq: usize,
+    tokens_per_expert: &[Vec<u64>],
+    attention: AttentionRun,
+) -> FlopCount {
     let shape = PassShape {
         batch,
         new: seq,
         cached: 0,
         logits_rows: seq,
+        attention,
     };
     executed(p, shape, tokens_per_expert)
 }
@@ -111,6 +154,7 @@ pub fn executed_prefill_flops(
         new: prompt_len,
         cached: 0,
         logits_rows: 1.min(prompt_len),
+        attention: AttentionRun::Square,
     };
     executed(p, shape, tokens_per_expert)
 }
@@ -128,6 +172,7 @@ pub fn executed_decode_flops(
         new: 1,
         cached: position,
         logits_rows: 1,
+        attention: AttentionRun::Square,
     };
     executed(p, shape, tokens_per_expert)
 }
@@ -198,6 +243,34 @@ pub fn even_expert_tokens(p: &ModelProfile, tokens: usize) -> Vec<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causal_blocks_count_the_lower_triangle_plus_the_diagonal_blocks_upper_halves() {
+        // 128 positions in blocks of 32: 32 x (32 + 64 + 96 + 128) pairs, 5/8 of the square.
+        assert_eq!(
+            score_pairs(AttentionRun::CausalBlocks(32), 128, 128),
+            10_240
+        );
+        // One block per query: exactly the causal triangle.
+        assert_eq!(score_pairs(AttentionRun::CausalBlocks(1), 10, 10), 55);
+        // A block as long as the sequence, or a cache: the whole rectangle.
+        assert_eq!(score_pairs(AttentionRun::CausalBlocks(64), 40, 40), 1_600);
+        assert_eq!(score_pairs(AttentionRun::CausalBlocks(32), 1, 70), 70);
+        let p = crate::profile::load_model("dense-tiny").unwrap();
+        let square = executed_forward_flops(&p, 2, 128, &[]);
+        let blocks = executed_forward_flops_with(&p, 2, 128, &[], AttentionRun::CausalBlocks(32));
+        let (a, b) = (
+            square.get(Component::AttnScores),
+            blocks.get(Component::AttnScores),
+        );
+        assert!((b / a - 0.625).abs() < 1e-12);
+        for c in Component::ALL
+            .into_iter()
+            .filter(|&c| c != Component::AttnScores)
+        {
+            assert_eq!(square.get(c), blocks.get(c), "{c:?}");
+        }
+    }
     use crate::accounting::{
         decode_flops_per_token, forward_flops_per_token, prefill_flops_per_token,
     };

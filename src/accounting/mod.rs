@@ -17,7 +17,8 @@ pub use analytic::{
 pub use bytes::{bytes_per_token, expected_experts_touched, tokens_per_step, ByteCount};
 pub use executed::{
     cap_expert_tokens, check_expert_tokens, even_expert_tokens, executed_decode_flops,
-    executed_forward_flops, executed_prefill_flops, expert_capacity,
+    executed_forward_flops, executed_forward_flops_with, executed_prefill_flops, expert_capacity,
+    AttentionRun,
 };
 pub use flops::{Component, FlopCount};
 pub use params::{params, ComponentParams, ParamCount};

@@ -61,17 +61,25 @@ impl Attention {
         [&self.qkv.w, &self.out.w].into_iter()
     }
 
-    /// Adds the FLOPs of a pass over `batch` sequences of `seq` positions without a cache
-    /// (projections included) to `f`, for callers that run the attention themselves.
-    pub fn count(&self, batch: usize, seq: usize, f: &mut FlopCount) {
-        let rows = batch * seq;
+    /// Adds the FLOPs of the fused attention half over `batch` sequences of `seq` positions
+    /// (projections included) to `f`: its scores and weighted values cover the causal blocks it
+    /// computes ([`fused::executed_score_pairs`]), not the full square; its softmax writes the
+    /// whole square.
+    pub fn count_fused(&self, batch: usize, seq: usize, f: &mut FlopCount) {
+        let (rows, h, dh) = (batch * seq, self.heads, self.d_head);
         f.add_matmul(
             Component::AttnProj,
             rows,
             self.qkv.in_dim(),
             self.qkv.out_dim(),
         );
-        self.count_scores(rows, seq, f);
+        let pairs = batch * h * fused::executed_score_pairs(seq);
+        // q @ k^T over the pairs, then p @ v over the same pairs: 2 x d_head FLOPs a pair each.
+        f.add(Component::AttnScores, 2.0 * 2.0 * (pairs * dh) as f64);
+        f.add(
+            Component::NormAct,
+            SOFTMAX_FLOPS_PER_ELEMENT * (h * rows * seq) as f64,
+        );
         f.add_matmul(
             Component::AttnProj,
             rows,

@@ -15,6 +15,7 @@ mod trainer;
 
 pub use attention::{causal_mask, LayerCache};
 pub use checkpoint::{load_checkpoint, CheckpointError, TrainerState, PROFILE_FILE, WEIGHTS_FILE};
+pub use fused::CAUSAL_BLOCK;
 pub use generate::{
     add_loads, generate, generate_uncached, Generation, SampleConfig, TokenSampler,
 };
@@ -88,7 +89,7 @@ impl Block {
         let (b, t) = how.shape;
         if how.fused && fused::reaches_weights(&x, norm.params().chain(attn.matrices())) {
             norm.count(pass.rows * pass.d_model, &mut pass.flops);
-            attn.count(b, t, &mut pass.flops);
+            attn.count_fused(b, t, &mut pass.flops);
             pass.count_residual();
             let dims = fused::AttentionDims {
                 batch: b,

@@ -18,7 +18,7 @@ pub(crate) mod par;
 mod side_grads;
 mod xent;
 
-pub use attention::{causal_attention, Dims as AttentionDims};
+pub use attention::{causal_attention, executed_score_pairs, Dims as AttentionDims, CAUSAL_BLOCK};
 pub use block::{attention_block, feed_forward_block, BlockNorm};
 pub use experts::{experts, ExpertWeights};
 pub use gelu::gelu;
