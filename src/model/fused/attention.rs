@@ -261,6 +261,32 @@ pub(super) fn forward(qkv: &[f32], dims: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((ctx, probs))
 }
 
+/// For the gradients that reach the keys and the values: each key block's rows of `dst` (row
+/// stride `row`) = `m[c0.., block]^T @ x[c0..]`, where `m` is a (t, t) matrix that is zero after
+/// the diagonal and `x` has row stride `x_rs`: a block of keys starting at c0 is seen by the
+/// queries from c0 on only.
+///
+/// # Safety
+/// The pointers must describe those matrices for `t` positions and `dh` columns.
+unsafe fn per_key_block(
+    (t, dh, row): (usize, usize, usize),
+    dst: *mut f32,
+    m: *const f32,
+    (x, x_rs): (*const f32, usize),
+) {
+    for (c0, cols, _) in causal_blocks(t) {
+        unsafe {
+            matmul(
+                (cols, dh, t - c0),
+                (dst.add(c0 * row), 1, row),
+                (m.add(c0 * t + c0), t, 1),
+                (x.add(c0 * x_rs), 1, x_rs),
+                1.0,
+            )
+        }
+    }
+}
+
 /// The gradient of `qkv` from the gradient `g` of the context, given the forward pass's
 /// probabilities.
 pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dims: Dims) -> Vec<f32> {
@@ -291,17 +317,7 @@ pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dims: Dims) -> Vec
             // c0.. is seen by the queries c0.. only.
             let (dq, dk, dv) = (out.at(base), out.at(base + dm), out.at(base + 2 * dm));
             let ds_p = ds.as_mut_ptr();
-            for (c0, cols, _) in causal_blocks(t) {
-                let seen_by = t - c0;
-                let (pc, goc) = (p.add(c0 * t + c0), go.add(c0 * dm));
-                matmul(
-                    (cols, dh, seen_by),
-                    (dv.add(c0 * row), 1, row),
-                    (pc, t, 1),
-                    (goc, 1, dm),
-                    1.0,
-                );
-            }
+            per_key_block((t, dh, row), dv, p, (go, dm));
             for (r0, rows, keys) in causal_blocks(t) {
                 let dsr = ds_p.add(r0 * t);
                 matmul(
@@ -324,17 +340,7 @@ pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dims: Dims) -> Vec
                     1.0,
                 );
             }
-            for (c0, cols, _) in causal_blocks(t) {
-                let seen_by = t - c0;
-                let (dsc, qc) = (ds_p.add(c0 * t + c0), q.add(c0 * row));
-                matmul(
-                    (cols, dh, seen_by),
-                    (dk.add(c0 * row), 1, row),
-                    (dsc, t, 1),
-                    (qc, 1, row),
-                    1.0,
-                );
-            }
+            per_key_block((t, dh, row), dk, ds_p, (q, row));
         }
     });
     // SAFETY: the tasks' dq, dk and dv blocks tile the whole buffer.
