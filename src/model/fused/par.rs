@@ -118,66 +118,61 @@ pub type Operand<'a> = (&'a [f32], usize, usize);
 /// `dst (m, n) = lhs (m, k) @ rhs (k, n)`, `dst` row-major and fully written.
 pub fn matmul(
     dst: &mut [MaybeUninit<f32>],
-    (m, n, k): (usize, usize, usize),
+    shape: (usize, usize, usize),
     lhs: Operand,
     rhs: Operand,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: the operands' extents are checked by the callers' shapes; gemm writes every
-    // element of dst (read_dst = false) and reads nothing from it.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr() as *mut f32,
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0.as_ptr(),
-            rhs.1 as isize,
-            rhs.2 as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    assert!(dst.len() >= shape.0 * shape.1);
+    // SAFETY: dst holds m x n values; gemm writes every one (read_dst = false) and reads none.
+    unsafe { gemm_into(dst.as_mut_ptr() as *mut f32, shape, lhs, rhs, false, par) }
 }
 
 /// `dst (m, n) += lhs (m, k) @ rhs (k, n)`, `dst` row-major: a residual connection added by the
 /// matmul itself rather than by a pass of its own.
 pub fn matmul_add(
     dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
+    shape: (usize, usize, usize),
     lhs: Operand,
     rhs: Operand,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: as in `matmul`; with read_dst = true and alpha = 1 gemm adds to dst's values.
+    assert!(dst.len() >= shape.0 * shape.1);
+    // SAFETY: dst holds m x n initialised values, which gemm adds to (read_dst, alpha = 1).
+    unsafe { gemm_into(dst.as_mut_ptr(), shape, lhs, rhs, true, par) }
+}
+
+/// One gemm call into the row-major (m, n) matrix at `dst`, adding to its values when
+/// `read_dst`, overwriting them otherwise.
+///
+/// # Safety
+/// `dst` must hold m x n values (initialised when `read_dst`); the operands' extents are checked
+/// by the callers' shapes.
+unsafe fn gemm_into(
+    dst: *mut f32,
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    read_dst: bool,
+    par: Parallelism,
+) {
+    let alpha = if read_dst { 1.0 } else { 0.0 };
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
-            true,
+            read_dst,
             lhs.0.as_ptr(),
             lhs.1 as isize,
             lhs.2 as isize,
             rhs.0.as_ptr(),
             rhs.1 as isize,
             rhs.2 as isize,
-            1.0,
+            alpha,
             1.0,
             false,
             false,
