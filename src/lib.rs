@@ -13,3 +13,7 @@ pub mod runlog;
 pub mod stats;
 pub mod tui;
 pub mod workload;
+
+// `model::tune_cpu_runtime` sets an option of mimalloc's C library: link it into every binary
+// that uses this crate (tests and benches included), not only those that make it the allocator.
+extern crate mimalloc;

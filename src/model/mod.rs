@@ -162,7 +162,7 @@ impl Forward {
     /// get their gradients from the fused ops outside candle's graph, and this is where they join
     /// the rest.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
-        let mut grads = loss.backward()?;
+        let mut grads = fused::on_pool(|| loss.backward())?;
         for g in &self.side_grads {
             g.move_into(&mut grads)?;
         }
@@ -236,6 +236,10 @@ pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
 /// elementwise ops, where on a 2-core machine it competes with the matmul threads; a short spin
 /// measured 1.3x faster training here (docs/performance.md). Call before the first tensor op.
 ///
+/// Also fixes `RAYON_NUM_THREADS`, unless the user set it, to the count rayon uses by default:
+/// without it candle works its thread count out afresh on every CPU matmul by reading
+/// `/proc/cpuinfo`, which made batch-1 decoding 2-3x slower here (docs/performance.md).
+///
 /// Also tells mimalloc (the binary's allocator) never to return freed memory to the OS: candle
 /// allocates every op's output afresh, and pages handed back are zeroed by the kernel when touched
 /// again, which cost a model with 64 experts a fifth of its training step here.
@@ -244,6 +248,11 @@ pub fn tune_cpu_runtime() {
     if std::env::var_os(VAR).is_none() {
         std::env::set_var(VAR, "200");
     }
+    const THREADS: &str = "RAYON_NUM_THREADS";
+    if std::env::var_os(THREADS).is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var(THREADS, n.to_string());
+    }
     keep_freed_memory();
 }
 
@@ -251,7 +260,8 @@ fn keep_freed_memory() {
     extern "C" {
         fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
     }
-    // `mi_option_purge_delay` in the mimalloc v2 sources that libmimalloc-sys builds (mimalloc.h);
+    // `mi_option_purge_delay` in the mimalloc sources that libmimalloc-sys builds (mimalloc.h, the
+    // same index in v2 and v3);
     // -1 means never purge.
     const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
     // SAFETY: mi_option_set only stores an integer option; it is safe to call at any time.
@@ -402,7 +412,14 @@ impl Model {
         KvCache::default()
     }
 
-    fn run(
+    fn run(&self, ids: &Tensor, cache: Option<&mut KvCache>, last_only: bool) -> Result<Forward> {
+        let rows = ids.elem_count();
+        fused::on_pool_for(rows * self.profile.d_model, || {
+            self.run_on_pool(ids, cache, last_only)
+        })
+    }
+
+    fn run_on_pool(
         &self,
         ids: &Tensor,
         mut cache: Option<&mut KvCache>,

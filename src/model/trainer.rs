@@ -129,6 +129,10 @@ impl Trainer {
 
     /// One optimisation step on the next training batch.
     pub fn train_step(&mut self) -> anyhow::Result<TrainStep> {
+        crate::model::fused::on_pool(|| self.train_step_on_pool())
+    }
+
+    fn train_step_on_pool(&mut self) -> anyhow::Result<TrainStep> {
         let batch = self
             .sampler
             .next_batch(self.config.batch, self.config.seq_len)?;

@@ -23,6 +23,7 @@ pub use block::{attention_block, feed_forward_block, BlockNorm};
 pub use experts::{experts, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
+pub use par::{on_pool, on_pool_for};
 pub use side_grads::{reaches_weights, WeightGrads};
 pub use xent::cross_entropy;
 

@@ -43,6 +43,25 @@ pub unsafe fn assume_init(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// Runs `f` on one of rayon's workers and returns its result. Called from outside the pool,
+/// every parallel region (each matmul, each fused kernel) is handed to the pool while the caller
+/// sleeps until it returns, two thread wake-ups per region; from a worker, a region is shared
+/// with the other workers through their queues. Costs nothing when already on a worker.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+/// [`on_pool`] for work whose activations hold `elements` values, or the calling thread for work
+/// too small to split (a batch-1 decoding step), where the hand-over to the pool and back would
+/// cost more than the parallel regions it saves.
+pub fn on_pool_for<R: Send>(elements: usize, f: impl FnOnce() -> R + Send) -> R {
+    if elements < SERIAL_BELOW {
+        f()
+    } else {
+        on_pool(f)
+    }
+}
+
 /// How many rows each parallel task takes: about four tasks per thread so that a late thread
 /// does not hold the others up, or everything at once for small outputs.
 fn rows_per_task(rows: usize, row_len: usize) -> usize {
@@ -252,6 +271,25 @@ pub(crate) use multiversion;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Called from outside the pool (the test thread), work worth splitting moves onto a
+    /// worker and small work stays where it is; both return the closure's value.
+    #[test]
+    fn on_pool_for_moves_only_work_worth_splitting() {
+        assert_eq!(rayon::current_thread_index(), None);
+        let (on, value) = on_pool_for(SERIAL_BELOW, || (rayon::current_thread_index(), 7));
+        assert!(on.is_some());
+        assert_eq!(value, 7);
+        let (on, value) = on_pool_for(SERIAL_BELOW - 1, || (rayon::current_thread_index(), 8));
+        assert_eq!(on, None);
+        assert_eq!(value, 8);
+        // Already on a worker: on_pool runs in place, on the same worker.
+        let (outer, inner) = on_pool(|| {
+            let outer = rayon::current_thread_index();
+            (outer, on_pool(rayon::current_thread_index))
+        });
+        assert_eq!(outer, inner);
+    }
 
     /// Products on one thread and split by gemm over all of them (a transposed operand, with
     /// and without accumulation) against a plain triple loop. The values are small multiples of
