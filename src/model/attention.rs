@@ -16,20 +16,60 @@ pub struct Attention {
     pub d_head: usize,
 }
 
-/// Keys and values of one layer for the positions seen so far: (batch, heads, positions, d_head).
+/// Keys and values of one layer for the positions seen so far, each a (batch, heads, capacity,
+/// d_head) buffer filled up to `len`. The buffers are allocated at the first pass with room for
+/// `capacity` positions (the profile's seq_len); each later pass writes only its new positions,
+/// so a decoding step copies one position per head rather than the whole cache.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
-    pub k: Option<Tensor>,
-    pub v: Option<Tensor>,
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+    capacity: usize,
 }
 
 impl LayerCache {
+    /// An empty cache with room for `capacity` positions.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.dims()[2])
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// Appends `k` and `v` (batch, heads, new, d_head) and returns views of all the positions
+    /// cached so far.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let new = k.dim(2)?;
+        if self.len + new > self.capacity {
+            candle_core::bail!(
+                "KV cache: {} positions cached + {new} new exceed its capacity of {}",
+                self.len,
+                self.capacity
+            );
+        }
+        let (kc, vc) = match (&self.k, &self.v) {
+            (Some(kc), Some(vc)) => (kc, vc),
+            _ => {
+                let (b, h, _, dh) = k.dims4()?;
+                let shape = (b, h, self.capacity, dh);
+                let kc = self.k.insert(Tensor::zeros(shape, k.dtype(), k.device())?);
+                let vc = self.v.insert(Tensor::zeros(shape, v.dtype(), v.device())?);
+                (&*kc, &*vc)
+            }
+        };
+        kc.slice_set(k, 2, self.len)?;
+        vc.slice_set(v, 2, self.len)?;
+        self.len += new;
+        Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
     }
 }
 
@@ -110,14 +150,7 @@ impl Attention {
             None => composed_attention(&qkv, batch, new, h, dh, mask)?,
             Some(c) => {
                 let (q, k, v) = split_heads(&qkv, batch, new, h, dh)?;
-                let (k, v) = match (&c.k, &c.v) {
-                    (Some(pk), Some(pv)) => {
-                        (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?)
-                    }
-                    _ => (k, v),
-                };
-                c.k = Some(k.clone());
-                c.v = Some(v.clone());
+                let (k, v) = c.append(&k, &v)?;
                 attend(&q, &k, &v, mask, batch, new)?
             }
         };
@@ -181,6 +214,51 @@ pub fn composed_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appending a prefill and then single positions gives what concatenating them gives, and a
+    /// position beyond the capacity is an error that leaves the cache as it was.
+    #[test]
+    fn cache_appends_in_place_up_to_its_capacity() {
+        let dev = Device::Cpu;
+        let part = |t: usize, seed: f32| {
+            let n = 2 * 3 * t * 4;
+            let v: Vec<f32> = (0..n).map(|i| seed + i as f32).collect();
+            Tensor::from_vec(v, (2, 3, t, 4), &dev).unwrap()
+        };
+        let parts = [part(3, 0.0), part(1, 100.0), part(1, 200.0)];
+        let mut c = LayerCache::with_capacity(5);
+        let mut seen: Vec<Tensor> = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let (k, v) = c.append(p, &(p * 2.0).unwrap()).unwrap();
+            seen.push(p.clone());
+            let want = Tensor::cat(&seen, 2).unwrap();
+            assert_eq!(c.len(), want.dim(2).unwrap(), "after part {i}");
+            let got = k
+                .contiguous()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(got, want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let got = v
+                .contiguous()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let want = (want * 2.0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(got, want);
+        }
+        assert!(c.append(&parts[1], &parts[1]).is_err());
+        assert_eq!(c.len(), 5);
+    }
 
     #[test]
     fn mask_hides_exactly_the_future() {

@@ -402,7 +402,8 @@ impl Model {
     /// decode step): logits at the last new position of each sequence.
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Forward> {
         if cache.layers.is_empty() {
-            cache.layers = vec![LayerCache::default(); self.profile.layers];
+            cache.layers =
+                vec![LayerCache::with_capacity(self.profile.seq_len); self.profile.layers];
         }
         self.run(ids, Some(cache), true)
     }
