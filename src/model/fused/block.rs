@@ -15,7 +15,9 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use super::attention::{self, Dims};
 use super::gelu::{backward_into as gelu_backward, forward_into as gelu_forward};
 use super::norm;
-use super::par::{all_cores, f32_slice, filled, matmul, matmul_add, tensor_f32};
+use super::par::{
+    all_cores, f32_slice, filled, half_cores, matmul, matmul_add, side_by_side, tensor_f32,
+};
 use super::side_grads::WeightGrads;
 
 /// The norm at the head of a block: gain and bias (d_model) and epsilon.
@@ -171,31 +173,47 @@ impl CustomOp1 for Block {
         };
         let (d, m1, m2) = self.widths()?;
         let n = hn.len() / d;
-        let par = all_cores();
         let grad = grad.contiguous()?;
         let (dx, dgain, dbias, dw1, dw2) = tensor_f32(&grad, |g| -> Result<_> {
             // dZ = dY w2^T; dW2 = Z^T dY.
-            let dz = tensor_f32(&self.w2, |w2| {
-                filled(n * m2, |dz| {
-                    matmul(dz, (n, m2, d), (g, 1, d), (w2, d, 1), par)
-                })
-            })?;
-            let dw2 = filled(m2 * d, |dw| {
-                matmul(dw, (m2, d, n), (z, m2, 1), (g, 1, d), par)
-            });
+            // Each pair of products below is independent and of equal size: they run side by
+            // side, each on half the threads, with no synchronisation inside either.
+            let half = half_cores();
+            let (dz, dw2) = side_by_side(
+                || {
+                    tensor_f32(&self.w2, |w2| {
+                        filled(n * m2, |dz| {
+                            matmul(dz, (n, m2, d), (g, 1, d), (w2, d, 1), half)
+                        })
+                    })
+                },
+                || {
+                    filled(m2 * d, |dw| {
+                        matmul(dw, (m2, d, n), (z, m2, 1), (g, 1, d), half)
+                    })
+                },
+            );
+            let dz = dz?;
             let dp = match self.inner {
                 Inner::Attention(dims) => attention::backward(p, probs, &dz, dims),
                 Inner::Gelu => filled(n * m1, |dp| gelu_backward(p, &dz, dp, true)),
             };
             // dW1 = HN^T dP; dHN = dP w1^T; dX = dY + the norm's backward of dHN.
-            let dw1 = filled(d * m1, |dw| {
-                matmul(dw, (d, m1, n), (hn, d, 1), (&dp, 1, m1), par)
-            });
-            let dhn = tensor_f32(&self.w1, |w1| {
-                filled(n * d, |dhn| {
-                    matmul(dhn, (n, d, m1), (&dp, 1, m1), (w1, m1, 1), par)
-                })
-            })?;
+            let (dw1, dhn) = side_by_side(
+                || {
+                    filled(d * m1, |dw| {
+                        matmul(dw, (d, m1, n), (hn, d, 1), (&dp, 1, m1), half)
+                    })
+                },
+                || {
+                    tensor_f32(&self.w1, |w1| {
+                        filled(n * d, |dhn| {
+                            matmul(dhn, (n, d, m1), (&dp, 1, m1), (w1, m1, 1), half)
+                        })
+                    })
+                },
+            );
+            let dhn = dhn?;
             let (dx, dgain, dbias) = tensor_f32(x, |x| {
                 tensor_f32(&self.gain, |gain| {
                     norm::backward(x, gain, &dhn, self.eps, g)

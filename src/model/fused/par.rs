@@ -206,6 +206,28 @@ pub fn all_cores() -> Parallelism {
     Parallelism::Rayon(rayon::current_num_threads())
 }
 
+/// The threads of each of two products run side by side ([`side_by_side`]): half of rayon's.
+pub fn half_cores() -> Parallelism {
+    match rayon::current_num_threads() / 2 {
+        0 | 1 => Parallelism::None,
+        t => Parallelism::Rayon(t),
+    }
+}
+
+/// Runs two independent pieces of work at once, each on its share of the threads (for matmuls,
+/// [`half_cores`]), or one after the other on a single thread. Two equal products side by side
+/// keep both cores busy without the hand-offs gemm makes inside one product split over them.
+pub fn side_by_side<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if rayon::current_num_threads() > 1 {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
+}
+
 /// Whether the CPU has AVX-512 (std caches the answer).
 #[inline]
 pub fn has_avx512() -> bool {
