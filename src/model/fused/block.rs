@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use super::attention::{self, Dims};
-use super::gelu::{backward_into as gelu_backward, forward_into as gelu_forward};
+use super::gelu::{forward_with_slope_into, slope_backward_into};
 use super::norm;
 use super::par::{
     all_cores, f32_slice, filled, half_cores, matmul, matmul_add, side_by_side, tensor_f32,
@@ -84,8 +84,9 @@ enum Inner {
     Gelu,
 }
 
-/// The activations the backward pass needs: the normed input, the first matmul's output `p`,
-/// the second matmul's input `z`, and the attention probabilities (empty for the GELU).
+/// The activations the backward pass needs: the normed input, the first matmul's output `p`
+/// (for the GELU half, GELU's slope at it, all that the backward needs of it), the second
+/// matmul's input `z`, and the attention probabilities (empty for the GELU).
 struct Saved {
     hn: Vec<f32>,
     p: Vec<f32>,
@@ -147,9 +148,18 @@ impl CustomOp1 for Block {
                 matmul(p, (n, m1, d), (&hn, 1, d), (w1, 1, m1), par)
             })
         })?;
-        let (z, probs) = match self.inner {
-            Inner::Attention(dims) => attention::forward(&p, dims)?,
-            Inner::Gelu => (filled(n * m1, |a| gelu_forward(&p, a, true)), Vec::new()),
+        let (p, z, probs) = match self.inner {
+            Inner::Attention(dims) => {
+                let (z, probs) = attention::forward(&p, dims)?;
+                (p, z, probs)
+            }
+            Inner::Gelu => {
+                let mut slope = Vec::new();
+                let z = filled(n * m1, |a| {
+                    slope = filled(n * m1, |s| forward_with_slope_into(&p, a, s, true))
+                });
+                (slope, z, Vec::new())
+            }
         };
         if z.len() != n * m2 {
             bail!(
@@ -196,7 +206,7 @@ impl CustomOp1 for Block {
             let dz = dz?;
             let dp = match self.inner {
                 Inner::Attention(dims) => attention::backward(p, probs, &dz, dims),
-                Inner::Gelu => filled(n * m1, |dp| gelu_backward(p, &dz, dp, true)),
+                Inner::Gelu => filled(n * m1, |dp| slope_backward_into(p, &dz, dp, true)),
             };
             // dW1 = HN^T dP; dHN = dP w1^T; dX = dY + the norm's backward of dHN.
             let (dw1, dhn) = side_by_side(

@@ -14,7 +14,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gelu::{backward_into as gelu_backward, forward_into as gelu_forward};
+use super::gelu::{forward_with_slope_into, slope_backward_into};
 use super::math::dot;
 use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, matmul, tensor_f32};
 use super::side_grads::WeightGrads;
@@ -77,7 +77,7 @@ struct Experts {
 
 /// What the backward pass needs, when kept.
 struct Saved {
-    /// Per expert, its pre-activation and activation (rows, d_ff).
+    /// Per expert, GELU's slope at its pre-activation and the activation, (rows, d_ff) each.
     acts: Vec<(Vec<f32>, Vec<f32>)>,
     /// The experts' outputs before the gates, (routed rows, d_model), expert after expert.
     out: Vec<f32>,
@@ -172,9 +172,9 @@ fn gather<'a>(x: &'a [f32], rows: &[u32], d: usize) -> Cow<'a, [f32]> {
     Cow::Owned(out)
 }
 
-/// The up projection and GELU of the rows `x` (rows, d) with `up` (d, f): the pre-activation
-/// and the activation, each (rows, f). The elementwise pass is split over the cores when the
-/// matmul is.
+/// The up projection and GELU of the rows `x` (rows, d) with `up` (d, f): GELU's slope at the
+/// pre-activation (all the backward pass needs of it) and the activation, each (rows, f). The
+/// elementwise pass is split over the cores when the matmul is.
 pub(super) fn up_gelu(
     x: &[f32],
     up: &[f32],
@@ -184,23 +184,26 @@ pub(super) fn up_gelu(
     let h = filled(rows * f, |h| {
         matmul(h, (rows, f, d), (x, 1, d), (up, 1, f), par)
     });
+    let mut slope = Vec::new();
     let a = filled(rows * f, |a| {
-        gelu_forward(&h, a, !matches!(par, Parallelism::None))
+        slope = filled(rows * f, |s| {
+            forward_with_slope_into(&h, a, s, !matches!(par, Parallelism::None))
+        })
     });
-    (h, a)
+    (slope, a)
 }
 
 /// Back through `a @ down` and the GELU, from the output gradient `go` (rows, d) and the
-/// forward's pre-activation `h` and activation `a`: the pre-activation's gradient (rows, f) and
-/// the gradient of `down` (f, d).
+/// forward's GELU slope `s` and activation `a`: the pre-activation's gradient (rows, f) and the
+/// gradient of `down` (f, d).
 pub(super) fn down_gelu_backward(
     go: &[f32],
-    (h, a): (&[f32], &[f32]),
+    (s, a): (&[f32], &[f32]),
     down: &[f32],
     (rows, d, f): (usize, usize, usize),
     par: Parallelism,
 ) -> (Vec<f32>, Vec<f32>) {
-    // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA.
+    // dA = dO down^T; dDown = A^T dO; dH = gelu'(H) dA = s dA.
     let da = filled(rows * f, |da| {
         matmul(da, (rows, f, d), (go, 1, d), (down, d, 1), par)
     });
@@ -208,7 +211,7 @@ pub(super) fn down_gelu_backward(
         matmul(g, (f, d, rows), (a, f, 1), (go, 1, d), par)
     });
     let dh = filled(rows * f, |dh| {
-        gelu_backward(h, &da, dh, !matches!(par, Parallelism::None))
+        slope_backward_into(s, &da, dh, !matches!(par, Parallelism::None))
     });
     (dh, d_down)
 }
@@ -269,11 +272,11 @@ impl CustomOp2 for Experts {
                 let cnt = self.rows[e].len();
                 let xe = gather(x, &self.rows[e], d);
                 let mut run = || -> Result<()> {
-                    let (h, a) = tensor_f32(&w.up, |up| up_gelu(&xe, up, (cnt, d, f), par))?;
+                    let (s, a) = tensor_f32(&w.up, |up| up_gelu(&xe, up, (cnt, d, f), par))?;
                     tensor_f32(&w.down, |down| {
                         matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
                     })?;
-                    *acts[e].lock().unwrap() = (h, a);
+                    *acts[e].lock().unwrap() = (s, a);
                     Ok(())
                 };
                 if let Err(err) = run() {
@@ -351,13 +354,13 @@ impl CustomOp2 for Experts {
         for_each_expert(active, side_by_side, |e| {
             let w = &self.weights[e];
             let cnt = self.rows[e].len();
-            let (h, a) = &acts[e];
-            let f = h.len() / cnt;
+            let (s, a) = &acts[e];
+            let f = a.len() / cnt;
             let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
             let run = || -> Result<Grads> {
                 // dUp = X^T dH; dX = dH up^T.
                 let (dh, d_down) = tensor_f32(&w.down, |down| {
-                    down_gelu_backward(go, (h, a), down, (cnt, d, f), par)
+                    down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
                 })?;
                 let xe = gather(xv, &self.rows[e], d);
                 let d_up = filled(d * f, |g| {

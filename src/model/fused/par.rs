@@ -64,7 +64,7 @@ pub fn on_pool_for<R: Send>(elements: usize, f: impl FnOnce() -> R + Send) -> R 
 
 /// How many rows each parallel task takes: about four tasks per thread so that a late thread
 /// does not hold the others up, or everything at once for small outputs.
-fn rows_per_task(rows: usize, row_len: usize) -> usize {
+pub(super) fn rows_per_task(rows: usize, row_len: usize) -> usize {
     if rows * row_len < SERIAL_BELOW {
         return rows.max(1);
     }
