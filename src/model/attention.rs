@@ -220,9 +220,9 @@ mod tests {
     #[test]
     fn cache_appends_in_place_up_to_its_capacity() {
         let dev = Device::Cpu;
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let part = |t: usize, seed: f32| {
-            let n = 2 * 3 * t * 4;
-            let v: Vec<f32> = (0..n).map(|i| seed + i as f32).collect();
+            let v: Vec<f32> = (0..2 * 3 * t * 4).map(|i| seed + i as f32).collect();
             Tensor::from_vec(v, (2, 3, t, 4), &dev).unwrap()
         };
         let parts = [part(3, 0.0), part(1, 100.0), part(1, 200.0)];
@@ -233,28 +233,8 @@ mod tests {
             seen.push(p.clone());
             let want = Tensor::cat(&seen, 2).unwrap();
             assert_eq!(c.len(), want.dim(2).unwrap(), "after part {i}");
-            let got = k
-                .contiguous()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            assert_eq!(got, want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-            let got = v
-                .contiguous()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let want = (want * 2.0)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            assert_eq!(got, want);
+            assert_eq!(values(&k), values(&want));
+            assert_eq!(values(&v), values(&(want * 2.0).unwrap()));
         }
         assert!(c.append(&parts[1], &parts[1]).is_err());
         assert_eq!(c.len(), 5);
