@@ -8,11 +8,11 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use super::gelu::{forward_with_slope_into, slope_backward_into};
 use super::math::dot;
@@ -146,12 +146,37 @@ fn plan(active: usize) -> (bool, Parallelism) {
     }
 }
 
-fn for_each_expert<T: Send>(items: Vec<T>, side_by_side: bool, f: impl Fn(T) + Sync + Send) {
-    if side_by_side {
-        items.into_par_iter().for_each(f);
-    } else {
-        items.into_iter().for_each(f);
+/// Calls `f` on every item: one after another, or side by side on all threads. Side by side,
+/// the largest items (by `load`) go first and each thread takes the next one when it is free,
+/// so the op waits at its end for a small expert rather than for a large one that a thread
+/// picked up last.
+fn for_each_expert<T: Send>(
+    mut items: Vec<T>,
+    side_by_side: bool,
+    load: impl Fn(&T) -> usize,
+    f: impl Fn(T) + Sync + Send,
+) {
+    if !side_by_side {
+        return items.into_iter().for_each(f);
     }
+    items.sort_by_key(|t| std::cmp::Reverse(load(t)));
+    let queue: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        // Each index is handed out once, so each slot is taken by one thread only.
+        while let Some(slot) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let item = slot.lock().unwrap().take();
+            if let Some(t) = item {
+                f(t);
+            }
+        }
+    };
+    rayon::scope(|s| {
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(|_| work());
+        }
+        work();
+    });
 }
 
 /// Whether `rows` is 0, 1, ..., n - 1.
@@ -267,6 +292,7 @@ impl CustomOp2 for Experts {
         for_each_expert(
             blocks,
             side_by_side,
+            |(_, block)| block.len(),
             |(e, block): (usize, &mut [MaybeUninit<f32>])| {
                 let w = &self.weights[e];
                 let cnt = self.rows[e].len();
@@ -351,30 +377,35 @@ impl CustomOp2 for Experts {
             bail!("fused experts: backward expects a contiguous input")
         };
         let xv = &xv[xa..xb];
-        for_each_expert(active, side_by_side, |e| {
-            let w = &self.weights[e];
-            let cnt = self.rows[e].len();
-            let (s, a) = &acts[e];
-            let f = a.len() / cnt;
-            let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
-            let run = || -> Result<Grads> {
-                // dUp = X^T dH; dX = dH up^T.
-                let (dh, d_down) = tensor_f32(&w.down, |down| {
-                    down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
-                })?;
-                let xe = gather(xv, &self.rows[e], d);
-                let d_up = filled(d * f, |g| {
-                    matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
-                });
-                let dx = tensor_f32(&w.up, |up| {
-                    filled(cnt * d, |dx| {
-                        matmul(dx, (cnt, d, f), (&dh, 1, f), (up, f, 1), par)
-                    })
-                })?;
-                Ok((dx, d_up, d_down))
-            };
-            *results[e].lock().unwrap() = Some(run());
-        });
+        for_each_expert(
+            active,
+            side_by_side,
+            |&e| self.rows[e].len(),
+            |e| {
+                let w = &self.weights[e];
+                let cnt = self.rows[e].len();
+                let (s, a) = &acts[e];
+                let f = a.len() / cnt;
+                let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
+                let run = || -> Result<Grads> {
+                    // dUp = X^T dH; dX = dH up^T.
+                    let (dh, d_down) = tensor_f32(&w.down, |down| {
+                        down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
+                    })?;
+                    let xe = gather(xv, &self.rows[e], d);
+                    let d_up = filled(d * f, |g| {
+                        matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
+                    });
+                    let dx = tensor_f32(&w.up, |up| {
+                        filled(cnt * d, |dx| {
+                            matmul(dx, (cnt, d, f), (&dh, 1, f), (up, f, 1), par)
+                        })
+                    })?;
+                    Ok((dx, d_up, d_down))
+                };
+                *results[e].lock().unwrap() = Some(run());
+            },
+        );
         // Scatter-add each expert's input gradient to its tokens (a token sent to two experts
         // gets both), and hand the weight gradients to the sink.
         let mut dx = vec![0f32; n * d];
