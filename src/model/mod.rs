@@ -453,9 +453,10 @@ impl Model {
             .reshape((b, t, d))?
             .broadcast_add(&pos)?
             .reshape((n, d))?;
-        pass.count_residual(); // the position embedding added to the token's
-                               // On the CPU each dense feed-forward half of a block is one fused op, and so is each
-                               // attention half without a cache, which masks as it goes and needs no mask tensor.
+        // The position embedding added to the token's.
+        pass.count_residual();
+        // On the CPU each dense feed-forward half of a block is one fused op, and so is each
+        // attention half without a cache, which masks as it goes and needs no mask tensor.
         let fused_ffn = fused::applies(&x);
         let fused_attention = cache.is_none() && fused_ffn;
         let mask = if t > 1 && !fused_attention {

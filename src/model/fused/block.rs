@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use super::attention::{self, Dims};
-use super::gelu::{forward_with_slope_into, slope_backward_into};
+use super::gelu::{forward_with_slope, slope_backward_into};
 use super::norm;
 use super::par::{
     all_cores, f32_slice, filled, half_cores, matmul, matmul_add, side_by_side, tensor_f32,
@@ -154,10 +154,7 @@ impl CustomOp1 for Block {
                 (p, z, probs)
             }
             Inner::Gelu => {
-                let mut slope = Vec::new();
-                let z = filled(n * m1, |a| {
-                    slope = filled(n * m1, |s| forward_with_slope_into(&p, a, s, true))
-                });
+                let (z, slope) = forward_with_slope(&p, true);
                 (slope, z, Vec::new())
             }
         };

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 
-use super::gelu::{forward_with_slope_into, slope_backward_into};
+use super::gelu::{forward_with_slope, slope_backward_into};
 use super::math::dot;
 use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, matmul, tensor_f32};
 use super::side_grads::WeightGrads;
@@ -209,12 +209,7 @@ pub(super) fn up_gelu(
     let h = filled(rows * f, |h| {
         matmul(h, (rows, f, d), (x, 1, d), (up, 1, f), par)
     });
-    let mut slope = Vec::new();
-    let a = filled(rows * f, |a| {
-        slope = filled(rows * f, |s| {
-            forward_with_slope_into(&h, a, s, !matches!(par, Parallelism::None))
-        })
-    });
+    let (a, slope) = forward_with_slope(&h, !matches!(par, Parallelism::None));
     (slope, a)
 }
 

@@ -67,32 +67,28 @@ multiversion! {
     }
 }
 
-/// [`forward_with_slope_kernel`] over all of `x`, split over the cores when `parallel`.
-pub fn forward_with_slope_into(
-    x: &[f32],
-    y: &mut [MaybeUninit<f32>],
-    s: &mut [MaybeUninit<f32>],
-    parallel: bool,
-) {
-    let per = rows_per_task(x.len(), 1);
-    if !parallel || per >= x.len() {
-        return forward_with_slope_kernel(x, y, s);
-    }
-    y.par_chunks_mut(per)
-        .zip(s.par_chunks_mut(per))
-        .zip(x.par_chunks(per))
-        .for_each(|((y, s), x)| forward_with_slope_kernel(x, y, s));
+/// `x Phi(x)` and its slope over all of `x` ([`forward_with_slope_kernel`]), split over the
+/// cores when `parallel`: (values, slopes).
+pub fn forward_with_slope(x: &[f32], parallel: bool) -> (Vec<f32>, Vec<f32>) {
+    let mut slope = Vec::new();
+    let y = filled(x.len(), |y| {
+        slope = filled(x.len(), |s| {
+            let per = rows_per_task(x.len(), 1);
+            if !parallel || per >= x.len() {
+                return forward_with_slope_kernel(x, y, s);
+            }
+            y.par_chunks_mut(per)
+                .zip(s.par_chunks_mut(per))
+                .zip(x.par_chunks(per))
+                .for_each(|((y, s), x)| forward_with_slope_kernel(x, y, s));
+        })
+    });
+    (y, slope)
 }
 
 /// [`slope_backward_kernel`] over all of `s`, split over the cores when `parallel`.
 pub fn slope_backward_into(s: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>], parallel: bool) {
-    if !parallel {
-        return slope_backward_kernel(s, g, dx);
-    }
-    for_rows(dx, 1, |i, dx| {
-        let r = i..i + dx.len();
-        slope_backward_kernel(&s[r.clone()], &g[r], dx)
-    })
+    binary_into(slope_backward_kernel, s, g, dx, parallel)
 }
 
 /// [`forward_kernel`] over all of `x`, split over the cores when `parallel`.
@@ -105,12 +101,24 @@ pub fn forward_into(x: &[f32], y: &mut [MaybeUninit<f32>], parallel: bool) {
 
 /// [`backward_kernel`] over all of `x`, split over the cores when `parallel`.
 pub fn backward_into(x: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>], parallel: bool) {
+    binary_into(backward_kernel, x, g, dx, parallel)
+}
+
+/// An elementwise `kernel` of two equal-length inputs over all of them, split over the cores
+/// when `parallel`.
+fn binary_into(
+    kernel: fn(&[f32], &[f32], &mut [MaybeUninit<f32>]),
+    a: &[f32],
+    b: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    parallel: bool,
+) {
     if !parallel {
-        return backward_kernel(x, g, dx);
+        return kernel(a, b, out);
     }
-    for_rows(dx, 1, |i, dx| {
-        let r = i..i + dx.len();
-        backward_kernel(&x[r.clone()], &g[r], dx)
+    for_rows(out, 1, |i, out| {
+        let r = i..i + out.len();
+        kernel(&a[r.clone()], &b[r], out)
     })
 }
 
@@ -195,10 +203,7 @@ mod tests {
         for parallel in [false, true] {
             let y = filled(x.len(), |y| forward_into(&x, y, parallel));
             let dx = filled(x.len(), |dx| backward_into(&x, &g, dx, parallel));
-            let mut s = Vec::new();
-            let y2 = filled(x.len(), |y| {
-                s = filled(x.len(), |s| forward_with_slope_into(&x, y, s, parallel))
-            });
+            let (y2, s) = forward_with_slope(&x, parallel);
             let dx2 = filled(x.len(), |dx| slope_backward_into(&s, &g, dx, parallel));
             assert_eq!(y, y2);
             assert_eq!(dx, dx2);
