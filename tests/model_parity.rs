@@ -9,8 +9,8 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::data::Corpus;
 use sparsewatt::model::{
-    cross_entropy, generate, generate_uncached, load_checkpoint, Model, SampleConfig, TrainConfig,
-    Trainer, CAUSAL_BLOCK,
+    cross_entropy, generate, generate_uncached, load_checkpoint, AdamW, Model, SampleConfig,
+    TrainConfig, Trainer, CAUSAL_BLOCK,
 };
 use sparsewatt::profile::{load_model, ModelProfile};
 
@@ -200,6 +200,52 @@ fn after_one_step_every_trainable_tensor_has_a_gradient() {
             .unwrap();
         assert!(n > 0.0, "{name} has a zero gradient");
     }
+}
+
+/// The sums of squares that the fused ops take of the weight gradients they write are those of
+/// the gradients the optimiser receives, they cover every expert and feed-forward matrix, and the
+/// clipping norm built from them is the optimiser's own to the bit.
+#[test]
+fn gradient_squares_taken_in_the_ops_are_the_gradients_own() {
+    let p = small("glam-tiny");
+    let m = Model::new(&p, &Device::Cpu, 8).unwrap();
+    let x = ids(&m, 4, 32, 2);
+    let targets = ids(&m, 1, 128, 3).flatten_all().unwrap();
+    let fwd = m.forward(&x).unwrap();
+    let loss =
+        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
+    let (grads, squares) = fwd.backward_with_squares(&loss).unwrap();
+    let mut known = 0;
+    for (name, var) in m.vars() {
+        let Some(g) = grads.get(var.as_tensor()) else {
+            continue;
+        };
+        let matrix = name.contains(".moe.experts.") || name.contains(".ffn.");
+        let Some(s) = squares.get(var.as_tensor()) else {
+            assert!(!(matrix && var.rank() == 2), "{name}: no sum of squares");
+            continue;
+        };
+        known += 1;
+        let plain: f64 = g
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        assert!(
+            s > 0.0 && (s - plain).abs() <= 1e-9 * plain,
+            "{name}: {s} vs {plain}"
+        );
+    }
+    assert!(known >= 2 * p.experts, "{known} sums");
+    // The norm from the ops' sums and the one the optimiser computes itself, to the bit.
+    let ours = AdamW::new(0.0)
+        .step_with_squares(m.vars(), &grads, &squares, 1e-3, 1.0)
+        .unwrap();
+    let recomputed = AdamW::new(0.0).step(m.vars(), &grads, 1e-3, 1.0).unwrap();
+    assert_eq!(ours.to_bits(), recomputed.to_bits());
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub use generate::{
 };
 pub use layers::{cross_entropy, log_softmax};
 pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
-pub use optim::{AdamW, LrSchedule};
+pub use optim::{AdamW, GradSquares, LrSchedule};
 pub use trainer::{TrainConfig, TrainStep, Trainer};
 
 use candle_core::backprop::GradStore;
@@ -162,11 +162,18 @@ impl Forward {
     /// get their gradients from the fused ops outside candle's graph, and this is where they join
     /// the rest.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        Ok(self.backward_with_squares(loss)?.0)
+    }
+
+    /// As [`Forward::backward`], with the sums of squares that the fused ops took of the
+    /// gradients they computed, for [`AdamW::step_with_squares`].
+    pub fn backward_with_squares(&self, loss: &Tensor) -> Result<(GradStore, GradSquares)> {
         let mut grads = fused::on_pool(|| loss.backward())?;
+        let mut squares = GradSquares::default();
         for g in &self.side_grads {
-            g.move_into(&mut grads)?;
+            g.move_into(&mut grads, &mut squares)?;
         }
-        Ok(grads)
+        Ok((grads, squares))
     }
 
     /// Tokens per expert, one vector per MoE layer.

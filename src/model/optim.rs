@@ -3,17 +3,18 @@
 //! warm-up + cosine learning-rate schedule.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, TensorId, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fused::par::multiversion;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// AdamW whose update is one fused pass on the host per parameter: gradients are copied out once
-/// (their norm is taken on the way, for clipping), and each weight, its gradient and its two moments
-/// are read and written together. candle's tensor-op formulation costs about fifteen passes, each
+/// AdamW whose update is one fused pass on the host per parameter: each weight, its gradient and
+/// its two moments are read and written together. The clipping norm takes each gradient's sum of
+/// squares from the op that wrote it where that op took it ([`GradSquares`]), and reads the
+/// gradient for it otherwise. candle's tensor-op formulation costs about fifteen passes, each
 /// with a fresh allocation, which dominated the step of a model with many experts.
 pub struct AdamW {
     pub beta1: f64,
@@ -48,11 +49,27 @@ impl AdamW {
         lr: f64,
         clip_norm: f64,
     ) -> Result<f64> {
+        self.step_with_squares(vars, grads, &GradSquares::default(), lr, clip_norm)
+    }
+
+    /// As [`AdamW::step`], taking the sum of squares of a gradient from `known` where the op
+    /// that computed it took it already, rather than reading the gradient once more for it.
+    pub fn step_with_squares(
+        &mut self,
+        vars: &BTreeMap<String, Var>,
+        grads: &GradStore,
+        known: &GradSquares,
+        lr: f64,
+        clip_norm: f64,
+    ) -> Result<f64> {
         let mut with_grad: Vec<(&String, &Var, &Tensor)> = Vec::new();
         let mut sumsq = 0f64;
         for (name, var) in vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                sumsq += with_host_slice(g, sum_of_squares)?;
+                sumsq += match known.get(var.as_tensor()) {
+                    Some(s) => s,
+                    None => with_host_slice(g, sum_of_squares)?,
+                };
                 with_grad.push((name, var, g));
             }
         }
@@ -113,6 +130,36 @@ impl AdamW {
     }
 }
 
+/// The sums of squares of some parameters' gradients, by parameter, each as [`sum_of_squares`]
+/// gives it. With 64 experts, reading every expert's gradient again only for the clipping norm
+/// costs a pass over hundreds of megabytes; the fused ops take the sum while the gradient they
+/// just wrote is still in cache.
+#[derive(Default, Debug)]
+pub struct GradSquares(HashMap<TensorId, f64>);
+
+impl GradSquares {
+    pub fn get(&self, param: &Tensor) -> Option<f64> {
+        self.0.get(&param.id()).copied()
+    }
+
+    pub fn insert(&mut self, param: &Tensor, sumsq: f64) {
+        self.0.insert(param.id(), sumsq);
+    }
+
+    /// Forgets `param`'s sum: its gradient no longer is the one it was taken of.
+    pub fn forget(&mut self, param: &Tensor) {
+        self.0.remove(&param.id());
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Run `f` on a tensor's values as f32: borrowed from a contiguous f32 CPU tensor, copied otherwise.
 fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     if t.device().is_cpu() && t.dtype() == DType::F32 {
@@ -153,8 +200,30 @@ pub struct Hyper {
 const CHUNK: usize = 1 << 16;
 
 /// Sum of squares in f64 (the global norm of tens of millions of values), over rayon's pool.
-fn sum_of_squares(g: &[f32]) -> f64 {
-    fn lanes(g: &[f32]) -> f64 {
+pub fn sum_of_squares(g: &[f32]) -> f64 {
+    if g.len() <= CHUNK {
+        return lanes(g);
+    }
+    // Partials collected in order and summed in order: the same norm on every run, however
+    // rayon splits the work.
+    let partials: Vec<f64> = g.par_chunks(CHUNK).map(lanes).collect();
+    partials.iter().sum()
+}
+
+/// [`sum_of_squares`] on the calling thread, to the same bits: for an op whose threads are each
+/// busy with work of their own.
+pub fn sum_of_squares_here(g: &[f32]) -> f64 {
+    if g.len() <= CHUNK {
+        return lanes(g);
+    }
+    g.chunks(CHUNK).map(lanes).sum()
+}
+
+multiversion! {
+    /// Sum of squares of one chunk, in eight f64 lanes. Compiled for AVX2 and AVX-512 beside the
+    /// baseline (two f64 lanes a vector), with the same operations in the same order, so every
+    /// version gives the same bits.
+    pub fn lanes(g: &[f32]) -> f64 {
         let mut acc = [0f64; 8];
         let chunks = g.chunks_exact(8);
         let tail: f64 = chunks
@@ -169,13 +238,6 @@ fn sum_of_squares(g: &[f32]) -> f64 {
         }
         acc.iter().sum::<f64>() + tail
     }
-    if g.len() <= CHUNK {
-        return lanes(g);
-    }
-    // Partials collected in order and summed in order: the same norm on every run, however
-    // rayon splits the work.
-    let partials: Vec<f64> = g.par_chunks(CHUNK).map(lanes).collect();
-    partials.iter().sum()
 }
 
 impl FusedUpdate<'_> {
@@ -274,6 +336,34 @@ mod tests {
         let ours = sum_of_squares(&g);
         assert!((ours - plain).abs() <= 1e-9 * plain);
         assert_eq!(ours.to_bits(), sum_of_squares(&g).to_bits());
+        // On one thread, as the fused ops take it: the same bits, at every length.
+        for n in [0, 7, CHUNK, CHUNK + 1, g.len()] {
+            let here = sum_of_squares_here(&g[..n]);
+            assert_eq!(here.to_bits(), sum_of_squares(&g[..n]).to_bits(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_known_sum_of_squares_is_used_rather_than_recomputed() {
+        let w = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let loss = (w.as_tensor() * &Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = BTreeMap::from([("w".to_string(), w.clone())]);
+        let mut known = GradSquares::default();
+        known.insert(w.as_tensor(), 25.0);
+        let norm = AdamW::new(0.0)
+            .step_with_squares(&vars, &grads, &known, 0.1, 0.0)
+            .unwrap();
+        assert_eq!(norm, 5.0);
+        // A different sum is taken as given: the optimiser does not read the gradient for it.
+        known.insert(w.as_tensor(), 16.0);
+        let norm = AdamW::new(0.0)
+            .step_with_squares(&vars, &grads, &known, 0.1, 0.0)
+            .unwrap();
+        assert_eq!(norm, 4.0);
     }
 
     #[test]

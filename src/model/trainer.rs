@@ -143,11 +143,12 @@ impl Trainer {
             Some(a) => (&ce + a)?,
             None => ce.clone(),
         };
-        let grads = fwd.backward(&total)?;
+        let (grads, squares) = fwd.backward_with_squares(&total)?;
         let lr = self.config.schedule().at(self.step);
+        let (vars, clip) = (self.model.vars(), self.config.clip_norm);
         let norm = self
             .opt
-            .step(self.model.vars(), &grads, lr, self.config.clip_norm)?;
+            .step_with_squares(vars, &grads, &squares, lr, clip)?;
         let loss = ce.to_scalar::<f32>()? as f64;
         let aux_loss = match &fwd.aux_loss {
             Some(a) => Some(a.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? as f64),

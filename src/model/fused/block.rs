@@ -19,6 +19,7 @@ use super::par::{
     all_cores, f32_slice, filled, half_cores, matmul, matmul_add, side_by_side, tensor_f32,
 };
 use super::side_grads::WeightGrads;
+use crate::model::optim::sum_of_squares_here;
 
 /// The norm at the head of a block: gain and bias (d_model) and epsilon.
 pub struct BlockNorm<'a> {
@@ -105,6 +106,13 @@ struct Block {
     keep: bool,
     saved: OnceLock<Saved>,
     sink: Arc<WeightGrads>,
+}
+
+/// A weight gradient with its sum of squares, taken on this thread while it is in cache (the
+/// other half of the threads is busy with the paired product).
+fn with_squares(dw: Vec<f32>) -> (Vec<f32>, f64) {
+    let sq = sum_of_squares_here(&dw);
+    (dw, sq)
 }
 
 impl Block {
@@ -195,9 +203,10 @@ impl CustomOp1 for Block {
                     })
                 },
                 || {
-                    filled(m2 * d, |dw| {
+                    let dw = filled(m2 * d, |dw| {
                         matmul(dw, (m2, d, n), (z, m2, 1), (g, 1, d), half)
-                    })
+                    });
+                    with_squares(dw)
                 },
             );
             let dz = dz?;
@@ -208,9 +217,10 @@ impl CustomOp1 for Block {
             // dW1 = HN^T dP; dHN = dP w1^T; dX = dY + the norm's backward of dHN.
             let (dw1, dhn) = side_by_side(
                 || {
-                    filled(d * m1, |dw| {
+                    let dw = filled(d * m1, |dw| {
                         matmul(dw, (d, m1, n), (hn, d, 1), (&dp, 1, m1), half)
-                    })
+                    });
+                    with_squares(dw)
                 },
                 || {
                     tensor_f32(&self.w1, |w1| {
@@ -233,10 +243,10 @@ impl CustomOp1 for Block {
             .set(0, Tensor::from_vec(dgain, self.gain.shape(), dev)?);
         self.sink
             .set(1, Tensor::from_vec(dbias, self.bias.shape(), dev)?);
-        self.sink
-            .set(2, Tensor::from_vec(dw1, self.w1.shape(), dev)?);
-        self.sink
-            .set(3, Tensor::from_vec(dw2, self.w2.shape(), dev)?);
+        let ((dw1, sq1), (dw2, sq2)) = (dw1, dw2);
+        let sink = &self.sink;
+        sink.set_with_squares(2, Tensor::from_vec(dw1, self.w1.shape(), dev)?, sq1);
+        sink.set_with_squares(3, Tensor::from_vec(dw2, self.w2.shape(), dev)?, sq2);
         Ok(Some(Tensor::from_vec(dx, x.shape(), dev)?))
     }
 }
@@ -312,7 +322,7 @@ mod tests {
 
             let w = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
             let mut ga = weighted_sum_grads(&ours, &w);
-            sink.move_into(&mut ga).unwrap();
+            sink.move_into(&mut ga, &mut Default::default()).unwrap();
             let gb = weighted_sum_grads(&theirs, &w);
             for v in [&x, &gain, &bias, &w1, &w2] {
                 let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
@@ -351,7 +361,7 @@ mod tests {
         let (same, _) = feed_forward_block(&x, norm, &up, &down.zeros_like().unwrap()).unwrap();
         assert_eq!(max_abs_diff(&same, &x), 0.0);
         let mut store = (x.sum_all().unwrap() * 0.0).unwrap().backward().unwrap();
-        sink.move_into(&mut store).unwrap();
+        sink.move_into(&mut store, &mut Default::default()).unwrap();
         assert!(store.get(&up).is_none() && store.get(&gain).is_none());
     }
 }

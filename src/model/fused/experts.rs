@@ -18,6 +18,7 @@ use super::gelu::{forward_with_slope, slope_backward_into};
 use super::math::dot;
 use super::par::{assume_init, f32_slice, filled, for_rows, map_rows, matmul, tensor_f32};
 use super::side_grads::WeightGrads;
+use crate::model::optim::{sum_of_squares, sum_of_squares_here};
 
 /// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them.
 #[derive(Clone)]
@@ -360,8 +361,13 @@ impl CustomOp2 for Experts {
             .filter(|&e| !self.rows[e].is_empty())
             .collect();
         let (side_by_side, par) = plan(active.len());
+        let squares = |g: &[f32]| match par {
+            Parallelism::None => sum_of_squares_here(g),
+            _ => sum_of_squares(g),
+        };
         // Per expert: its input gradient rows and its two weight gradients.
-        type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
+        // With the two weight gradients' sums of squares, taken while each is in cache.
+        type Grads = ((Vec<f32>, Vec<f32>, Vec<f32>), (f64, f64));
         let results: Vec<Mutex<Option<Result<Grads>>>> =
             (0..self.rows.len()).map(|_| Mutex::new(None)).collect();
         let xs = x.storage_and_layout();
@@ -387,16 +393,18 @@ impl CustomOp2 for Experts {
                     let (dh, d_down) = tensor_f32(&w.down, |down| {
                         down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
                     })?;
+                    let sq_down = squares(&d_down);
                     let xe = gather(xv, &self.rows[e], d);
                     let d_up = filled(d * f, |g| {
                         matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
                     });
+                    let sq_up = squares(&d_up);
                     let dx = tensor_f32(&w.up, |up| {
                         filled(cnt * d, |dx| {
                             matmul(dx, (cnt, d, f), (&dh, 1, f), (up, f, 1), par)
                         })
                     })?;
-                    Ok((dx, d_up, d_down))
+                    Ok(((dx, d_up, d_down), (sq_up, sq_down)))
                 };
                 *results[e].lock().unwrap() = Some(run());
             },
@@ -408,18 +416,17 @@ impl CustomOp2 for Experts {
             let Some(r) = r.into_inner().unwrap() else {
                 continue;
             };
-            let (dxe, d_up, d_down) = r?;
+            let ((dxe, d_up, d_down), (sq_up, sq_down)) = r?;
             for (row, g) in self.rows[e].iter().zip(dxe.chunks_exact(d)) {
                 let dst = &mut dx[*row as usize * d..(*row as usize + 1) * d];
                 dst.iter_mut().zip(g).for_each(|(a, b)| *a += b);
             }
             let w = &self.weights[e];
-            self.sink
-                .set(2 * e, Tensor::from_vec(d_up, w.up.shape(), w.up.device())?);
-            self.sink.set(
-                2 * e + 1,
-                Tensor::from_vec(d_down, w.down.shape(), w.down.device())?,
-            );
+            let dev = w.up.device();
+            let sink = &self.sink;
+            sink.set_with_squares(2 * e, Tensor::from_vec(d_up, w.up.shape(), dev)?, sq_up);
+            let d_down = Tensor::from_vec(d_down, w.down.shape(), dev)?;
+            sink.set_with_squares(2 * e + 1, d_down, sq_down);
         }
         Ok((
             Some(Tensor::from_vec(dx, (n, d), x.device())?),
@@ -480,7 +487,7 @@ mod tests {
                 .collect();
             let (ours, sink) = experts(x.as_tensor(), gates.as_tensor(), &ew, &rows).unwrap();
             let mut ga = weighted_sum_grads(&ours, &w);
-            sink.move_into(&mut ga).unwrap();
+            sink.move_into(&mut ga, &mut Default::default()).unwrap();
 
             let mut outs = Vec::new();
             for (e, (up, down)) in weights.iter().enumerate() {

@@ -260,18 +260,23 @@ pub fn has_avx2_fma() -> bool {
 /// to three quarters (AVX-512) of the vector units idle.
 macro_rules! multiversion {
     ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $crate::model::fused::par::multiversion! {
+            $(#[$meta])* pub fn $name($($arg: $ty),*) -> () $body
+        }
+    };
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            fn avx512($($arg: $ty),*) {
+            fn avx512($($arg: $ty),*) -> $ret {
                 generic($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) {
+            fn avx2($($arg: $ty),*) -> $ret {
                 generic($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
+use crate::model::optim::GradSquares;
+
 /// Whether a fused op on input `x` delivers its weights' gradients. Its backward pass runs only
 /// when `x` is on the autograd graph, so with a constant input and learnable weights the composed
 /// ops must run instead.
@@ -20,7 +22,14 @@ pub fn reaches_weights<'a>(x: &Tensor, weights: impl IntoIterator<Item = &'a Ten
 /// The gradients of some weights, filled by the backward pass of the op that used them.
 pub struct WeightGrads {
     weights: Vec<Tensor>,
-    grads: Mutex<Vec<Option<Tensor>>>,
+    grads: Mutex<Vec<Option<Grad>>>,
+}
+
+/// One weight's gradient and, where the op took it, its sum of squares.
+#[derive(Clone)]
+struct Grad {
+    values: Tensor,
+    sumsq: Option<f64>,
 }
 
 impl WeightGrads {
@@ -31,21 +40,42 @@ impl WeightGrads {
 
     /// Records the gradient of weight `i`.
     pub fn set(&self, i: usize, grad: Tensor) {
-        self.grads.lock().expect("weight gradients poisoned")[i] = Some(grad);
+        self.record(i, grad, None);
+    }
+
+    /// Records the gradient of weight `i` with its sum of squares, as
+    /// [`crate::model::optim::sum_of_squares`] gives it, taken while the values were in cache.
+    pub fn set_with_squares(&self, i: usize, grad: Tensor, sumsq: f64) {
+        self.record(i, grad, Some(sumsq));
+    }
+
+    fn record(&self, i: usize, values: Tensor, sumsq: Option<f64>) {
+        self.grads.lock().expect("weight gradients poisoned")[i] = Some(Grad { values, sumsq });
     }
 
     /// Moves the gradients into `store` under their weights, adding to any gradient the weight
-    /// already has there. Weights whose op had no backward pass (or, for experts, no token) get
-    /// none.
-    pub fn move_into(&self, store: &mut GradStore) -> Result<()> {
+    /// already has there, and their sums of squares into `squares` (a sum becomes unknown when
+    /// its gradient is added to another). Weights whose op had no backward pass (or, for experts,
+    /// no token) get none.
+    pub fn move_into(&self, store: &mut GradStore, squares: &mut GradSquares) -> Result<()> {
         let mut grads = self.grads.lock().expect("weight gradients poisoned");
         for (w, g) in self.weights.iter().zip(grads.iter_mut()) {
-            if let Some(g) = g.take() {
-                let sum = match store.get(w) {
-                    Some(before) => (before + g)?,
-                    None => g,
-                };
-                store.insert(w, sum);
+            let Some(Grad { values, sumsq }) = g.take() else {
+                continue;
+            };
+            match (store.get(w), sumsq) {
+                (Some(before), _) => {
+                    let sum = (before + values)?;
+                    store.insert(w, sum);
+                    squares.forget(w);
+                }
+                (None, known) => {
+                    store.insert(w, values);
+                    match known {
+                        Some(s) => squares.insert(w, s),
+                        None => squares.forget(w),
+                    }
+                }
             }
         }
         Ok(())
@@ -79,12 +109,39 @@ mod tests {
             .backward()
             .unwrap();
         let side = WeightGrads::new(vec![w.as_tensor().clone()]);
-        side.set(0, Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap());
-        side.move_into(&mut store).unwrap();
+        side.set_with_squares(0, Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap(), 14.0);
+        let mut squares = GradSquares::default();
+        side.move_into(&mut store, &mut squares).unwrap();
         let g = store.get(&w).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(g, vec![3.0, 4.0, 5.0]);
+        // The sum taken of the op's part is not that of the total.
+        assert_eq!(squares.get(&w), None);
         // Moved, not copied: a second move adds nothing.
-        side.move_into(&mut store).unwrap();
+        side.move_into(&mut store, &mut squares).unwrap();
         assert_eq!(store.get(&w).unwrap().to_vec1::<f32>().unwrap(), g);
+    }
+
+    #[test]
+    fn a_gradient_moved_alone_keeps_its_sum_of_squares() {
+        let dev = Device::Cpu;
+        let (a, b) = (
+            Var::ones(2, DType::F32, &dev).unwrap(),
+            Var::ones(2, DType::F32, &dev).unwrap(),
+        );
+        let mut store = (a.as_tensor() * 0.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        store.remove(a.as_tensor());
+        let side = WeightGrads::new(vec![a.as_tensor().clone(), b.as_tensor().clone()]);
+        side.set_with_squares(0, Tensor::new(&[3f32, 4.0], &dev).unwrap(), 25.0);
+        side.set(1, Tensor::new(&[1f32, 1.0], &dev).unwrap());
+        let mut squares = GradSquares::default();
+        side.move_into(&mut store, &mut squares).unwrap();
+        assert_eq!(squares.get(a.as_tensor()), Some(25.0));
+        assert_eq!(squares.get(b.as_tensor()), None);
+        assert_eq!(squares.len(), 1);
     }
 }
