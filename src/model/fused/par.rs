@@ -144,7 +144,42 @@ pub fn matmul(
 ) {
     assert!(dst.len() >= shape.0 * shape.1);
     // SAFETY: dst holds m x n values; gemm writes every one (read_dst = false) and reads none.
-    unsafe { gemm_into(dst.as_mut_ptr() as *mut f32, shape, lhs, rhs, false, par) }
+    unsafe {
+        gemm_into(
+            dst.as_mut_ptr() as *mut f32,
+            shape,
+            Dst::RowMajor,
+            lhs,
+            rhs,
+            false,
+            par,
+        )
+    }
+}
+
+/// As [`matmul`], but `dst` receives the product transposed: (n, m) row-major. `gemm` packs
+/// the operands to suit its output's layout, so the transposed output suits some products better
+/// (see the experts' input gradient).
+pub fn matmul_transposed(
+    dst: &mut [MaybeUninit<f32>],
+    shape: (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= shape.0 * shape.1);
+    // SAFETY: as in `matmul`.
+    unsafe {
+        gemm_into(
+            dst.as_mut_ptr() as *mut f32,
+            shape,
+            Dst::Transposed,
+            lhs,
+            rhs,
+            false,
+            par,
+        )
+    }
 }
 
 /// `dst (m, n) += lhs (m, k) @ rhs (k, n)`, `dst` row-major: a residual connection added by the
@@ -158,11 +193,19 @@ pub fn matmul_add(
 ) {
     assert!(dst.len() >= shape.0 * shape.1);
     // SAFETY: dst holds m x n initialised values, which gemm adds to (read_dst, alpha = 1).
-    unsafe { gemm_into(dst.as_mut_ptr(), shape, lhs, rhs, true, par) }
+    unsafe { gemm_into(dst.as_mut_ptr(), shape, Dst::RowMajor, lhs, rhs, true, par) }
 }
 
-/// One gemm call into the row-major (m, n) matrix at `dst`, adding to its values when
-/// `read_dst`, overwriting them otherwise.
+/// How a product's (m, n) result lies in memory.
+#[derive(Clone, Copy)]
+enum Dst {
+    RowMajor,
+    /// Column-major: the transpose, row-major.
+    Transposed,
+}
+
+/// One gemm call into the (m, n) matrix at `dst`, adding to its values when `read_dst`,
+/// overwriting them otherwise.
 ///
 /// # Safety
 /// `dst` must hold m x n values (initialised when `read_dst`); the operands' extents are checked
@@ -170,20 +213,25 @@ pub fn matmul_add(
 unsafe fn gemm_into(
     dst: *mut f32,
     (m, n, k): (usize, usize, usize),
+    layout: Dst,
     lhs: Operand,
     rhs: Operand,
     read_dst: bool,
     par: Parallelism,
 ) {
     let alpha = if read_dst { 1.0 } else { 0.0 };
+    let (dst_cs, dst_rs) = match layout {
+        Dst::RowMajor => (1, n as isize),
+        Dst::Transposed => (m as isize, 1),
+    };
     unsafe {
         gemm(
             m,
             n,
             k,
             dst,
-            1,
-            n as isize,
+            dst_cs,
+            dst_rs,
             read_dst,
             lhs.0.as_ptr(),
             lhs.1 as isize,
