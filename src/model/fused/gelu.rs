@@ -5,12 +5,11 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::math::{erf_given_exp, exp};
+use super::math::{exp, normal_cdf_given_exp};
 use rayon::prelude::*;
 
 use super::par::{f32_slice, filled, for_rows, multiversion, rows_per_task};
 
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi), the normal density's constant.
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
@@ -24,7 +23,7 @@ multiversion! {
     pub fn forward_kernel(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (y, &x) in y.iter_mut().zip(x) {
             let e = exp(-0.5 * x * x);
-            y.write(0.5 * x * (1.0 + erf_given_exp(x * FRAC_1_SQRT_2, e)));
+            y.write(x * normal_cdf_given_exp(x, e));
         }
     }
 }
@@ -34,7 +33,7 @@ multiversion! {
     pub fn backward_kernel(x: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>]) {
         for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
             let e = exp(-0.5 * x * x);
-            let cdf = 0.5 * (1.0 + erf_given_exp(x * FRAC_1_SQRT_2, e));
+            let cdf = normal_cdf_given_exp(x, e);
             dx.write(g * (cdf + x * e * INV_SQRT_2PI));
         }
     }
@@ -51,7 +50,7 @@ multiversion! {
     ) {
         for ((y, s), &x) in y.iter_mut().zip(s.iter_mut()).zip(x) {
             let e = exp(-0.5 * x * x);
-            let cdf = 0.5 * (1.0 + erf_given_exp(x * FRAC_1_SQRT_2, e));
+            let cdf = normal_cdf_given_exp(x, e);
             y.write(x * cdf);
             s.write(cdf + x * e * INV_SQRT_2PI);
         }
