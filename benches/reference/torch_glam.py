@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 p = argparse.ArgumentParser()
 p.add_argument("--experts", type=int, default=8)
-p.add_argument("--steps", type=int, default=5)
+p.add_argument("--steps", type=int, default=10)
 p.add_argument("--repeats", type=int, default=5)
 p.add_argument("--threads", type=int, default=0)
 a = p.parse_args()

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     seq_len: Option<usize>,
     /// Timed training steps (after 2 warm-up steps).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     steps: usize,
     /// Timed generations of 64 new tokens after a 64-token prompt, batch 1 (after one warm-up).
     #[arg(long, default_value_t = 10)]

@@ -31,7 +31,7 @@ impl BenchConfig {
         BenchConfig {
             batch: 16,
             seq_len: p.seq_len,
-            train_steps: 5,
+            train_steps: 10,
             warmup_steps: 2,
             prompt_len: 64.min(p.seq_len / 2).max(1),
             new_tokens: 64.min(p.seq_len / 2),
