@@ -239,10 +239,22 @@ pub(super) fn down_gelu_backward(
     (dh, d_down)
 }
 
+/// What one expert's backward pass gives: its input gradient's rows and its two weight gradients,
+/// with their sums of squares (for the clipping norm), taken while each was in cache.
+struct ExpertGrads {
+    dx: Vec<f32>,
+    dx_layout: InputGrad,
+    up: Vec<f32>,
+    down: Vec<f32>,
+    up_sumsq: f64,
+    down_sumsq: f64,
+}
+
 /// How an expert's input gradient `dH up^T` (rows, d_model) is computed and laid out. With few
 /// rows, `gemm` is faster writing it transposed: it then packs `dH` rather than transposing all
-/// of `up` into its packed layout. Probed on this project's 2-core VM (docs/performance.md): 7-12%
-/// less time for an expert's whole backward at 32-64 rows, 2% at 128, 3% more at 512.
+/// of `up` into its packed layout. Probed on this project's 2-core VM (docs/performance.md): an
+/// expert's forward and backward took 12% less time at 32 rows, 5% at 64, 2% at 128, and 3% more
+/// at 512.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum InputGrad {
     RowMajor,
@@ -410,10 +422,7 @@ impl CustomOp2 for Experts {
             Parallelism::None => sum_of_squares_here(g),
             _ => sum_of_squares(g),
         };
-        // Per expert: its input gradient rows and its two weight gradients.
-        // With the two weight gradients' sums of squares, taken while each is in cache.
-        type Grads = (((Vec<f32>, InputGrad), Vec<f32>, Vec<f32>), (f64, f64));
-        let results: Vec<Mutex<Option<Result<Grads>>>> =
+        let results: Vec<Mutex<Option<Result<ExpertGrads>>>> =
             (0..self.rows.len()).map(|_| Mutex::new(None)).collect();
         let xs = x.storage_and_layout();
         let Storage::Cpu(CpuStorage::F32(xv)) = &*xs.0 else {
@@ -433,18 +442,18 @@ impl CustomOp2 for Experts {
                 let (s, a) = &acts[e];
                 let f = a.len() / cnt;
                 let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
-                let run = || -> Result<Grads> {
+                let run = || -> Result<ExpertGrads> {
                     // dUp = X^T dH; dX = dH up^T.
                     let (dh, d_down) = tensor_f32(&w.down, |down| {
                         down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
                     })?;
-                    let sq_down = squares(&d_down);
+                    let down_sumsq = squares(&d_down);
                     let xe = gather(xv, &self.rows[e], d);
                     let d_up = filled(d * f, |g| {
                         matmul(g, (d, f, cnt), (&xe, d, 1), (&dh, 1, f), par)
                     });
-                    let sq_up = squares(&d_up);
-                    let dx = tensor_f32(&w.up, |up| {
+                    let up_sumsq = squares(&d_up);
+                    let (dx, dx_layout) = tensor_f32(&w.up, |up| {
                         let layout = InputGrad::for_rows(cnt);
                         let dx = filled(cnt * d, |dx| {
                             let (lhs, rhs) = ((&dh[..], 1, f), (up, f, 1));
@@ -457,7 +466,14 @@ impl CustomOp2 for Experts {
                         });
                         (dx, layout)
                     })?;
-                    Ok(((dx, d_up, d_down), (sq_up, sq_down)))
+                    Ok(ExpertGrads {
+                        dx,
+                        dx_layout,
+                        up: d_up,
+                        down: d_down,
+                        up_sumsq,
+                        down_sumsq,
+                    })
                 };
                 *results[e].lock().unwrap() = Some(run());
             },
@@ -469,14 +485,14 @@ impl CustomOp2 for Experts {
             let Some(r) = r.into_inner().unwrap() else {
                 continue;
             };
-            let (((dxe, layout), d_up, d_down), (sq_up, sq_down)) = r?;
-            layout.scatter_add(&dxe, &self.rows[e], &mut dx, d);
+            let g = r?;
+            g.dx_layout.scatter_add(&g.dx, &self.rows[e], &mut dx, d);
             let w = &self.weights[e];
             let dev = w.up.device();
-            let sink = &self.sink;
-            sink.set_with_squares(2 * e, Tensor::from_vec(d_up, w.up.shape(), dev)?, sq_up);
-            let d_down = Tensor::from_vec(d_down, w.down.shape(), dev)?;
-            sink.set_with_squares(2 * e + 1, d_down, sq_down);
+            let up = Tensor::from_vec(g.up, w.up.shape(), dev)?;
+            self.sink.set_with_squares(2 * e, up, g.up_sumsq);
+            let down = Tensor::from_vec(g.down, w.down.shape(), dev)?;
+            self.sink.set_with_squares(2 * e + 1, down, g.down_sumsq);
         }
         Ok((
             Some(Tensor::from_vec(dx, (n, d), x.device())?),
