@@ -3,6 +3,7 @@
 //! other parameters exist. That is what makes `experts = 1` give exactly the dense model.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 use crate::data::rng::SplitMix64;
@@ -105,18 +106,21 @@ pub fn init_vars(
             mlp(&mut specs, &format!("{b}.ffn"));
         }
     }
-    let mut vars = BTreeMap::new();
-    for (name, shape, fill) in specs {
-        let count: usize = shape.iter().product();
-        let values = match fill {
-            Fill::Normal(std) => normal(&name, seed, count, std),
-            Fill::Ones => vec![1.0; count],
-            Fill::Zeros => vec![0.0; count],
-        };
-        let t = Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
-        vars.insert(name, Var::from_tensor(&t)?);
-    }
-    Ok(vars)
+    // Each parameter has its own generator, so they are drawn side by side with the same values
+    // as one after another: 64 experts' 67 M normals took about a second on one core.
+    specs
+        .into_par_iter()
+        .map(|(name, shape, fill)| {
+            let count: usize = shape.iter().product();
+            let values = match fill {
+                Fill::Normal(std) => normal(&name, seed, count, std),
+                Fill::Ones => vec![1.0; count],
+                Fill::Zeros => vec![0.0; count],
+            };
+            let t = Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
+            Ok((name, Var::from_tensor(&t)?))
+        })
+        .collect()
 }
 
 enum Fill {
@@ -139,5 +143,26 @@ mod tests {
         assert_eq!(normal("w", 1, 8, 1.0), normal("w", 1, 8, 1.0));
         assert_ne!(normal("w", 1, 8, 1.0), normal("w", 2, 8, 1.0));
         assert_ne!(normal("w", 1, 8, 1.0), normal("v", 1, 8, 1.0));
+    }
+
+    /// Drawn side by side, every parameter still has the values of its own generator.
+    #[test]
+    fn parameters_drawn_in_parallel_are_those_of_their_own_generators() {
+        let p = crate::profile::load_model("glam-tiny").unwrap();
+        let vars = init_vars(&p, &Device::Cpu, DType::F32, 7).unwrap();
+        assert!(vars.keys().any(|k| k.contains(".moe.experts.7.")));
+        let name = "blocks.1.moe.experts.5.up.w";
+        let got = vars[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got, normal(name, 7, p.d_model * p.d_ff, INIT_STD));
+        let gain = vars["blocks.2.norm1.gain"]
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(gain, vec![1.0; p.d_model]);
     }
 }
