@@ -9,8 +9,8 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::data::Corpus;
 use sparsewatt::model::{
-    cross_entropy, generate, generate_uncached, load_checkpoint, AdamW, Model, SampleConfig,
-    TrainConfig, Trainer, CAUSAL_BLOCK,
+    cross_entropy, generate, generate_uncached, load_checkpoint, AdamW, Forward, Model,
+    SampleConfig, TrainConfig, Trainer, CAUSAL_BLOCK,
 };
 use sparsewatt::profile::{load_model, ModelProfile};
 
@@ -164,15 +164,22 @@ fn cached_generation_equals_full_recomputation() {
     }
 }
 
+/// A forward pass over a fixed batch and its training loss (cross-entropy plus the balancing
+/// loss).
+fn training_forward(m: &Model) -> (Forward, Tensor) {
+    let x = ids(m, 4, 32, 2);
+    let targets = ids(m, 1, 128, 3).flatten_all().unwrap();
+    let fwd = m.forward(&x).unwrap();
+    let loss =
+        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
+    (fwd, loss)
+}
+
 #[test]
 fn after_one_step_every_trainable_tensor_has_a_gradient() {
     let p = small("glam-tiny");
     let m = Model::new(&p, &Device::Cpu, 8).unwrap();
-    let x = ids(&m, 4, 32, 2);
-    let targets = ids(&m, 1, 128, 3).flatten_all().unwrap();
-    let fwd = m.forward(&x).unwrap();
-    let loss =
-        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
+    let (fwd, loss) = training_forward(&m);
     let grads = fwd.backward(&loss).unwrap();
     let loads = fwd.expert_tokens();
     for (name, var) in m.vars() {
@@ -209,11 +216,7 @@ fn after_one_step_every_trainable_tensor_has_a_gradient() {
 fn gradient_squares_taken_in_the_ops_are_the_gradients_own() {
     let p = small("glam-tiny");
     let m = Model::new(&p, &Device::Cpu, 8).unwrap();
-    let x = ids(&m, 4, 32, 2);
-    let targets = ids(&m, 1, 128, 3).flatten_all().unwrap();
-    let fwd = m.forward(&x).unwrap();
-    let loss =
-        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
+    let (fwd, loss) = training_forward(&m);
     let (grads, squares) = fwd.backward_with_squares(&loss).unwrap();
     let mut known = 0;
     for (name, var) in m.vars() {

@@ -107,7 +107,7 @@ pub fn init_vars(
         }
     }
     // Each parameter has its own generator, so they are drawn side by side with the same values
-    // as one after another: 64 experts' 67 M normals took about a second on one core.
+    // as one after another: 64 experts' 67 M normals took seconds on one core.
     specs
         .into_par_iter()
         .map(|(name, shape, fill)| {

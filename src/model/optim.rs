@@ -146,9 +146,15 @@ impl GradSquares {
         self.0.insert(param.id(), sumsq);
     }
 
-    /// Forgets `param`'s sum: its gradient no longer is the one it was taken of.
-    pub fn forget(&mut self, param: &Tensor) {
-        self.0.remove(&param.id());
+    /// Records `param`'s sum, or forgets any it had when `sumsq` is `None` (its gradient is no
+    /// longer the one a sum was taken of).
+    pub fn set(&mut self, param: &Tensor, sumsq: Option<f64>) {
+        match sumsq {
+            Some(s) => self.insert(param, s),
+            None => {
+                self.0.remove(&param.id());
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -142,19 +142,7 @@ pub fn matmul(
     rhs: Operand,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= shape.0 * shape.1);
-    // SAFETY: dst holds m x n values; gemm writes every one (read_dst = false) and reads none.
-    unsafe {
-        gemm_into(
-            dst.as_mut_ptr() as *mut f32,
-            shape,
-            Dst::RowMajor,
-            lhs,
-            rhs,
-            false,
-            par,
-        )
-    }
+    overwrite(dst, shape, Dst::RowMajor, lhs, rhs, par)
 }
 
 /// As [`matmul`], but `dst` receives the product transposed: (n, m) row-major. `gemm` packs
@@ -167,13 +155,25 @@ pub fn matmul_transposed(
     rhs: Operand,
     par: Parallelism,
 ) {
+    overwrite(dst, shape, Dst::Transposed, lhs, rhs, par)
+}
+
+/// The product into `dst`, laid out as `layout` says, every value written.
+fn overwrite(
+    dst: &mut [MaybeUninit<f32>],
+    shape: (usize, usize, usize),
+    layout: Dst,
+    lhs: Operand,
+    rhs: Operand,
+    par: Parallelism,
+) {
     assert!(dst.len() >= shape.0 * shape.1);
-    // SAFETY: as in `matmul`.
+    // SAFETY: dst holds m x n values; gemm writes every one (read_dst = false) and reads none.
     unsafe {
         gemm_into(
             dst.as_mut_ptr() as *mut f32,
             shape,
-            Dst::Transposed,
+            layout,
             lhs,
             rhs,
             false,

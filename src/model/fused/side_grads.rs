@@ -63,20 +63,13 @@ impl WeightGrads {
             let Some(Grad { values, sumsq }) = g.take() else {
                 continue;
             };
-            match (store.get(w), sumsq) {
-                (Some(before), _) => {
-                    let sum = (before + values)?;
-                    store.insert(w, sum);
-                    squares.forget(w);
-                }
-                (None, known) => {
-                    store.insert(w, values);
-                    match known {
-                        Some(s) => squares.insert(w, s),
-                        None => squares.forget(w),
-                    }
-                }
-            }
+            // A sum taken of the op's part is not that of the total.
+            let (total, sumsq) = match store.get(w) {
+                Some(before) => ((before + values)?, None),
+                None => (values, sumsq),
+            };
+            store.insert(w, total);
+            squares.set(w, sumsq);
         }
         Ok(())
     }
