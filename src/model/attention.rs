@@ -1,6 +1,6 @@
 //! Causal multi-head self-attention with an optional key/value cache for generation.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::fused;
 use super::layers::{softmax_uncounted, Linear};
@@ -188,12 +188,16 @@ fn attend(
     new: usize,
 ) -> Result<Tensor> {
     let (h, dh) = (q.dim(1)?, q.dim(3)?);
-    let scores = (q.matmul(&k.transpose(2, 3)?)? * (1.0 / (dh as f64).sqrt()))?;
+    // The softmax in f32 whatever the model's dtype: in bf16 (8 significant bits) its sum over a
+    // thousand keys loses the small probabilities.
+    let scores =
+        (q.matmul(&k.transpose(2, 3)?)? * (1.0 / (dh as f64).sqrt()))?.to_dtype(DType::F32)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let ctx = softmax_uncounted(&scores)?.matmul(v)?; // (b, h, t, dh)
+    let probs = softmax_uncounted(&scores)?.to_dtype(v.dtype())?;
+    let ctx = probs.matmul(v)?; // (b, h, t, dh)
     ctx.transpose(1, 2)?.reshape((batch * new, h * dh))
 }
 

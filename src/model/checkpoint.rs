@@ -26,7 +26,7 @@ pub enum CheckpointError {
     Mismatch { path: PathBuf, message: String },
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+pub(super) fn file_err(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -112,7 +112,7 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Model, CheckpointE
     let profile: ModelProfile = parse_model(&text, &pp.display().to_string())?;
     let wp = dir.join(WEIGHTS_FILE);
     let loaded = candle_core::safetensors::load(&wp, device).map_err(|e| file_err(&wp, e))?;
-    let fresh = super::init::init_vars(&profile, device, super::dtype_for(device), 0)
+    let fresh = super::init::init_vars(&profile, device, super::MASTER_DTYPE, 0)
         .map_err(|e| file_err(&wp, e))?;
     let mut vars = BTreeMap::new();
     for (name, var) in fresh {

@@ -212,6 +212,8 @@ pub struct Model {
     device: Device,
     dtype: DType,
     vars: BTreeMap<String, Var>,
+    /// The token and position embedding tables, looked up in the parameters' dtype (f32) and
+    /// cast after: a gradient that sums many tokens into one row is summed in f32.
     tok_emb: Tensor,
     pos_emb: Tensor,
     blocks: Vec<Block>,
@@ -275,7 +277,11 @@ fn keep_freed_memory() {
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
-/// f32 on the CPU (bf16 is widened there and slower), bf16 on a GPU, as GLaM's activations.
+/// The dtype of the parameters themselves (the optimizer's master copy), on every device.
+pub const MASTER_DTYPE: DType = DType::F32;
+
+/// The dtype the model computes in: f32 on the CPU (bf16 is widened there and slower), bf16 on
+/// a GPU, as GLaM (fp32 weights, bf16 activations). The parameters stay f32 either way.
 pub fn dtype_for(device: &Device) -> DType {
     if device.is_cuda() {
         DType::BF16
@@ -285,24 +291,60 @@ pub fn dtype_for(device: &Device) -> DType {
 }
 
 impl Model {
-    /// A freshly initialised model; the same profile and seed give the same parameters.
+    /// A freshly initialised model computing in its device's dtype ([`dtype_for`]); the same
+    /// profile and seed give the same parameters.
     pub fn new(profile: &ModelProfile, device: &Device, seed: u64) -> Result<Model> {
-        let dtype = dtype_for(device);
-        let vars = init::init_vars(profile, device, dtype, seed)?;
-        Model::from_vars(profile, device, vars)
+        Model::with_compute_dtype(profile, device, seed, dtype_for(device))
     }
 
-    /// Build the modules on a complete set of named parameters.
+    /// As [`Model::new`], computing in `compute` whatever the device: bf16 on the CPU runs the
+    /// GPU's code path (candle's composed ops, f32 master weights cast at each use), which is how
+    /// the tests check that path without a GPU.
+    pub fn with_compute_dtype(
+        profile: &ModelProfile,
+        device: &Device,
+        seed: u64,
+        compute: DType,
+    ) -> Result<Model> {
+        let vars = init::init_vars(profile, device, MASTER_DTYPE, seed)?;
+        Model::from_vars_in(profile, device, vars, compute)
+    }
+
+    /// Build the modules on a complete set of named parameters, computing in the device's dtype.
     pub(crate) fn from_vars(
         profile: &ModelProfile,
         device: &Device,
         vars: BTreeMap<String, Var>,
     ) -> Result<Model> {
+        Model::from_vars_in(profile, device, vars, dtype_for(device))
+    }
+
+    /// After the parameters changed (an optimizer step): cast them again for the next pass when
+    /// the model computes in another dtype than it stores. A no-op otherwise, since then the
+    /// modules hold the parameters' own tensors.
+    pub fn refresh_weights(&mut self) -> Result<()> {
+        if self.dtype == MASTER_DTYPE {
+            return Ok(());
+        }
+        let (profile, device) = (self.profile.clone(), self.device.clone());
+        *self = Model::from_vars_in(&profile, &device, self.vars.clone(), self.dtype)?;
+        Ok(())
+    }
+
+    /// Build the modules on `vars`, each weight cast to `compute` (on the autograd graph, so
+    /// gradients reach the f32 parameters in f32).
+    fn from_vars_in(
+        profile: &ModelProfile,
+        device: &Device,
+        vars: BTreeMap<String, Var>,
+        compute: DType,
+    ) -> Result<Model> {
         let p = profile;
         let get = |name: &str| -> Result<Tensor> {
             vars.get(name)
-                .map(|v| v.as_tensor().clone())
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?
+                .as_tensor()
+                .to_dtype(compute)
         };
         // No biases in the projections and FFNs (GLaM, and the accounting's structure).
         let lin = |name: &str| -> Result<Linear> {
@@ -349,18 +391,23 @@ impl Model {
                 ffn,
             });
         }
-        let tok_emb = get("tok_emb")?;
+        let master = |name: &str| -> Result<Tensor> {
+            vars.get(name)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+        };
+        let tok_emb = master("tok_emb")?;
         let head = if p.tied_embeddings {
-            tok_emb.t()?
+            tok_emb.to_dtype(compute)?.t()?
         } else {
             get("head")?
         };
-        let dtype = tok_emb.dtype();
+        let dtype = compute;
         Ok(Model {
             profile: p.clone(),
             device: device.clone(),
             dtype,
-            pos_emb: get("pos_emb")?,
+            pos_emb: master("pos_emb")?,
             final_norm: LayerNorm {
                 gain: get("final_norm.gain")?,
                 bias: get("final_norm.bias")?,
@@ -459,7 +506,8 @@ impl Model {
         let mut x = tok
             .reshape((b, t, d))?
             .broadcast_add(&pos)?
-            .reshape((n, d))?;
+            .reshape((n, d))?
+            .to_dtype(self.dtype)?;
         // The position embedding added to the token's.
         pass.count_residual();
         // On the CPU each dense feed-forward half of a block is one fused op, and so is each
@@ -467,7 +515,7 @@ impl Model {
         let fused_ffn = fused::applies(&x);
         let fused_attention = cache.is_none() && fused_ffn;
         let mask = if t > 1 && !fused_attention {
-            Some(causal_mask(t, past, &self.device)?.to_dtype(self.dtype)?)
+            Some(causal_mask(t, past, &self.device)?) // f32: the softmax's dtype
         } else {
             None
         };

@@ -149,6 +149,8 @@ impl Trainer {
         let norm = self
             .opt
             .step_with_squares(vars, &grads, &squares, lr, clip)?;
+        // A model computing in bf16 casts its updated f32 parameters for the next pass.
+        self.model.refresh_weights()?;
         let loss = ce.to_scalar::<f32>()? as f64;
         let aux_loss = match &fwd.aux_loss {
             Some(a) => Some(a.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? as f64),
@@ -194,7 +196,11 @@ impl Trainer {
     /// Save the model, the optimiser's moments and the trainer's position into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
         self.model.save(dir)?;
-        checkpoint::save_trainer(dir, &self.state(), &self.opt.moments)
+        let moments = self
+            .opt
+            .host_moments()
+            .map_err(|e| checkpoint::file_err(dir, e))?;
+        checkpoint::save_trainer(dir, &self.state(), &moments)
     }
 
     pub fn state(&self) -> TrainerState {
