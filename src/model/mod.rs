@@ -227,7 +227,10 @@ pub struct Model {
 pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
     if want_gpu && cfg!(feature = "cuda") {
         match Device::new_cuda(0) {
-            Ok(d) => return (d, "cuda:0".into(), None),
+            Ok(d) => {
+                let name = gpu_identity(&d).map_or_else(String::new, |g| format!(" {}", g.name));
+                return (d, format!("cuda:0{name}"), None);
+            }
             Err(e) => {
                 return (
                     Device::Cpu,
@@ -238,6 +241,50 @@ pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
         }
     }
     (Device::Cpu, "cpu".into(), None)
+}
+
+/// What the CUDA driver says of the GPU a device runs on: its name ("NVIDIA H200") and UUID in
+/// NVML's spelling ("GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"), by which NVML finds the same
+/// board whatever the ordinals. `None` on the CPU or where the driver does not answer.
+pub fn gpu_identity(device: &Device) -> Option<GpuIdentity> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let stream = d.cuda_stream();
+        let ctx = stream.context();
+        let name = ctx.name().ok()?;
+        let b: Vec<u8> = ctx.uuid().ok()?.bytes.iter().map(|&x| x as u8).collect();
+        return Some(GpuIdentity {
+            name,
+            uuid: nvml_uuid(&b),
+            ordinal: ctx.ordinal(),
+        });
+    }
+    let _ = device;
+    None
+}
+
+/// A GPU as [`gpu_identity`] gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuIdentity {
+    pub name: String,
+    pub uuid: String,
+    /// The CUDA ordinal (which is NVML's index only when CUDA_VISIBLE_DEVICES does not reorder).
+    pub ordinal: usize,
+}
+
+/// NVML's spelling of a 16-byte device UUID: "GPU-" and the bytes in hex, grouped 8-4-4-4-12.
+pub fn nvml_uuid(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = String::from("GPU-");
+    let mut at = 0;
+    for (i, len) in [8, 4, 4, 4, 12].into_iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        out.push_str(hex.get(at..at + len).unwrap_or(""));
+        at += len;
+    }
+    out
 }
 
 /// Spin budget of candle's CPU worker threads before they park, unless the user set
@@ -588,6 +635,15 @@ impl Model {
 mod tests {
     use super::*;
     use crate::profile::load_model;
+
+    #[test]
+    fn uuids_are_spelled_as_nvml_spells_them() {
+        let b: Vec<u8> = (0..16u8).map(|i| i * 17).collect();
+        assert_eq!(
+            nvml_uuid(&b),
+            "GPU-00112233-4455-6677-8899-aabbccddeeff"
+        );
+    }
 
     #[test]
     fn parameter_count_matches_the_accounting() {

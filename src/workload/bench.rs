@@ -101,6 +101,8 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
     for i in 0..cfg.warmup_steps + cfg.train_steps {
         let t = Instant::now();
         let s = trainer.train_step()?;
+        // A GPU's kernels run behind the host: the step ends when the device has finished it.
+        device.synchronize()?;
         let dt = t.elapsed().as_secs_f64();
         if i >= cfg.warmup_steps {
             step_s.push(dt);
@@ -133,7 +135,11 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
         experts: p.experts,
         top_k: p.top_k,
         params_total,
-        device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        device: match crate::model::gpu_identity(device) {
+            Some(g) => format!("cuda:{} {}", g.ordinal, g.name),
+            None if device.is_cuda() => "cuda".into(),
+            None => "cpu".into(),
+        },
         threads: cpu_threads(),
         config: cfg.clone(),
         train_tokens_per_s: tokens / train_step_s,
