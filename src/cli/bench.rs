@@ -70,6 +70,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             spread(r.train_step_s_range, 1.0, 3),
             r.train_flops_per_s / 1e9
         );
+        let parts = r.train_step_parts;
+        println!(
+            "           one more step: forward {:.3} s, backward {:.3} s, optimizer {:.3} s",
+            parts.forward_s, parts.backward_s, parts.optimizer_s
+        );
         println!(
             "  prefill  {:>9.0} tokens/s   (batch 1, {}-token prompt, median of {}, {:.1} ms{})",
             r.prefill_tokens_per_s,

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::fused;
-use super::layers::{softmax_uncounted, Linear};
+use super::layers::{softmax_one_pass, Linear};
 use crate::accounting::flops::elementwise::SOFTMAX_FLOPS_PER_ELEMENT;
 use crate::accounting::{Component, FlopCount};
 
@@ -196,7 +196,7 @@ fn attend(
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = softmax_uncounted(&scores)?.to_dtype(v.dtype())?;
+    let probs = softmax_one_pass(&scores)?.to_dtype(v.dtype())?;
     let ctx = probs.matmul(v)?; // (b, h, t, dh)
     ctx.transpose(1, 2)?.reshape((batch * new, h * dh))
 }

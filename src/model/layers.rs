@@ -98,6 +98,61 @@ pub fn softmax_uncounted(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&sum)
 }
 
+/// Softmax over the last dimension off the fused CPU path: candle-nn's one-pass kernel forward
+/// (which has no backward pass of its own), and the backward `dy -> y * (dy - sum(dy * y))` from
+/// tensor ops. On a GPU the composed [`softmax_uncounted`] makes six passes over attention's
+/// batch x heads x positions^2 scores each way, three of them broadcasting.
+pub fn softmax_one_pass(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let y = candle_nn::ops::softmax_last_dim(&x.detach())?;
+    x.apply_op2(&y, WithSoftmaxGrad)
+}
+
+/// `(x, y) -> y`, with the gradient of `y = softmax(x)` for `x`: puts a softmax computed off the
+/// graph back on it. The forward is a copy of `y`.
+struct WithSoftmaxGrad;
+
+impl candle_core::CustomOp2 for WithSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "with-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        y: &candle_core::CpuStorage,
+        ly: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((y.try_clone(ly)?, ly.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &candle_core::Layout,
+        y: &candle_core::CudaStorage,
+        ly: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((y.try_clone(ly)?, ly.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = (grad * res)?;
+        let dot = gy.sum_keepdim(D::Minus1)?;
+        Ok((Some((gy - res.broadcast_mul(&dot)?)?), None))
+    }
+}
+
 /// Log-softmax over the last dimension, with the max detached as in [`softmax`].
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
@@ -171,6 +226,43 @@ impl Mlp {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn the_one_pass_softmax_and_its_gradient_match_the_composed_ones() {
+        let x = Tensor::arange(0f32, 60.0, &Device::Cpu)
+            .unwrap()
+            .affine(0.37, -9.0)
+            .unwrap()
+            .sin()
+            .unwrap()
+            .affine(4.0, 0.0)
+            .unwrap()
+            .reshape((3, 4, 5))
+            .unwrap();
+        let w = x.cos().unwrap(); // a different weight for each output
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let (a, b) = (
+            softmax_one_pass(v.as_tensor()).unwrap(),
+            softmax_uncounted(v.as_tensor()).unwrap(),
+        );
+        assert!(fused::max_abs_diff(&a, &b) < 1e-6);
+        let ga = fused::weighted_sum_grads(&a, &w);
+        let gb = fused::weighted_sum_grads(&b, &w);
+        let (ga, gb) = (
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        );
+        assert!(fused::max_abs_diff(ga, gb) < 1e-6);
+        assert!(
+            ga.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.1
+        );
+    }
 
     #[test]
     fn softmax_rows_sum_to_one_and_match_a_direct_computation() {

@@ -22,7 +22,7 @@ pub use generate::{
 pub use layers::{cross_entropy, log_softmax};
 pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
 pub use optim::{AdamW, GradSquares, LrSchedule};
-pub use trainer::{TrainConfig, TrainStep, Trainer};
+pub use trainer::{StepTimes, TrainConfig, TrainStep, Trainer};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -639,10 +639,7 @@ mod tests {
     #[test]
     fn uuids_are_spelled_as_nvml_spells_them() {
         let b: Vec<u8> = (0..16u8).map(|i| i * 17).collect();
-        assert_eq!(
-            nvml_uuid(&b),
-            "GPU-00112233-4455-6677-8899-aabbccddeeff"
-        );
+        assert_eq!(nvml_uuid(&b), "GPU-00112233-4455-6677-8899-aabbccddeeff");
     }
 
     #[test]

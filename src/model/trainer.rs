@@ -83,6 +83,15 @@ pub struct TrainStep {
     pub domain_expert_tokens: BTreeMap<String, Vec<Vec<u64>>>,
 }
 
+/// Seconds of each part of one training step (forward with the loss, backward, optimizer with
+/// the cast of the weights for the next pass), each ended by waiting for the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StepTimes {
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+}
+
 pub struct Trainer {
     pub model: Model,
     pub config: TrainConfig,
@@ -129,10 +138,32 @@ impl Trainer {
 
     /// One optimisation step on the next training batch.
     pub fn train_step(&mut self) -> anyhow::Result<TrainStep> {
-        crate::model::fused::on_pool(|| self.train_step_on_pool())
+        crate::model::fused::on_pool(|| self.train_step_on_pool(None))
     }
 
-    fn train_step_on_pool(&mut self) -> anyhow::Result<TrainStep> {
+    /// As [`Trainer::train_step`], waiting for the device after each part of the step to time
+    /// it: where a step's time goes, for `bench` (the waits cost a little time of their own).
+    pub fn train_step_timed(&mut self) -> anyhow::Result<(TrainStep, StepTimes)> {
+        let mut times = StepTimes::default();
+        let step = crate::model::fused::on_pool(|| self.train_step_on_pool(Some(&mut times)))?;
+        Ok((step, times))
+    }
+
+    fn train_step_on_pool(
+        &mut self,
+        mut times: Option<&mut StepTimes>,
+    ) -> anyhow::Result<TrainStep> {
+        let device = self.model.device().clone();
+        let mut clock = std::time::Instant::now();
+        // Seconds since the last lap, once the device has finished its queued work.
+        let mut lap = |slot: fn(&mut StepTimes) -> &mut f64| -> anyhow::Result<()> {
+            if let Some(t) = times.as_deref_mut() {
+                device.synchronize()?;
+                *slot(t) = clock.elapsed().as_secs_f64();
+                clock = std::time::Instant::now();
+            }
+            Ok(())
+        };
         let batch = self
             .sampler
             .next_batch(self.config.batch, self.config.seq_len)?;
@@ -143,7 +174,9 @@ impl Trainer {
             Some(a) => (&ce + a)?,
             None => ce.clone(),
         };
+        lap(|t| &mut t.forward_s)?;
         let (grads, squares) = fwd.backward_with_squares(&total)?;
+        lap(|t| &mut t.backward_s)?;
         let lr = self.config.schedule().at(self.step);
         let (vars, clip) = (self.model.vars(), self.config.clip_norm);
         let norm = self
@@ -151,6 +184,7 @@ impl Trainer {
             .step_with_squares(vars, &grads, &squares, lr, clip)?;
         // A model computing in bf16 casts its updated f32 parameters for the next pass.
         self.model.refresh_weights()?;
+        lap(|t| &mut t.optimizer_s)?;
         let loss = ce.to_scalar::<f32>()? as f64;
         let aux_loss = match &fwd.aux_loss {
             Some(a) => Some(a.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? as f64),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 use crate::data::Corpus;
-use crate::model::{generate, Model, SampleConfig, TrainConfig, Trainer};
+use crate::model::{generate, Model, SampleConfig, StepTimes, TrainConfig, Trainer};
 use crate::profile::ModelProfile;
 use crate::stats::{median, range};
 
@@ -69,6 +69,8 @@ pub struct BenchResult {
     pub train_flops_per_s: f64,
     pub decode_flops_per_token: f64,
     pub last_train_loss: f64,
+    /// Where one more training step's time went, each part timed to the device's completion.
+    pub train_step_parts: StepTimes,
 }
 
 /// Worker threads candle's CPU matmuls use (rayon).
@@ -110,6 +112,7 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
         flops_per_token = s.flops.total() / s.tokens as f64;
         loss = s.loss;
     }
+    let (_, parts) = trainer.train_step_timed()?;
     let model = &trainer.model;
     let (_, val) = corpus.split(0.05)?;
     let prompt = val.prompt(cfg.prompt_len)?;
@@ -155,5 +158,6 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
         train_flops_per_s: flops_per_token * tokens / train_step_s,
         decode_flops_per_token: decode_flops,
         last_train_loss: loss,
+        train_step_parts: parts,
     })
 }
