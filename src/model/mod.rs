@@ -226,7 +226,7 @@ pub struct Model {
 /// CPU; with a description and, on fallback, the reason.
 pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
     if want_gpu && cfg!(feature = "cuda") {
-        match Device::new_cuda(0) {
+        match open_cuda(0) {
             Ok(d) => {
                 let name = gpu_identity(&d).map_or_else(String::new, |g| format!(" {}", g.name));
                 return (d, format!("cuda:0{name}"), None);
@@ -241,6 +241,52 @@ pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
         }
     }
     (Device::Cpu, "cpu".into(), None)
+}
+
+/// A CUDA device set up for a training loop that candle drives from more than one thread:
+/// - one dedicated stream (`new_cuda_with_stream`): every op of the device is queued on it
+///   whichever thread submits it. candle's default, the per-thread stream, would put the work
+///   of different threads (the model's forward runs on the CPU kernels' rayon pool) on different
+///   streams that do not wait for each other.
+/// - no event tracking: with a single stream the queue orders every use of every buffer, and the
+///   two CUDA events cudarc otherwise creates and destroys for each allocation cost host time
+///   on each of the thousands of ops of a step.
+/// - a memory pool that keeps what it was given: cudarc allocates from CUDA's default stream-
+///   ordered pool, which by default returns freed memory to the system at each synchronisation
+///   (a step has several), so the next step maps it again.
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let device = Device::new_cuda_with_stream(ordinal)?;
+    if let Device::Cuda(d) = &device {
+        // SAFETY: the device has one stream, and every buffer is created, used and freed in
+        // that stream's order (the contract `disable_event_tracking` asks for); no buffer
+        // exists yet that was made with tracking.
+        unsafe { d.disable_event_tracking() };
+        let stream = d.cuda_stream();
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut keep: u64 = u64::MAX;
+        // SAFETY: plain driver calls on a valid device handle, with pointers to locals.
+        let rc = unsafe {
+            match sys::cuDeviceGetDefaultMemPool(&mut pool, stream.context().cu_device()) {
+                sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut keep as *mut u64).cast(),
+                ),
+                other => other,
+            }
+        };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            eprintln!("warning: the CUDA memory pool keeps releasing memory ({rc:?})");
+        }
+    }
+    Ok(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal)
 }
 
 /// What the CUDA driver says of the GPU a device runs on: its name ("NVIDIA H200") and UUID in
