@@ -2,6 +2,7 @@
 
 mod folder;
 mod machine;
+mod peak;
 mod record;
 mod summary;
 
@@ -10,6 +11,10 @@ pub use folder::{
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
 pub use machine::{detect_machine, run_id, unix_now};
+pub use peak::{
+    effective_peak, PeakMeasurement, ReplacedPeak, RunPeak, SummaryPeak, FROM_ACHIEVED, FROM_CACHE,
+    FROM_PROBE,
+};
 pub use record::{
     Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
     FORMAT_VERSION,
