@@ -324,6 +324,121 @@ mod tests {
     }
 
     #[test]
+    fn gpu_names_from_the_driver_match_their_profiles() {
+        let cases = [
+            ("NVIDIA H200", Some("h200")),
+            ("NVIDIA H200 NVL", Some("h200")),
+            ("NVIDIA H100 80GB HBM3", Some("h100-sxm")),
+            ("NVIDIA H100 PCIe", None),
+            ("NVIDIA H100 NVL", None),
+            ("NVIDIA A100-SXM4-80GB", Some("a100-80gb")),
+            ("NVIDIA A100 80GB PCIe", Some("a100-80gb")),
+            ("NVIDIA A100-SXM4-40GB", None),
+            ("Tesla V100-SXM2-32GB", Some("v100")),
+            ("NVIDIA B200", Some("b200")),
+            ("NVIDIA GeForce RTX 4090", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(gpu_profile_for(name), want, "{name}");
+        }
+        // Every profile a name can map to exists and is a GPU.
+        for (_, want) in cases {
+            if let Some(n) = want {
+                assert_eq!(load_hardware(n).unwrap().kind, HardwareKind::Gpu, "{n}");
+            }
+        }
+    }
+
+    fn machine(device: &str, profile: Option<&str>) -> MachineInfo {
+        MachineInfo {
+            hostname: "h".into(),
+            cpu_model: "c".into(),
+            logical_cpus: 2,
+            os: "linux".into(),
+            device: device.into(),
+            hardware_profile: profile.map(str::to_string),
+            peak: None,
+        }
+    }
+
+    #[test]
+    fn the_machines_profile_is_the_gpus_for_a_gpu_run_and_the_named_cpus_otherwise() {
+        // A GPU run's header names the CPU profile of the estimate: the GPU wins.
+        let m = machine("cuda:0 NVIDIA H200", Some("cpu-generic"));
+        assert_eq!(machine_hardware(&m).as_deref(), Some("h200"));
+        let m = machine("cuda:1 NVIDIA H100 80GB HBM3", None);
+        assert_eq!(machine_hardware(&m).as_deref(), Some("h100-sxm"));
+        // A GPU without a name or without a profile has none (never the CPU's).
+        assert_eq!(
+            machine_hardware(&machine("cuda:0", Some("cpu-generic"))),
+            None
+        );
+        assert_eq!(
+            machine_hardware(&machine("cuda:0 NVIDIA GeForce RTX 4090", None)),
+            None
+        );
+        assert_eq!(
+            machine_hardware(&machine("cpu", Some("my-cpu"))).as_deref(),
+            Some("my-cpu")
+        );
+        assert_eq!(
+            machine_hardware(&machine("cpu", None)).as_deref(),
+            Some(DEFAULT_LOCAL_HARDWARE)
+        );
+        assert_eq!(gpu_name("cuda:0 NVIDIA H200 "), Some("NVIDIA H200"));
+        assert_eq!(gpu_name("cpu"), None);
+    }
+
+    #[test]
+    fn a_run_above_the_profiles_peak_is_calibrated_against_its_achieved_rate() {
+        // 280 GFLOP/s on a 140 GFLOP/s profile: MFU 1, not 2; the peak says it was replaced.
+        let hw = load_hardware("cpu-generic").unwrap();
+        let recs = vec![train_step(1.0, 280e9, 3.5)];
+        let c = calibrate(&summarize(&recs), &hw);
+        let t = c.training().unwrap();
+        assert_eq!(t.achieved_mfu, 1.0);
+        assert_eq!(c.peak.from, "achieved");
+        assert_eq!(c.peak.replaced.as_ref().unwrap().flops_per_s, 140e9);
+        assert!((t.projected_flops_per_s - 280e9 * 0.4).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_gpu_run_is_calibrated_in_bf16_against_its_gpus_profile() {
+        let mut h = crate::runlog::test_header();
+        h.machine = machine("cuda:0 NVIDIA H200", Some("cpu-generic"));
+        // No measured peak: the profile's bf16 peak, named after the profile.
+        let p = peak_of_run(&h).unwrap();
+        assert_eq!(
+            (p.flops_per_s, p.dtype.as_str(), p.from.as_str()),
+            (989e12, "bf16", "h200")
+        );
+        // 395.6 TFLOP/s for 1 s: 40% of the H200's bf16 peak.
+        let recs = vec![train_step(1.0, 395.6e12, 300.0)];
+        let s = summarize_run(&h, &recs);
+        let ph = &s.models[0].phases[0];
+        assert!((ph.utilization.unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(ph.peak_from.as_deref(), Some("h200"));
+        let hw = load_hardware(&machine_hardware(&h.machine).unwrap()).unwrap();
+        let c = calibrate(&s, &hw);
+        assert_eq!(c.peak.dtype, "bf16");
+        assert!((c.training().unwrap().achieved_mfu - 0.4).abs() < 1e-9);
+        // A probed bf16 peak of 700 TFLOP/s: the summary divides by it, the calibration still by
+        // the profile's.
+        h.machine.peak = Some(RunPeak {
+            flops_per_s: 700e12,
+            dtype: "bf16".into(),
+            from: "probe".into(),
+            measurement: None,
+        });
+        let s = summarize_run(&h, &recs);
+        let c = calibrate(&s, &hw);
+        let t = c.training().unwrap();
+        assert!((t.run_utilization.unwrap() - 395.6 / 700.0).abs() < 1e-9);
+        assert_eq!(t.run_peak_from.as_deref(), Some("probe"));
+        assert!((t.achieved_mfu - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
     fn carrying_scales_the_target_defaults_and_keeps_user_figures() {
         let hw = load_hardware("cpu-generic").unwrap();
         let recs = vec![train_step(1.0, 28e9, 3.5)];

@@ -250,7 +250,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::profile::load_model;
 

@@ -6,6 +6,9 @@ mod peak;
 mod record;
 mod summary;
 
+/// A run header for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use folder::tests::header as test_header;
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,

@@ -372,18 +372,19 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
 fn footnote(app: &App, area: Rect, buf: &mut Buffer) {
     let peak = app.state.summary().and_then(|s| s.peak.as_ref());
     let util = match (peak, &app.machine_peak) {
-        (Some(p), _) if p.replaced.is_some() => format!(
-            " util = achieved FLOP/s ÷ peak {} ({}): this run's best rate, above the {} peak.",
-            si(p.flops_per_s, "FLOP/s"),
-            p.dtype,
-            p.replaced.as_ref().map_or("", |r| r.from.as_str())
-        ),
-        (Some(p), _) => format!(
-            " util = achieved FLOP/s ÷ peak {} ({}, from {}).",
-            si(p.flops_per_s, "FLOP/s"),
-            p.dtype,
-            p.from
-        ),
+        (Some(p), _) => match &p.replaced {
+            Some(r) => format!(
+                " util = achieved FLOP/s ÷ this run's best {} (above the {} peak).",
+                si(p.flops_per_s, "FLOP/s"),
+                r.from
+            ),
+            None => format!(
+                " util = achieved FLOP/s ÷ {} peak {} ({}).",
+                p.from,
+                si(p.flops_per_s, "FLOP/s"),
+                p.dtype
+            ),
+        },
         (None, Some(m)) => format!(
             " util = achieved FLOP/s ÷ {} peak {} ({}).",
             m.hardware,
