@@ -350,3 +350,96 @@ fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_t
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// The fixture run as if it ran on `device`, with `gflops_per_s` of training throughput scaled in.
+fn write_gpu_run(dir: &Path, device: &str, scale: f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut header = tui_fixture::header();
+    header.machine.device = device.into();
+    std::fs::write(
+        dir.join(HEADER_FILE),
+        serde_json::to_string_pretty(&header).unwrap(),
+    )
+    .unwrap();
+    let mut lines = String::new();
+    for mut r in tui_fixture::records() {
+        if let Record::Step(s) = &mut r {
+            s.flops *= scale;
+        }
+        lines.push_str(&serde_json::to_string(&r).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(dir.join(RECORDS_FILE), lines).unwrap();
+}
+
+#[test]
+fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
+    // The fixture's ~46 GFLOP/s times 5,000: about 230 TFLOP/s of training on an "H200".
+    let dir = temp("gpu-run");
+    write_gpu_run(&dir, "cuda:0 NVIDIA H200", 5000.0);
+    let run = read_run(&dir).unwrap();
+    let train: Vec<_> = run
+        .steps()
+        .filter(|s| !s.warmup && s.phase == sparsewatt::runlog::Phase::Train)
+        .filter(|s| s.role == sparsewatt::runlog::Role::Sparse)
+        .collect();
+    let achieved =
+        train.iter().map(|s| s.flops).sum::<f64>() / train.iter().map(|s| s.seconds).sum::<f64>();
+    let dir_s = dir.to_str().unwrap();
+    // `--hardware h100-sxm` picks the projection targets; the calibration is the run's own GPU's.
+    let c = json_of(&sparsewatt(
+        &dir,
+        &[
+            "project",
+            "--calibrate",
+            dir_s,
+            "--hardware",
+            "h100-sxm",
+            "--json",
+        ],
+    ));
+    assert_eq!(c["hardware"], "h200");
+    assert_eq!(c["peak"]["dtype"], "bf16");
+    assert_eq!(c["peak"]["flops_per_s"], 989e12);
+    let t = c["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "sparse" && p["phase"] == "train")
+        .unwrap();
+    assert!((t["achieved_mfu"].as_f64().unwrap() - achieved / 989e12).abs() < 1e-9);
+    // No probe in the header: the summary's utilisation is against the same profile peak.
+    assert_eq!(t["run_peak_from"], "h200");
+    // And a projection from it runs.
+    let o = sparsewatt(
+        &dir,
+        &[
+            "project",
+            "--calibrate",
+            dir_s,
+            "--carry",
+            "--hardware",
+            "h100-sxm",
+            "--model",
+            "glam-tiny",
+            "--tokens",
+            "1e9",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Calibration against `h200`"));
+
+    // A GPU no profile describes: calibration refuses, naming the device and the way out.
+    let other = temp("gpu-unknown");
+    write_gpu_run(&other, "cuda:0 NVIDIA GeForce RTX 4090", 100.0);
+    let o = sparsewatt(&other, &["project", "--calibrate", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("RTX 4090") && err.contains("--hardware"),
+        "{err}"
+    );
+    for d in [dir, other] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
