@@ -80,6 +80,7 @@ fn run_precision(hw: &HardwareProfile, dtype: Option<&str>) -> Precision {
     let wanted = match dtype {
         Some("bf16") => Some(Precision::Bf16),
         Some("f32") => Some(Precision::Fp32),
+        Some("f16") => Some(Precision::Fp16),
         Some(_) => None,
         None if hw.kind == HardwareKind::Cpu => Some(Precision::Fp32),
         None => Some(Precision::Bf16),
@@ -87,6 +88,15 @@ fn run_precision(hw: &HardwareProfile, dtype: Option<&str>) -> Precision {
     wanted
         .filter(|p| hw.peak_at(*p).is_some())
         .unwrap_or(hw.default_precision)
+}
+
+/// A precision as the probe and the summary name dtypes (candle's names: "f32", "bf16").
+fn dtype_name(p: Precision) -> &'static str {
+    match p {
+        Precision::Fp32 => "f32",
+        Precision::Fp16 => "f16",
+        other => other.label(),
+    }
 }
 
 /// The peak a run measures its utilisation against: the measured one in its header, else its
@@ -167,7 +177,7 @@ pub fn calibrate(summary: &RunSummary, hw: &HardwareProfile) -> Calibration {
     let precision = run_precision(hw, summary.peak.as_ref().map(|p| p.dtype.as_str()));
     let profile_peak = RunPeak {
         flops_per_s: hw.peak_at(precision).unwrap_or_else(|| hw.peak()),
-        dtype: precision.label().into(),
+        dtype: dtype_name(precision).into(),
         from: hw.name.clone(),
         measurement: None,
     };
@@ -399,6 +409,7 @@ mod tests {
         assert_eq!(t.achieved_mfu, 1.0);
         assert_eq!(c.peak.from, "achieved");
         assert_eq!(c.peak.replaced.as_ref().unwrap().flops_per_s, 140e9);
+        assert_eq!(c.peak.dtype, "f32");
         assert!((t.projected_flops_per_s - 280e9 * 0.4).abs() < 1.0);
     }
 
