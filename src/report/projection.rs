@@ -4,9 +4,9 @@
 
 use crate::profile::{load_all_hardware, load_hardware, HardwareProfile, ModelProfile};
 use crate::project::{
-    calibrate, project_inference, project_training_tokens, InferenceSettings, Settings,
+    calibrate, machine_hardware, project_inference, project_training_tokens, summarize_run,
+    InferenceSettings, Settings,
 };
-use crate::project::{machine_hardware, summarize_run};
 use crate::runlog::{Phase, RunData};
 
 use super::document::{
@@ -107,24 +107,22 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
             ));
             Vec::new()
         }
-        Some(loaded) => match loaded {
-            Ok(hw) => {
-                if run.header.sensor.source == crate::meter::EnergySource::Estimate {
-                    notes.push(format!(
+        Some(Ok(hw)) => {
+            if run.header.sensor.source == crate::meter::EnergySource::Estimate {
+                notes.push(format!(
                     "This run's energy is an estimate made from a CPU power model, so its power against {}'s is not an independent check; FLOP/s is.",
                     hw.name
                 ));
-                }
-                let mut c = checks(run, &hw);
-                c.extend(jpt_checks(&hw, &rows, phases));
-                c.sort_by_key(|x| (x.role, x.phase));
-                c
             }
-            Err(e) => {
-                notes.push(format!("No comparison with this machine: {e}"));
-                Vec::new()
-            }
-        },
+            let mut c = checks(run, &hw);
+            c.extend(jpt_checks(&hw, &rows, phases));
+            c.sort_by_key(|x| (x.role, x.phase));
+            c
+        }
+        Some(Err(e)) => {
+            notes.push(format!("No comparison with this machine: {e}"));
+            Vec::new()
+        }
     };
     ProjectionSection {
         notes,

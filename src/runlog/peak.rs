@@ -33,7 +33,7 @@ pub struct PeakMeasurement {
     pub repetitions: usize,
     pub best_s: f64,
     pub median_s: f64,
-    /// Threads of the CPU matmul (1 for a GPU's host side is not meaningful: the CPU's count).
+    /// Threads of candle's CPU matmul when it was measured (on a GPU, recorded all the same).
     pub threads: usize,
     /// Seconds since the Unix epoch when it was measured.
     pub measured_unix_s: f64,
