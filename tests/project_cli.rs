@@ -224,6 +224,7 @@ fn write_run(dir: &std::path::Path) {
             os: "linux".into(),
             device: "cpu".into(),
             hardware_profile: None,
+            peak: None,
         },
         sensor: SensorInfo {
             source: EnergySource::Estimate,

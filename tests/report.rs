@@ -58,6 +58,7 @@ fn header(f: &Fixture) -> RunHeader {
             os: "linux".into(),
             device: "cpu".into(),
             hardware_profile: None,
+            peak: None,
         },
         sensor: SensorInfo {
             source: f.source,

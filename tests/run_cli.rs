@@ -123,10 +123,15 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
         .filter(|r| matches!(r, Record::Eval(_)))
         .count();
     assert_eq!(evals, 2 * 3); // at 0, 2 and 3 steps, both models
-                              // summary.json equals the summary recomputed from the records.
+                              // summary.json equals the summary recomputed from the folder: the
+                              // records, and the header's peak for utilisation.
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    let again = serde_json::to_value(summarize(&run.records)).unwrap();
+    let again = serde_json::to_value(sparsewatt::project::summarize_run(
+        &run.header,
+        &run.records,
+    ))
+    .unwrap();
     assert_close(&written, &again, "");
     let s = summarize(&run.records);
     for role in [Role::Sparse, Role::Dense] {

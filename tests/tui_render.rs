@@ -10,6 +10,7 @@ use std::path::Path;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
+use sparsewatt::project::summarize_run;
 use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role, RunData};
 use sparsewatt::tui::{buffer_text, render, App, Status, View};
 use sparsewatt::workload::RunEvent;
@@ -242,7 +243,11 @@ fn the_live_summary_equals_summarize_of_the_records_received() {
     }
     app.tick(std::time::Instant::now());
     let records: Vec<Record> = run().records[..n - 1].to_vec();
-    assert_eq!(app.state.summary(), Some(&summarize(&records)));
+    // The summary a report would build from the same header and records (utilisation included).
+    assert_eq!(
+        app.state.summary(),
+        Some(&summarize_run(&run().header, &records))
+    );
 }
 
 #[test]
@@ -260,7 +265,10 @@ fn the_replay_cursor_shows_only_the_records_up_to_it() {
         .cloned()
         .collect();
     assert!(upto.len() < run.records.len());
-    assert_eq!(app.state.summary(), Some(&summarize(&upto)));
+    assert_eq!(
+        app.state.summary(),
+        Some(&summarize_run(&run.header, &upto))
+    );
     let c = app.replay_cursor().unwrap();
     assert_eq!(c.shown, upto.len());
     // → moves forward by 1% of the run, ← back, End to the whole run.
@@ -269,7 +277,10 @@ fn the_replay_cursor_shows_only_the_records_up_to_it() {
     let c = app.replay_cursor().unwrap();
     assert!((c.cursor_s - before - c.end_s / 100.0).abs() < 1e-9);
     key(&mut app, KeyCode::End);
-    assert_eq!(app.state.summary(), Some(&summarize(&run.records)));
+    assert_eq!(
+        app.state.summary(),
+        Some(&summarize_run(&run.header, &run.records))
+    );
     snapshot("overview-replay-at-5s-140x45", &{
         let mut app = App::replay(run);
         app.set_cursor(at);

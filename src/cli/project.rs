@@ -346,5 +346,22 @@ fn print_calibration(args: &Args, c: &Calibration) -> anyhow::Result<()> {
         c.hardware
     );
     print!("{}", table::calibration_table(c));
+    println!("MFU = measured FLOP/s over the {}.", c.peak.describe());
+    if let Some(p) = c.phases.iter().find(|p| p.run_utilization.is_some()) {
+        println!(
+            "Against the run's own peak (from {}), as in summary.json: {}.",
+            p.run_peak_from.as_deref().unwrap_or("unknown"),
+            c.phases
+                .iter()
+                .filter_map(|p| Some(format!(
+                    "{} {} {:.1}%",
+                    p.model,
+                    format!("{:?}", p.phase).to_lowercase(),
+                    100.0 * p.run_utilization?
+                )))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }

@@ -13,9 +13,10 @@ use sparsewatt::data::Corpus;
 use sparsewatt::meter::{open_sensor, Meter, SensorChoice};
 use sparsewatt::model::{pick_device, Model, TrainConfig};
 use sparsewatt::profile::{load_model, ModelProfile};
+use sparsewatt::project::peak_of_run;
 use sparsewatt::runlog::{
-    detect_machine, run_id, unix_now, Phase, Role, RunConfig, RunHeader, RunModel, RunSummary,
-    RunWriter, SensorInfo, StepRecord, FORMAT_VERSION,
+    detect_machine, run_id, unix_now, MachineInfo, Phase, Role, RunConfig, RunHeader, RunModel,
+    RunPeak, RunSummary, RunWriter, SensorInfo, StepRecord, FORMAT_VERSION, FROM_CACHE,
 };
 use sparsewatt::workload::run::{execute, Progress, RunPlan};
 use sparsewatt::workload::{InferenceShape, ModelWorkload, RunEvent};
@@ -142,6 +143,33 @@ fn check(a: &Args) -> Result<(), BadInput> {
     Ok(())
 }
 
+/// The measured peak of the device the run uses (cached per machine, else a short probe now);
+/// `None`, with a warning, when it cannot be measured: utilisation then uses the profile's peak.
+fn this_machines_peak(device: &candle_core::Device, device_name: &str) -> Option<RunPeak> {
+    match sparsewatt::project::probe::run_peak(device, device_name) {
+        Ok((p, notes)) => {
+            for n in notes {
+                eprintln!("warning: {n}");
+            }
+            eprintln!(
+                "peak {:.1} GFLOP/s {} ({})",
+                p.flops_per_s / 1e9,
+                p.dtype,
+                if p.from == FROM_CACHE {
+                    "from this machine's cache; `sparsewatt hardware --probe` measures it afresh"
+                } else {
+                    "measured now"
+                }
+            );
+            Some(p)
+        }
+        Err(e) => {
+            eprintln!("warning: the peak probe failed ({e}); utilisation uses the hardware profile's peak");
+            None
+        }
+    }
+}
+
 fn baseline_name(a: &Args, sparse: &ModelProfile) -> String {
     a.baseline
         .clone()
@@ -189,6 +217,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&id));
+    let peak = this_machines_peak(&device, &device_name);
     let epoch = Instant::now();
     let meter = Meter::start(sensor, a.sample_hz, epoch);
     let header = RunHeader {
@@ -197,7 +226,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         started_unix_s: started,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         sparsewatt_version: env!("CARGO_PKG_VERSION").into(),
-        machine: detect_machine(&device_name, Some(estimate.profile.clone())),
+        machine: MachineInfo {
+            peak,
+            ..detect_machine(&device_name, Some(estimate.profile.clone()))
+        },
         sensor: SensorInfo {
             source: meter.source(),
             scope: meter.scope(),
@@ -238,6 +270,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         decode_steps: a.decode_steps,
         idle_seconds: a.idle_seconds,
         eval_every: a.eval_every.max(1),
+        peak: peak_of_run(&header),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let dashboard = !a.headless && std::io::stdout().is_terminal();

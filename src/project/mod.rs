@@ -5,10 +5,14 @@
 pub mod calibrate;
 pub mod compare;
 pub mod inference;
+pub mod probe;
 pub mod table;
 pub mod training;
 
-pub use calibrate::{calibrate, calibrate_run, Calibration, PhaseCalibration};
+pub use calibrate::{
+    calibrate, calibrate_run, gpu_profile_for, machine_hardware, peak_of_run, summarize_run,
+    Calibration, PhaseCalibration,
+};
 pub use compare::{
     compare_inference, compare_training, dense_counterpart, InferenceComparison, TrainingComparison,
 };

@@ -3,7 +3,7 @@
 
 use crate::accounting::params;
 use crate::meter::EnergySource;
-use crate::runlog::{summarize, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
+use crate::runlog::{PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
 use crate::stats::Estimate;
 
 use super::document::*;
@@ -23,7 +23,7 @@ const Z95: f64 = 1.959_963_984_540_054;
 
 /// Build the report of a run (finished or cut off).
 pub fn build(run: &RunData) -> Report {
-    let summary = summarize(&run.records);
+    let summary = crate::project::summarize_run(&run.header, &run.records);
     let steps: Vec<&StepRecord> = run.steps().collect();
     let phases = phase_rows(&summary);
     let source = summary.source.unwrap_or(run.header.sensor.source);
@@ -53,6 +53,7 @@ pub fn build(run: &RunData) -> Report {
         method: method(run, &summary),
         notes: notes(run),
         phases,
+        peak: summary.peak.clone(),
     }
 }
 
@@ -127,6 +128,10 @@ fn phase_figures(model: &str, p: &PhaseSummary) -> PhaseFigures {
             .as_ref()
             .map(|e| Figure::from_estimate(e, "token/s", source::WALL_CLOCK).per(per)),
         flops_per_s: Figure::new(p.flops_per_s, "FLOP/s", source::EXECUTED_FLOPS),
+        utilization: p.utilization.map(|u| {
+            let from = p.peak_from.as_deref().unwrap_or("unknown");
+            Figure::new(u, "fraction of peak", &format!("peak: {from}"))
+        }),
         joules_per_flop: p
             .joules_per_flop
             .map(|v| Figure::new(v, "J/FLOP", energy_source).with_scope(scope)),

@@ -124,6 +124,9 @@ pub struct Report {
     pub method: Method,
     /// Warnings and errors the run logged, and problems reading it.
     pub notes: Vec<String>,
+    /// The peak the phases' utilisation divides by (`summary.json`'s `peak`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<crate::runlog::SummaryPeak>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +192,10 @@ pub struct PhaseFigures {
     pub flops_per_token: Figure,
     pub tokens_per_s: Option<Figure>,
     pub flops_per_s: Figure,
+    /// Achieved FLOP/s over the run's peak, a fraction at most 1; its source is where the peak
+    /// came from ("peak: probe", "peak: achieved", "peak: cpu-generic").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<Figure>,
     pub joules_per_flop: Option<Figure>,
     pub last_loss: Option<Figure>,
 }

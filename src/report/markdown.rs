@@ -111,6 +111,9 @@ pub fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
                 opt(p.joules_per_token_idle_subtracted.as_ref(), with_ci),
                 opt(p.tokens_per_s.as_ref(), with_ci),
                 human(p.flops_per_s.value),
+                opt(p.utilization.as_ref(), |f| {
+                    format!("{:.1}%", 100.0 * f.value.min(1.0))
+                }),
                 opt(p.joules_per_flop.as_ref(), plain),
                 opt(p.joules_per_token.as_ref(), |f| source_label(&f.source)),
             ]);
@@ -119,7 +122,7 @@ pub fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
     rows
 }
 
-pub const DETAIL_HEADER: [&str; 12] = [
+pub const DETAIL_HEADER: [&str; 13] = [
     "phase",
     "model",
     "steps (warm-up left out)",
@@ -130,6 +133,7 @@ pub const DETAIL_HEADER: [&str; 12] = [
     "J/token idle-subtracted",
     "token/s",
     "FLOP/s",
+    "utilisation of peak",
     "J/FLOP",
     "energy source",
 ];
@@ -180,6 +184,10 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
             m.hostname, m.cpu_model, m.logical_cpus, m.os
         ),
         format!("Device: {}", m.device),
+        match &r.peak {
+            Some(p) => format!("Utilisation: achieved FLOP/s over the {}", p.describe()),
+            None => "Utilisation: no peak known for this machine".into(),
+        },
         format!(
             "Hardware profile: {}",
             m.hardware_profile.as_deref().unwrap_or("none")

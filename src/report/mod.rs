@@ -25,7 +25,7 @@ pub use compare::compare;
 pub use document::{Comparison, Figure, Report, REPORT_FORMAT_VERSION};
 pub use efficiency::first_reach;
 
-use crate::runlog::{read_run, summarize, RunFolderError, SUMMARY_FILE};
+use crate::runlog::{read_run, RunFolderError, SUMMARY_FILE};
 
 pub const MARKDOWN_FILE: &str = "report.md";
 pub const HTML_FILE: &str = "report.html";
@@ -95,8 +95,11 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let summary = dir.join(SUMMARY_FILE);
     if !summary.exists() {
-        std::fs::write(&summary, to_json(&summarize(&run.records)))
-            .with_context(|| format!("writing {}", summary.display()))?;
+        std::fs::write(
+            &summary,
+            to_json(&crate::project::summarize_run(&run.header, &run.records)),
+        )
+        .with_context(|| format!("writing {}", summary.display()))?;
         written.push(summary);
     }
     for (name, f) in [

@@ -3,11 +3,11 @@
 //! docs/projection.md.
 
 use crate::profile::{load_all_hardware, load_hardware, HardwareProfile, ModelProfile};
-use crate::project::calibrate::DEFAULT_LOCAL_HARDWARE;
 use crate::project::{
-    calibrate, project_inference, project_training_tokens, InferenceSettings, Settings,
+    calibrate, machine_hardware, project_inference, project_training_tokens, summarize_run,
+    InferenceSettings, Settings,
 };
-use crate::runlog::{summarize, Phase, RunData};
+use crate::runlog::{Phase, RunData};
 
 use super::document::{
     denominator, Figure, PhaseRow, ProjectionCheck, ProjectionRow, ProjectionSection,
@@ -98,14 +98,16 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
             "No projections: a hardware profile does not load: {e}"
         )),
     }
-    let local = run
-        .header
-        .machine
-        .hardware_profile
-        .clone()
-        .unwrap_or_else(|| DEFAULT_LOCAL_HARDWARE.to_string());
-    let this_machine = match load_hardware(&local) {
-        Ok(hw) => {
+    let local = machine_hardware(&run.header.machine);
+    let this_machine = match local.as_deref().map(load_hardware) {
+        None => {
+            notes.push(format!(
+                "No comparison with this machine: no hardware profile describes `{}`.",
+                run.header.machine.device
+            ));
+            Vec::new()
+        }
+        Some(Ok(hw)) => {
             if run.header.sensor.source == crate::meter::EnergySource::Estimate {
                 notes.push(format!(
                     "This run's energy is an estimate made from a CPU power model, so its power against {}'s is not an independent check; FLOP/s is.",
@@ -117,7 +119,7 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
             c.sort_by_key(|x| (x.role, x.phase));
             c
         }
-        Err(e) => {
+        Some(Err(e)) => {
             notes.push(format!("No comparison with this machine: {e}"));
             Vec::new()
         }
@@ -132,7 +134,7 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
 /// Measured FLOP/s, power and J/FLOP against the projection for the machine the run used (no PUE
 /// on either side: a local measurement has no data-centre overhead).
 fn checks(run: &RunData, hw: &HardwareProfile) -> Vec<ProjectionCheck> {
-    let c = calibrate(&summarize(&run.records), hw);
+    let c = calibrate(&summarize_run(&run.header, &run.records), hw);
     let src = label(hw);
     let mut out = Vec::new();
     for p in &c.phases {

@@ -42,6 +42,9 @@ pub struct MachineInfo {
     pub device: String,
     /// Name of the hardware profile used for the estimate and for "this machine" projections.
     pub hardware_profile: Option<String>,
+    /// The peak FLOP/s the run's utilisation divides by (absent in folders written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<super::RunPeak>,
 }
 
 /// The sensor the run used and why others were not.
@@ -247,7 +250,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::profile::load_model;
 
@@ -265,6 +268,7 @@ mod tests {
                 os: "linux".into(),
                 device: "cpu".into(),
                 hardware_profile: None,
+                peak: None,
             },
             sensor: SensorInfo {
                 source: EnergySource::Estimate,

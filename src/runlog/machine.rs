@@ -51,6 +51,7 @@ pub fn detect_machine(device: &str, hardware_profile: Option<String>) -> Machine
         os: os_name(),
         device: device.to_string(),
         hardware_profile,
+        peak: None,
     }
 }
 

@@ -2,14 +2,22 @@
 
 mod folder;
 mod machine;
+mod peak;
 mod record;
 mod summary;
 
+/// A run header for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use folder::tests::header as test_header;
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
 pub use machine::{detect_machine, run_id, unix_now};
+pub use peak::{
+    effective_peak, PeakMeasurement, ReplacedPeak, RunPeak, SummaryPeak, FROM_ACHIEVED, FROM_CACHE,
+    FROM_PROBE,
+};
 pub use record::{
     Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
     FORMAT_VERSION,

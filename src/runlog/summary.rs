@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::peak::SummaryPeak;
 use super::record::{Phase, Record, Role, StepRecord, FORMAT_VERSION};
 use crate::meter::EnergySource;
 use crate::stats::{estimate, Estimate};
@@ -40,6 +41,12 @@ pub struct PhaseSummary {
     pub scope: Option<String>,
     /// Training loss of the last measured step (train only).
     pub last_loss: Option<f64>,
+    /// Achieved FLOP/s over the peak the run used (`RunSummary::peak`), at most 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<f64>,
+    /// Where that peak came from: "probe", "cache", "achieved" or a hardware profile's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +79,9 @@ pub struct RunSummary {
     pub models: Vec<ModelSummary>,
     /// Sparse / dense per phase, where the run has both roles.
     pub ratios: Vec<Ratio>,
+    /// The peak the phases' `utilization` divides by (absent when no peak is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<SummaryPeak>,
 }
 
 impl RunSummary {
@@ -143,6 +153,8 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
         source: first_energy.map(|e| e.source),
         scope: first_energy.map(|e| e.scope.clone()),
         last_loss: measured.iter().rev().find_map(|s| s.loss),
+        utilization: None,
+        peak_from: None,
     }
 }
 
@@ -196,6 +208,7 @@ pub fn summarize(records: &[Record]) -> RunSummary {
         source,
         models,
         ratios,
+        peak: None,
     }
 }
 

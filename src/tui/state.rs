@@ -297,7 +297,10 @@ impl RunState {
     /// Recompute the summary from the records so far (linear in the number of steps).
     pub fn refresh_summary(&mut self) {
         if self.summary_stale {
-            self.summary = Some(summarize(&self.summary_records));
+            self.summary = Some(match &self.header {
+                Some(h) => crate::project::summarize_run(h, &self.summary_records),
+                None => summarize(&self.summary_records),
+            });
             self.summary_stale = false;
         }
     }

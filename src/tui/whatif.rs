@@ -56,16 +56,10 @@ impl ProjectionInputs {
         out
     }
 
-    /// The hardware profile of the machine a run was on: the one its header names, else the
-    /// generic CPU for a CPU run (as the calibration does); `None` for an unnamed accelerator.
+    /// The hardware profile of the machine a run was on ([`crate::project::machine_hardware`]:
+    /// the GPU's for a GPU run, else the one the header names, else the generic CPU).
     pub fn machine(&self, h: &RunHeader) -> Option<&HardwareProfile> {
-        let name = match &h.machine.hardware_profile {
-            Some(n) => n.as_str(),
-            None if h.machine.device.starts_with("cpu") => {
-                crate::project::calibrate::DEFAULT_LOCAL_HARDWARE
-            }
-            None => return None,
-        };
+        let name = crate::project::machine_hardware(&h.machine)?;
         self.hardware.iter().find(|x| x.name == name)
     }
 }

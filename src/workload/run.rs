@@ -25,6 +25,8 @@ pub struct RunPlan {
     pub idle_seconds: f64,
     /// Validate both models every this many training steps (and after the last).
     pub eval_every: u64,
+    /// The peak the summary's utilisation divides by (the run header's `machine.peak`).
+    pub peak: Option<crate::runlog::RunPeak>,
 }
 
 /// Where the run stands, shared with whoever prints progress.
@@ -241,7 +243,7 @@ pub fn execute(
     let t_s = ctx.t();
     ctx.emit(Record::End { t_s, reason })?;
     ctx.writer.flush()?;
-    let summary = summarize(&ctx.records);
+    let summary = summarize(&ctx.records).with_peak(plan.peak.as_ref());
     let path = ctx.writer.dir().join(crate::runlog::SUMMARY_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -61,6 +61,7 @@ pub fn header() -> RunHeader {
             os: "linux".into(),
             device: "cpu".into(),
             hardware_profile: Some("cpu-generic".into()),
+            peak: None,
         },
         sensor: SensorInfo {
             source: EnergySource::Rapl,

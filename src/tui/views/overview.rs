@@ -262,11 +262,10 @@ fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
             let tps = ph
                 .and_then(|x| x.tokens_per_s)
                 .map(|e| si(e.mean, "").trim_end().to_string());
-            let util = ph.and_then(|x| {
-                let peak = app.machine_peak.as_ref()?.flops_per_s;
-                (peak > 0.0 && x.flops_per_s > 0.0)
-                    .then(|| format!("{:.1}%", 100.0 * x.flops_per_s / peak))
-            });
+            // Against the run's peak (measured, or its profile's), never above 100%.
+            let util = ph
+                .and_then(|x| x.utilization)
+                .map(|u| format!("{:.1}%", 100.0 * u.min(1.0)));
             let jpf = ph.and_then(|x| x.joules_per_flop).map(|j| si(j, "J"));
             let label = if roles.len() > 1 {
                 format!("{} {}", theme::role_name(role), phase_name(p))
@@ -371,14 +370,28 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 fn footnote(app: &App, area: Rect, buf: &mut Buffer) {
-    let util = match &app.machine_peak {
-        Some(m) => format!(
+    let peak = app.state.summary().and_then(|s| s.peak.as_ref());
+    let util = match (peak, &app.machine_peak) {
+        (Some(p), _) => match &p.replaced {
+            Some(r) => format!(
+                " util = achieved FLOP/s ÷ this run's best {} (above the {} peak).",
+                si(p.flops_per_s, "FLOP/s"),
+                r.from
+            ),
+            None => format!(
+                " util = achieved FLOP/s ÷ {} peak {} ({}).",
+                p.from,
+                si(p.flops_per_s, "FLOP/s"),
+                p.dtype
+            ),
+        },
+        (None, Some(m)) => format!(
             " util = achieved FLOP/s ÷ {} peak {} ({}).",
             m.hardware,
             si(m.flops_per_s, "FLOP/s"),
             m.precision
         ),
-        None => " util: no hardware profile names this machine's peak.".into(),
+        (None, None) => " util: no peak known for this machine.".into(),
     };
     let source = match app.state.source() {
         Some(EnergySource::Estimate) => Line::from(vec![

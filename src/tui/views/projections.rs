@@ -251,10 +251,15 @@ fn detail_lines(app: &App, area: Rect, buf: &mut Buffer) {
             .or_else(|| cal.get(Role::Dense, Phase::Train));
         if let Some(c) = c {
             lines.push(Line::from(format!(
-                "this machine ({}): {} training reached {:.1}% of peak (profile assumes {:.0}%); J/FLOP measured {} vs projected {}",
+                "this machine ({}): {} training reached {:.1}% of {}peak (profile assumes {:.0}%); J/FLOP measured {} vs projected {}",
                 cal.hardware,
                 c.model,
                 100.0 * c.achieved_mfu,
+                if cal.peak.replaced.is_some() {
+                    "its best achieved "
+                } else {
+                    ""
+                },
                 100.0 * c.achieved_mfu / c.utilization_ratio,
                 or_dash(c.measured_joules_per_flop.map(|j| si(j, "J"))),
                 si(c.projected_joules_per_flop, "J"),
