@@ -11,7 +11,7 @@ pub use folder::{
 };
 pub use machine::{detect_machine, run_id, unix_now};
 pub use record::{
-    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
+    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord, WindowInfo,
     FORMAT_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

@@ -342,6 +342,7 @@ mod tests {
                 idle_joules: None,
                 source: EnergySource::Rapl,
                 scope: "package".into(),
+                window: None,
             }),
             loss: Some(loss),
             aux_loss: Some(0.01),
