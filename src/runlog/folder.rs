@@ -254,7 +254,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile::load_model;
 

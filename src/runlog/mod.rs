@@ -1,6 +1,9 @@
 //! The run folder: an append-only record of a run, written as it goes and readable after a crash.
 
 mod folder;
+/// A run header for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use folder::tests::header as test_header;
 mod machine;
 mod record;
 mod summary;

@@ -614,3 +614,219 @@ fn run_workload(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::{EnergySource, MeterError, Reading, Sensor};
+    use crate::runlog::{read_run, Role};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn next_block_splits_the_rest_into_windows_of_at_least_k() {
+        assert_eq!(next_block(0, 4), 0);
+        assert_eq!(next_block(3, 4), 3); // fewer than k left: all of them
+        assert_eq!(next_block(6, 4), 6); // 4 + 2 would leave a short window
+        assert_eq!(next_block(10, 4), 5);
+        assert_eq!(next_block(5, 4), 5);
+        assert_eq!(next_block(9, 1), 1);
+        assert_eq!(next_block(9, 0), 1);
+        // Whatever remains, the windows it is cut into all hold at least k steps.
+        for k in 1..9u64 {
+            for total in k..60 {
+                let mut left = total;
+                while left > 0 {
+                    let n = next_block(left, k);
+                    assert!(n >= k && n <= left, "{total} by {k}: {n} of {left}");
+                    left -= n;
+                }
+            }
+        }
+    }
+
+    /// A workload whose steps sleep a fixed time; decode continues a prefill 3 times.
+    struct Fake {
+        name: &'static str,
+        role: Role,
+        room: u32,
+        synced: u64,
+        steps: u64,
+    }
+
+    impl Workload for Fake {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn role(&self) -> Role {
+            self.role
+        }
+        fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome> {
+            self.steps += 1;
+            let ms = match phase {
+                Phase::Train => 2,
+                Phase::Prefill => 1,
+                Phase::Decode => {
+                    anyhow::ensure!(self.room > 0, "decode without room");
+                    self.room -= 1;
+                    1
+                }
+            };
+            if phase == Phase::Prefill {
+                self.room = 3;
+            }
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(StepOutcome {
+                tokens: 10,
+                loss: (phase == Phase::Train).then_some(1.0),
+                ..StepOutcome::default()
+            })
+        }
+        fn validate(&mut self) -> anyhow::Result<f64> {
+            Ok(1.0)
+        }
+        fn can_decode(&self) -> bool {
+            self.room > 0
+        }
+        fn synchronize(&mut self) -> anyhow::Result<()> {
+            self.synced += 1;
+            Ok(())
+        }
+    }
+
+    /// A counter at 100 W that updates every 5 ms; reads numbered in `fail` fail.
+    struct Coarse {
+        origin: Instant,
+        reads: u64,
+        fail: Vec<u64>,
+    }
+
+    impl Sensor for Coarse {
+        fn source(&self) -> EnergySource {
+            EnergySource::Nvml
+        }
+        fn scope(&self) -> String {
+            "coarse".into()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            self.reads += 1;
+            if self.fail.contains(&self.reads) {
+                return Err(MeterError::Read {
+                    reader: "nvml",
+                    reason: "flaky".into(),
+                });
+            }
+            let t = (self.origin.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
+            Ok(Reading {
+                energy_j: Some(100.0 * t),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
+        let period = UpdatePeriod {
+            period_s: 0.005,
+            energy_j: 0.5,
+            updates: 10,
+        };
+        let plan = RunPlan {
+            train_steps: 8,
+            warmup_steps: 1,
+            prefill_steps: 2,
+            decode_steps: 2,
+            idle_seconds: 0.0,
+            eval_every: 1000,
+            update_period: Some(period),
+            min_windows: 1,
+            max_lengthen_s: 5.0,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
+        let sensor = Coarse {
+            origin: epoch,
+            reads: 0,
+            fail: vec![3, 4],
+        };
+        let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let stop = AtomicBool::new(false);
+        execute(
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            &mut writer,
+            None,
+            &stop,
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        // Every step synchronised before its time was taken.
+        assert_eq!((a.synced, b.synced), (a.steps, b.steps));
+        let run = read_run(&dir).unwrap();
+        let steps: Vec<&StepRecord> = run.steps().collect();
+        // The first window's end could not be read: unmeasured, and the run went on.
+        assert!(steps[0].energy.is_none() && steps[0].warmup);
+        assert!(run.records.iter().any(|r| matches!(r,
+            Record::Log { level, message, .. } if level == "warn" && message.contains("unmeasured"))));
+        assert!(steps[1..].iter().all(|s| s.energy.is_some()));
+        // Windows: one model each, consecutive steps, joules split by duration.
+        let mut windows: BTreeMap<u64, Vec<&StepRecord>> = BTreeMap::new();
+        for s in &steps[1..] {
+            let w = s.energy.as_ref().unwrap().window.as_ref().unwrap();
+            windows.entry(w.index).or_default().push(s);
+        }
+        let mut blocks = 0;
+        for (index, ss) in &windows {
+            let e0 = ss[0].energy.as_ref().unwrap();
+            let w = e0.window.as_ref().unwrap();
+            assert_eq!(w.steps as usize, ss.len(), "window {index}");
+            assert!(ss.iter().all(|s| s.model == ss[0].model));
+            let joules: f64 = ss.iter().map(|s| s.energy.as_ref().unwrap().joules).sum();
+            let rate = joules / ss.iter().map(|s| s.seconds).sum::<f64>();
+            for s in ss {
+                let j = s.energy.as_ref().unwrap().joules;
+                assert!(
+                    (j / s.seconds - rate).abs() <= 1e-9 * rate,
+                    "window {index}"
+                );
+            }
+            if ss.iter().all(|s| !s.warmup) {
+                // Measured windows span the safe 20 updates and read 100 W within 10%.
+                blocks += 1;
+                assert!(ss.len() > 1 && !w.too_short(), "window {index}: {w:?}");
+                let watts = joules / w.seconds;
+                assert!((watts - 100.0).abs() <= 10.0, "window {index}: {watts} W");
+            } else {
+                assert_eq!(ss.len(), 1, "warm-up steps keep their own windows");
+            }
+        }
+        // Train, prefill and decode: one window per model each (min_windows 1), lengthened.
+        assert_eq!(blocks, 6, "{:?}", windows.keys().collect::<Vec<_>>());
+        // Decode windows refill the cache inside themselves: prefills sharing a decode window.
+        assert!(windows.values().any(|ss| {
+            ss.iter().any(|s| s.phase == Phase::Decode)
+                && ss.iter().any(|s| s.phase == Phase::Prefill)
+        }));
+        let summary = summarize(&run.records);
+        for m in &summary.models {
+            for p in &m.phases {
+                assert_eq!((p.windows, p.short_windows), (p.windows.max(1), 0), "{p:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
