@@ -191,14 +191,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // The sensor follows the device: chosen first.
     let (device, device_name, device_fallback) = pick_device(a.gpu);
     let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let workplace =
-        Workplace::of_device(&device_name, cuda_visible.as_deref()).ok_or_else(|| {
-            BadInput(format!(
-                "cannot tell which NVML GPU {device_name} is (CUDA_VISIBLE_DEVICES={}); \
-             use --sensor nvml --nvml-gpu INDEX",
+    // Only `auto` needs to know which GPU that is; an explicit choice does not ask.
+    let workplace = match Workplace::of_device(&device_name, cuda_visible.as_deref()) {
+        Some(w) => w,
+        None if choice != SensorChoice::Auto => Workplace::Gpus(Vec::new()),
+        None => {
+            return Err(BadInput(format!(
+                "--sensor auto: cannot tell which NVML GPU {device_name} is \
+                 (CUDA_VISIBLE_DEVICES={}); use --sensor nvml --nvml-gpu INDEX",
                 cuda_visible.as_deref().unwrap_or("")
             ))
-        })?;
+            .into())
+        }
+    };
     let (mut sensor, fallbacks) = open_sensor(choice, &estimate, &workplace, &named)?;
     // How often its counter updates: the shortest window it resolves.
     let update_period = detect_update_period(sensor.as_mut(), DETECT_FOR);

@@ -50,7 +50,7 @@ pub struct RunPlan {
 /// Default of [`RunPlan::min_windows`].
 pub const DEFAULT_MIN_WINDOWS: u64 = 2;
 /// Default of [`RunPlan::max_lengthen_s`].
-pub const DEFAULT_MAX_LENGTHEN_S: f64 = 10.0;
+pub const DEFAULT_MAX_LENGTHEN_S: f64 = 20.0;
 
 /// Steps in the next window when `remaining` steps are left and a window needs `k`: the
 /// remaining steps split into as many windows of at least `k` as fit, evenly (so no short
