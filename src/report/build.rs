@@ -348,6 +348,23 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             }
         )
     };
+    let paired: Vec<String> = summary
+        .ratios
+        .iter()
+        .filter_map(|r| {
+            let e = r.joules_per_token_paired.as_ref()?;
+            let ci = e
+                .ci95
+                .map(|[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
+                .unwrap_or_default();
+            Some(format!(
+                "{} {:.3}{ci} over {} pairs",
+                format!("{:?}", r.phase).to_lowercase(),
+                e.mean,
+                e.n
+            ))
+        })
+        .collect();
     Method {
         points: vec![
             format!(
@@ -362,6 +379,14 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
             "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
             "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
+            if paired.is_empty() {
+                "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96).".into()
+            } else {
+                format!(
+                    "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96). Paired (sparse window i over the dense window i run right after it, mean of the per-pair ratios, Student-t 95% interval over the pairs; summary.json `joules_per_token_paired`): J/token {}.",
+                    paired.join("; ")
+                )
+            },
         ],
         docs: [
             ("FLOP and parameter conventions", "docs/accounting.md"),

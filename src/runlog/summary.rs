@@ -39,6 +39,9 @@ pub struct PhaseSummary {
     /// Fewest counter updates any of those windows spanned (absent for the estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_window_updates: Option<f64>,
+    /// Joules per token of each window, in run order (for the paired ratio; not written).
+    #[serde(skip)]
+    pub window_joules_per_token: Vec<f64>,
     /// Executed FLOPs per token, over all measured steps.
     pub flops_per_token: f64,
     /// Tokens / seconds of each measurement window (steps sharing a window are one sample).
@@ -69,6 +72,11 @@ pub struct Ratio {
     pub joules_per_token: Option<f64>,
     pub flops_per_token: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// Sparse over dense J/token from paired windows: the i-th sparse window of the phase with
+    /// the i-th dense one (they run back to back: A then B), the mean of the per-pair ratios
+    /// with a Student-t 95% interval over the pairs (`n` = pairs). Absent without two pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_token_paired: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +200,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
         windows: groups.len(),
         short_windows,
         min_window_updates,
+        window_joules_per_token: jpt.clone(),
         flops_per_token: if tokens > 0 {
             flops / tokens as f64
         } else {
@@ -273,8 +282,16 @@ fn ratios(models: &[ModelSummary]) -> Vec<Ratio> {
         .filter_map(|p| {
             let (sp, dp) = (s.phase(p)?, d.phase(p)?);
             let jpt = |x: &PhaseSummary| x.joules_per_token.as_ref().map(|j| j.total.mean);
+            let pairs: Vec<f64> = sp
+                .window_joules_per_token
+                .iter()
+                .zip(&dp.window_joules_per_token)
+                .filter(|(_, &d)| d > 0.0)
+                .map(|(a, b)| a / b)
+                .collect();
             Some(Ratio {
                 phase: p,
+                joules_per_token_paired: (pairs.len() >= 2).then(|| estimate(&pairs)).flatten(),
                 joules_per_token: div(jpt(sp), jpt(dp)),
                 flops_per_token: div(Some(sp.flops_per_token), Some(dp.flops_per_token)),
                 tokens_per_s: div(
@@ -376,6 +393,29 @@ mod tests {
         let tps = d.tokens_per_s.unwrap();
         assert_eq!(tps.n, 2);
         assert!((tps.mean - 4.0).abs() < 1e-12);
+        // Paired: sparse window i over dense window i, Student t over the pairs.
+        let mut dense = recs.clone();
+        for r in &mut dense {
+            if let Record::Step(st) = r {
+                st.role = Role::Dense;
+                st.model = "Dense".into();
+                // Window 0 costs dense 3x, window 1 2x: 6 and 2 J/token against 2 and 1.
+                let e = st.energy.as_mut().unwrap();
+                e.joules *= if e.window.as_ref().unwrap().index == 0 {
+                    3.0
+                } else {
+                    2.0
+                };
+            }
+        }
+        let both: Vec<Record> = recs.iter().chain(&dense).cloned().collect();
+        let r = &summarize(&both).ratios[0];
+        let paired = r.joules_per_token_paired.as_ref().unwrap();
+        assert_eq!(paired.n, 2);
+        // (2/6 + 1/2) / 2, not the ratio of the means (1.5 / 4) nor crossed pairs.
+        assert!((paired.mean - (1.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
+        assert!((r.joules_per_token.unwrap() - 0.375).abs() < 1e-12);
+        assert!(paired.ci95.is_some());
         // Steps without a recorded window (older folders) are each their own sample.
         let old = summarize(&[
             step(Role::Dense, Phase::Train, false, 10, 10.0),
