@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use sparsewatt::data::Corpus;
-use sparsewatt::meter::{open_sensor, EstimateParams, Meter, SensorChoice};
+use sparsewatt::meter::{open_sensor, EstimateParams, Meter, SensorChoice, Workplace};
 use sparsewatt::model::{tune_cpu_runtime, Model, TrainConfig, Trainer};
 use sparsewatt::profile::load_model;
 use sparsewatt::stats::median;
@@ -26,6 +26,8 @@ fn main() {
     let (sensor, _) = open_sensor(
         SensorChoice::Estimate,
         &EstimateParams::cpu_generic_fallback(),
+        &Workplace::Cpu,
+        &[],
     )
     .expect("sensor");
     let meter = Meter::start(sensor, 10.0, Instant::now());

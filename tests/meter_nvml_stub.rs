@@ -1,6 +1,7 @@
 //! The NVML reader against a stub libnvidia-ml (tests/nvml_stub/nvml_stub.c, built here with the
 //! system's cc): two GPUs at 150 W and 250 W, an energy counter that follows the clock or steps
-//! a known amount per read, and can restart (driver reset).
+//! a known amount per read, or only every so many milliseconds like a real board's, and can
+//! restart (driver reset).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,10 +9,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sparsewatt::meter::{
-    open_sensor, EnergySource, EstimateParams, Meter, NvmlSensor, Sensor, SensorChoice,
-    NVML_LIB_ENV, POWERCAP_ROOT_ENV,
+    detect_update_period, open_sensor, EnergySource, EstimateParams, GpuSelector, Meter,
+    NvmlSensor, Sensor, SensorChoice, Workplace, DETECT_FOR, NVML_LIB_ENV, POWERCAP_ROOT_ENV,
+    SAFE_UPDATES_PER_WINDOW,
 };
-use sparsewatt::runlog::GpuSample;
+use sparsewatt::runlog::{read_run, summarize, GpuSample, Phase, Record, Role};
+
+/// The stub's run-time option: its counter advances every this many ms.
+const UPDATE_MS_ENV: &str = "NVML_STUB_UPDATE_MS";
 
 /// Tests here change environment variables that `dlopen` reads: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -29,6 +34,7 @@ fn build_stub(tag: &str, defines: &[&str]) -> PathBuf {
         .arg(&out)
         .args(defines.iter().map(|d| format!("-D{d}")))
         .arg(&src)
+        .arg("-lm")
         .status()
         .expect("the system C compiler `cc` is needed to build the NVML stub");
     assert!(status.success(), "cc failed on {}", src.display());
@@ -45,7 +51,10 @@ fn the_reader_sums_both_gpus_and_reports_each() {
     let lib = build_stub("step", &["STEP_MODE"]);
     let mut s = NvmlSensor::open(Some(&lib)).unwrap();
     assert_eq!(s.source(), EnergySource::Nvml);
-    assert_eq!(s.scope(), "2 GPUs, board power (nvml)");
+    assert_eq!(
+        s.scope(),
+        "gpus 0, 1 (Stub GPU 0, Stub GPU 1), board power (nvml)"
+    );
     // Each read advances GPU 0 by 1 J and GPU 1 by 2 J.
     let r = s.read().unwrap();
     assert_eq!(r.energy_j, Some(3.0));
@@ -137,18 +146,211 @@ fn without_an_energy_counter_the_meter_integrates_power() {
 }
 
 #[test]
-fn auto_picks_nvml_when_it_loads() {
+fn auto_meters_the_gpu_the_model_runs_on_and_nvml_forced_meters_all_or_those_named() {
     let _g = serial();
-    let lib = build_stub("auto", &[]);
+    let lib = build_stub("auto", &["STEP_MODE"]);
+    let est = EstimateParams::cpu_generic_for_cores(2);
     std::env::set_var(NVML_LIB_ENV, &lib);
+    let gpu1 = Workplace::Gpus(vec![GpuSelector::Index(1)]);
+    let (mut auto, tried) = open_sensor(SensorChoice::Auto, &est, &gpu1, &[]).unwrap();
+    // GPU 1 alone: 250 W, 2 J per read, one GPU sample.
+    let r = auto.read().unwrap();
+    let forced_all = open_sensor(SensorChoice::Nvml, &est, &Workplace::Cpu, &[]);
+    let forced_named = open_sensor(
+        SensorChoice::Nvml,
+        &est,
+        &Workplace::Cpu,
+        &[GpuSelector::Index(0)],
+    );
+    let missing = open_sensor(SensorChoice::Nvml, &est, &gpu1, &[GpuSelector::Index(7)]);
+    std::env::remove_var(NVML_LIB_ENV);
+
+    assert_eq!(auto.source(), EnergySource::Nvml);
+    assert!(tried.is_empty(), "{tried:?}");
+    assert_eq!(auto.scope(), "gpu 1 (Stub GPU 1), board power (nvml)");
+    assert_eq!((r.energy_j, r.power_w), (Some(2.0), Some(250.0)));
+    assert_eq!(r.gpus.len(), 1);
+    assert_eq!(r.gpus[0].index, 1);
+
+    let (mut sensor, _) = forced_all.unwrap();
+    assert_eq!(sensor.read().unwrap().power_w, Some(400.0));
+    let (mut sensor, _) = forced_named.unwrap();
+    assert_eq!(sensor.scope(), "gpu 0 (Stub GPU 0), board power (nvml)");
+    assert_eq!(sensor.read().unwrap().power_w, Some(150.0));
+    let msg = missing.err().expect("no GPU 7").to_string();
+    assert!(msg.contains("no GPU 7: NVML sees 2"), "{msg}");
+}
+
+#[test]
+fn auto_never_meters_nvml_for_a_model_on_the_cpu() {
+    let _g = serial();
+    let lib = build_stub("cpu", &[]);
+    std::env::set_var(NVML_LIB_ENV, &lib);
+    std::env::set_var(POWERCAP_ROOT_ENV, "/nonexistent/powercap");
     let opened = open_sensor(
         SensorChoice::Auto,
         &EstimateParams::cpu_generic_for_cores(2),
+        &Workplace::Cpu,
+        &[],
     );
     std::env::remove_var(NVML_LIB_ENV);
+    std::env::remove_var(POWERCAP_ROOT_ENV);
     let (sensor, tried) = opened.unwrap();
-    assert_eq!(sensor.source(), EnergySource::Nvml);
-    assert!(tried.is_empty(), "{tried:?}");
+    assert_eq!(sensor.source(), EnergySource::Estimate);
+    assert_eq!(tried[0], "nvml: not used: the model runs on the CPU");
+}
+
+#[test]
+fn the_update_period_of_a_100_ms_counter_is_found() {
+    let _g = serial();
+    let lib = build_stub("period", &[]);
+    std::env::set_var(UPDATE_MS_ENV, "100");
+    let opened = NvmlSensor::open(Some(&lib));
+    std::env::remove_var(UPDATE_MS_ENV);
+    let mut sensor = opened.unwrap();
+    let up = detect_update_period(&mut sensor, DETECT_FOR).expect("a period");
+    // Polled every ~0.2 ms: each change is seen within a fraction of a millisecond, later on a
+    // loaded machine.
+    assert!(
+        up.period_s > 0.09 && up.period_s <= 0.101,
+        "{} s",
+        up.period_s
+    );
+    // Both GPUs step together: 0.1 s x 400 W.
+    assert!((up.energy_j - 40.0).abs() < 0.01, "{} J", up.energy_j);
+    assert!(up.updates >= 5, "{}", up.updates);
+    // The continuous counter updates at every poll: a period far below a millisecond (a fresh
+    // NVML: the stub's state starts again at its first init).
+    drop(sensor);
+    let mut sensor = NvmlSensor::open(Some(&lib)).unwrap();
+    let up = detect_update_period(&mut sensor, DETECT_FOR).expect("a period");
+    assert!(up.period_s < 0.005, "{} s", up.period_s);
+}
+
+/// The smallest shapes that still exercise every phase (as in tests/run_cli.rs).
+const SMALL: &[&str] = &[
+    "run",
+    "--headless",
+    "--batch",
+    "2",
+    "--infer-batch",
+    "1",
+    "--prompt-len",
+    "16",
+    "--decode-tokens",
+    "4",
+    "--eval-every",
+    "1000",
+    "--steps",
+    "3",
+    "--warmup",
+    "1",
+    "--prefill-steps",
+    "2",
+    "--decode-steps",
+    "2",
+];
+
+fn run_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sw-nvml-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn blocks_resolve_a_100_ms_counter_in_every_phase_within_10_percent() {
+    let _g = serial();
+    let lib = build_stub("run100", &[]);
+    let dir = run_dir("blocks");
+    let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL)
+        .args([
+            "--sensor",
+            "nvml",
+            "--idle-seconds",
+            "0.3",
+            "--min-windows",
+            "1",
+        ])
+        .args(["--out", dir.to_str().unwrap()])
+        .env(NVML_LIB_ENV, &lib)
+        .env(UPDATE_MS_ENV, "100")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run = read_run(&dir).unwrap();
+    let p = run.header.sensor.update_period_s.expect("update period");
+    assert!(p > 0.09 && p <= 0.101, "{p}");
+    assert!((run.header.sensor.update_energy_j.unwrap() - 40.0).abs() < 0.01);
+    // Every measured step shares a window of at least 20 counter updates.
+    for s in run.steps().filter(|s| !s.warmup) {
+        let w = s.energy.as_ref().unwrap().window.as_ref().unwrap();
+        assert!(
+            w.updates.unwrap() >= SAFE_UPDATES_PER_WINDOW && w.steps > 1,
+            "{:?} {:?} step {}: {w:?}",
+            s.role,
+            s.phase,
+            s.step
+        );
+    }
+    let s = summarize(&run.records);
+    for role in [Role::Sparse, Role::Dense] {
+        for phase in [Phase::Train, Phase::Prefill, Phase::Decode] {
+            let ph = s.model(role).unwrap().phase(phase).unwrap();
+            let w =
+                ph.joules_per_token.as_ref().unwrap().total.mean * ph.tokens_per_s.unwrap().mean;
+            assert!(
+                (w - TOTAL_POWER_W).abs() <= 0.1 * TOTAL_POWER_W,
+                "{role:?} {phase:?}: {w} W from {} steps in {} windows\n{stderr}",
+                ph.steps,
+                ph.windows
+            );
+            assert_eq!(ph.short_windows, 0, "{role:?} {phase:?}");
+        }
+    }
+    let logs: Vec<&str> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Log { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|m| m.contains("measured steps per model instead of")),
+        "the short phases were lengthened: {logs:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_cpu_run_with_nvml_present_does_not_use_it_under_auto() {
+    let _g = serial();
+    let lib = build_stub("cpurun", &[]);
+    let dir = run_dir("cpu");
+    let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL)
+        .args(["--sensor", "auto", "--idle-seconds", "0"])
+        .args(["--out", dir.to_str().unwrap()])
+        .env(NVML_LIB_ENV, &lib)
+        .env(POWERCAP_ROOT_ENV, "/nonexistent/powercap")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = read_run(&dir).unwrap();
+    assert_eq!(run.header.machine.device, "cpu");
+    assert_eq!(run.header.sensor.source, EnergySource::Estimate);
+    assert!(run.header.sensor.fallbacks[0].contains("runs on the CPU"));
+    assert!(run
+        .steps()
+        .all(|s| s.energy.as_ref().unwrap().source == EnergySource::Estimate));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -164,11 +366,12 @@ fn auto_falls_back_to_rapl_then_the_estimate_saying_why() {
 
     std::env::set_var(NVML_LIB_ENV, "/nonexistent/libnvidia-ml.so.1");
     std::env::set_var(POWERCAP_ROOT_ENV, &tree);
-    let rapl = open_sensor(SensorChoice::Auto, &est);
+    let gpu0 = Workplace::Gpus(vec![GpuSelector::Index(0)]);
+    let rapl = open_sensor(SensorChoice::Auto, &est, &gpu0, &[]);
     std::env::set_var(POWERCAP_ROOT_ENV, "/nonexistent/powercap");
-    let estimate = open_sensor(SensorChoice::Auto, &est);
-    let explicit_rapl = open_sensor(SensorChoice::Rapl, &est);
-    let explicit_nvml = open_sensor(SensorChoice::Nvml, &est);
+    let estimate = open_sensor(SensorChoice::Auto, &est, &gpu0, &[]);
+    let explicit_rapl = open_sensor(SensorChoice::Rapl, &est, &gpu0, &[]);
+    let explicit_nvml = open_sensor(SensorChoice::Nvml, &est, &gpu0, &[]);
     std::env::remove_var(NVML_LIB_ENV);
     std::env::remove_var(POWERCAP_ROOT_ENV);
     let _ = std::fs::remove_dir_all(&tree);

@@ -231,6 +231,8 @@ fn write_run(dir: &std::path::Path) {
             scope: "test".into(),
             fallbacks: vec![],
             sample_hz: 10.0,
+            update_period_s: None,
+            update_energy_j: None,
         },
         models: vec![RunModel {
             role: Role::Sparse,
@@ -270,6 +272,7 @@ fn write_run(dir: &std::path::Path) {
                 idle_joules: None,
                 source: EnergySource::Estimate,
                 scope: "test".into(),
+                window: None,
             }),
             loss: None,
             aux_loss: None,

@@ -65,6 +65,8 @@ fn header(f: &Fixture) -> RunHeader {
             scope: "cpu package+dram".into(),
             fallbacks: vec!["nvml: no NVIDIA driver".into()],
             sample_hz: 2.0,
+            update_period_s: None,
+            update_energy_j: None,
         },
         models: vec![
             RunModel {
@@ -129,6 +131,7 @@ fn phase_step(
             idle_joules: Some(IDLE_W * SECONDS),
             source: f.source,
             scope: "cpu package+dram".into(),
+            window: None,
         }),
         loss: train.then_some(5.0 - i as f64 * 0.3),
         aux_loss: (sparse && train).then_some(0.01),

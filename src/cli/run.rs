@@ -10,15 +10,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use sparsewatt::data::Corpus;
-use sparsewatt::meter::{open_sensor, Meter, SensorChoice};
-use sparsewatt::model::{pick_device, Model, TrainConfig};
+use sparsewatt::meter::{
+    detect_update_period, open_sensor, GpuSelector, Meter, SensorChoice, Workplace, DETECT_FOR,
+};
+use sparsewatt::model::{gpu_identity, pick_device, Model, TrainConfig};
 use sparsewatt::profile::{load_model, ModelProfile};
 use sparsewatt::project::peak_of_run;
 use sparsewatt::runlog::{
     detect_machine, run_id, unix_now, MachineInfo, Phase, Role, RunConfig, RunHeader, RunModel,
     RunPeak, RunSummary, RunWriter, SensorInfo, StepRecord, FORMAT_VERSION, FROM_CACHE,
 };
-use sparsewatt::workload::run::{execute, Progress, RunPlan};
+use sparsewatt::workload::run::{
+    execute, Progress, RunPlan, DEFAULT_MAX_LENGTHEN_S, DEFAULT_MIN_WINDOWS,
+};
 use sparsewatt::workload::{InferenceShape, ModelWorkload, RunEvent};
 
 use super::BadInput;
@@ -62,9 +66,22 @@ pub struct Args {
     /// The run folder [default: runs/<UTC time>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Energy sensor: auto (NVML, then RAPL, then the estimate), nvml, rapl or estimate.
+    /// Energy sensor: auto (the device doing the work: NVML on the model's GPU for a GPU run;
+    /// RAPL, then the estimate, for a CPU run), nvml (forced, on every GPU or those of
+    /// --nvml-gpu), rapl or estimate.
     #[arg(long, default_value = "auto")]
     sensor: String,
+    /// GPUs `--sensor nvml` meters: NVML indices or GPU-... UUIDs, comma-separated [default: all].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    nvml_gpu: Vec<String>,
+    /// Windows per model a phase is lengthened to fill when its steps are too short for the
+    /// sensor's counter (each window spans at least 20 counter updates).
+    #[arg(long, default_value_t = DEFAULT_MIN_WINDOWS)]
+    min_windows: u64,
+    /// The most seconds that lengthening may add to one phase; a phase that needs more keeps its
+    /// steps and its energy figure is reported as unresolved.
+    #[arg(long, default_value_t = DEFAULT_MAX_LENGTHEN_S)]
+    max_lengthen_s: f64,
     /// CPU hardware profile whose watts the estimate uses (see `sparsewatt hardware`).
     #[arg(long, default_value = "cpu-generic")]
     hardware: String,
@@ -134,6 +151,12 @@ fn check(a: &Args) -> Result<(), BadInput> {
             a.sample_hz
         )));
     }
+    if !(a.max_lengthen_s >= 0.0 && a.max_lengthen_s.is_finite()) {
+        return Err(BadInput(format!(
+            "--max-lengthen-s must be >= 0, got {}",
+            a.max_lengthen_s
+        )));
+    }
     if !(a.idle_seconds >= 0.0 && a.idle_seconds.is_finite()) {
         return Err(BadInput(format!(
             "--idle-seconds must be >= 0, got {}",
@@ -186,9 +209,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| BadInput(format!("--sensor: {e}")))?;
     let corpus = Corpus::load(a.data.as_deref()).map_err(|e| BadInput(e.to_string()))?;
+    let named: Vec<GpuSelector> = a
+        .nvml_gpu
+        .iter()
+        .map(|g| g.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| BadInput(format!("--nvml-gpu: {e}")))?;
     let estimate = super::estimate_params(&a.hardware)?;
-    let (sensor, fallbacks) = open_sensor(choice, &estimate)?;
+    // The sensor follows the device: chosen first.
     let (device, device_name, device_fallback) = pick_device(a.gpu);
+    let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    // Only `auto` needs to know which GPU that is; an explicit choice does not ask.
+    // The driver's UUID names the GPU in NVML's terms whatever the ordinals; else the ordinal.
+    let by_uuid = gpu_identity(&device).map(|g| Workplace::Gpus(vec![GpuSelector::Uuid(g.uuid)]));
+    let workplace =
+        match by_uuid.or_else(|| Workplace::of_device(&device_name, cuda_visible.as_deref())) {
+            Some(w) => w,
+            None if choice != SensorChoice::Auto => Workplace::Gpus(Vec::new()),
+            None => {
+                return Err(BadInput(format!(
+                    "--sensor auto: cannot tell which NVML GPU {device_name} is \
+                 (CUDA_VISIBLE_DEVICES={}); use --sensor nvml --nvml-gpu INDEX",
+                    cuda_visible.as_deref().unwrap_or("")
+                ))
+                .into())
+            }
+        };
+    let (mut sensor, fallbacks) = open_sensor(choice, &estimate, &workplace, &named)?;
+    // How often its counter updates: the shortest window it resolves.
+    let update_period = detect_update_period(sensor.as_mut(), DETECT_FOR);
 
     let warmup = a
         .warmup
@@ -235,6 +284,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             scope: meter.scope(),
             fallbacks,
             sample_hz: a.sample_hz,
+            update_period_s: update_period.map(|p| p.period_s),
+            update_energy_j: update_period.map(|p| p.energy_j),
         },
         models: vec![
             RunModel {
@@ -271,6 +322,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         idle_seconds: a.idle_seconds,
         eval_every: a.eval_every.max(1),
         peak: peak_of_run(&header),
+        update_period,
+        min_windows: a.min_windows.max(1),
+        max_lengthen_s: a.max_lengthen_s,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let dashboard = !a.headless && std::io::stdout().is_terminal();
@@ -289,10 +343,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("warning: {f}");
     }
     eprintln!(
-        "run folder {}; energy source {} ({}){}",
+        "run folder {}; energy source {} ({}){}{}",
         dir.display(),
         meter.source(),
         meter.scope(),
+        match update_period {
+            Some(p) => format!(
+                "; counter updates every {:.1} ms: windows of at least {:.2} s",
+                p.period_s * 1e3,
+                p.min_window_s()
+            ),
+            None => String::new(),
+        },
         if header.sensor.fallbacks.is_empty() {
             String::new()
         } else {

@@ -1,5 +1,5 @@
-//! NVML: every GPU's total-energy counter (mJ since the driver loaded), power and state, summed
-//! over all GPUs NVML sees.
+//! NVML: the total-energy counter (mJ since the driver loaded), power and state of the GPUs
+//! metered (those named, else every GPU NVML sees), summed.
 //!
 //! Energy is the difference of counter readings; a reading below the previous one means the
 //! driver reloaded and the counter restarted: the total continues from the new value (that
@@ -15,7 +15,7 @@ use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 
-use super::sensor::{Reading, Sensor};
+use super::sensor::{GpuSelector, Reading, Sensor};
 use super::{EnergySource, MeterError};
 use crate::runlog::GpuSample;
 
@@ -37,18 +37,30 @@ pub struct NvmlSensor {
     nvml: Nvml,
     /// One per GPU; `None` where the energy counter is unsupported (power integration).
     counters: Option<Vec<GpuCounter>>,
-    device_count: u32,
+    /// NVML indices of the GPUs metered, in order, and their names.
+    indices: Vec<u32>,
+    names: Vec<String>,
 }
 
 impl NvmlSensor {
-    /// Loads `$SPARSEWATT_NVML_LIB` if set, else the system's NVML.
-    pub fn open_default() -> Result<NvmlSensor, MeterError> {
+    /// Loads `$SPARSEWATT_NVML_LIB` if set, else the system's NVML, and meters the GPUs in
+    /// `gpus` (every GPU when `None`).
+    pub fn open_default(gpus: Option<&[GpuSelector]>) -> Result<NvmlSensor, MeterError> {
         let lib = std::env::var_os(NVML_LIB_ENV);
-        NvmlSensor::open(lib.as_deref().map(std::path::Path::new))
+        NvmlSensor::open_gpus(lib.as_deref().map(std::path::Path::new), gpus)
     }
 
     /// Loads NVML from `lib` (or the system's) and reads every GPU's counter once.
     pub fn open(lib: Option<&std::path::Path>) -> Result<NvmlSensor, MeterError> {
+        NvmlSensor::open_gpus(lib, None)
+    }
+
+    /// Loads NVML from `lib` (or the system's) and reads the counter of each GPU in `gpus`
+    /// (every GPU when `None`) once. A GPU that is not there is an error naming it.
+    pub fn open_gpus(
+        lib: Option<&std::path::Path>,
+        gpus: Option<&[GpuSelector]>,
+    ) -> Result<NvmlSensor, MeterError> {
         let init = match lib {
             Some(path) => {
                 let os: OsString = path.as_os_str().to_owned();
@@ -70,12 +82,21 @@ impl NvmlSensor {
                 reason: "NVML loaded but sees no GPU".to_string(),
             });
         }
+        let indices: Vec<u32> = match gpus {
+            None => (0..device_count).collect(),
+            Some(list) => list
+                .iter()
+                .map(|g| resolve(&nvml, device_count, g))
+                .collect::<Result<_, _>>()?,
+        };
         let mut counters = Some(Vec::new());
-        for index in 0..device_count {
+        let mut names = Vec::with_capacity(indices.len());
+        for &index in &indices {
             let device = device(&nvml, index).map_err(|e| MeterError::Unavailable {
                 reader: "nvml",
                 reason: e.to_string(),
             })?;
+            names.push(device.name().unwrap_or_else(|_| "unknown GPU".to_string()));
             match device.total_energy_consumption() {
                 Ok(mj) => {
                     if let Some(c) = counters.as_mut() {
@@ -99,7 +120,8 @@ impl NvmlSensor {
         Ok(NvmlSensor {
             nvml,
             counters,
-            device_count,
+            indices,
+            names,
         })
     }
 
@@ -120,6 +142,25 @@ impl NvmlSensor {
     }
 }
 
+/// The NVML index of a named GPU.
+fn resolve(nvml: &Nvml, device_count: u32, g: &GpuSelector) -> Result<u32, MeterError> {
+    let unavailable = |reason: String| MeterError::Unavailable {
+        reader: "nvml",
+        reason,
+    };
+    match g {
+        GpuSelector::Index(i) if *i < device_count => Ok(*i),
+        GpuSelector::Index(i) => Err(unavailable(format!(
+            "no GPU {i}: NVML sees {device_count} (indices 0 to {})",
+            device_count - 1
+        ))),
+        GpuSelector::Uuid(u) => nvml
+            .device_by_uuid(u.as_str())
+            .and_then(|d| d.index())
+            .map_err(|e| unavailable(format!("no GPU with UUID {u}: {e}"))),
+    }
+}
+
 /// mJ between two counter readings; a decrease is a driver reset and counts nothing.
 pub fn counter_delta_mj(last_mj: u64, mj: u64) -> u64 {
     mj.saturating_sub(last_mj)
@@ -131,9 +172,15 @@ impl Sensor for NvmlSensor {
     }
 
     fn scope(&self) -> String {
-        let gpus = match self.device_count {
-            1 => "1 GPU".to_string(),
-            n => format!("{n} GPUs"),
+        let list = self
+            .indices
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let gpus = match self.indices.len() {
+            1 => format!("gpu {list} ({})", self.names.join(", ")),
+            _ => format!("gpus {list} ({})", self.names.join(", ")),
         };
         match self.counters {
             Some(_) => format!("{gpus}, board power (nvml)"),
@@ -143,11 +190,15 @@ impl Sensor for NvmlSensor {
         }
     }
 
+    fn read_energy_j(&mut self) -> Result<Option<f64>, MeterError> {
+        self.read_counters()
+    }
+
     fn read(&mut self) -> Result<Reading, MeterError> {
         let energy_j = self.read_counters()?;
-        let mut gpus = Vec::with_capacity(self.device_count as usize);
+        let mut gpus = Vec::with_capacity(self.indices.len());
         let mut instant_sum_w = Some(0.0);
-        for index in 0..self.device_count {
+        for &index in &self.indices {
             let d = device(&self.nvml, index)?;
             let power_w = match d.power_usage() {
                 Ok(mw) => Some(mw as f64 / 1e3),

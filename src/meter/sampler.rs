@@ -96,6 +96,12 @@ impl Shared {
         Ok((reading, t_s, position))
     }
 
+    /// [`Shared::read`], tried a second time when the first fails (a window boundary should
+    /// not be lost to one transient failure).
+    fn read_retried(&self) -> Result<(Reading, f64, Position), MeterError> {
+        self.read().or_else(|_| self.read())
+    }
+
     fn sample_once(&self) {
         let Ok((reading, t_s, position)) = self.read() else {
             return;
@@ -175,24 +181,26 @@ impl Meter {
         self.sample_hz
     }
 
-    /// Opens a window: reads the sensor now.
+    /// Opens a window: reads the sensor now (twice if the first read fails).
     pub fn begin(&self) -> Window {
         let start = Instant::now();
         let start_j = self
             .shared
-            .read()
+            .read_retried()
             .map(|(_, _, p)| p)
             .map_err(|e| e.to_string());
         Window { start, start_j }
     }
 
     /// Closes a window: joules between its begin and now, from the sensor's counter, or from
-    /// the trapezoid integral of the power readings in between where it has none.
+    /// the trapezoid integral of the power readings in between where it has none. The read at
+    /// the end is tried twice; an error means the window is unmeasured, not that the meter is
+    /// broken: the next window may well read.
     pub fn end(&self, w: Window) -> Result<WindowEnergy, MeterError> {
         let start_j = w.start_j.map_err(|e| {
             MeterError::Window(format!("the read at the window's begin failed: {e}"))
         })?;
-        let (_, _, end_j) = self.shared.read()?;
+        let (_, _, end_j) = self.shared.read_retried()?;
         Ok(WindowEnergy {
             joules: start_j.joules_to(end_j)?,
             seconds: w.start.elapsed().as_secs_f64(),
@@ -410,7 +418,66 @@ mod tests {
         let msg = m.end(m.begin()).unwrap_err().to_string();
         assert!(msg.contains("begin") && msg.contains("gone"), "{msg}");
         assert!(m.take_samples().is_empty());
-        // The start sample and the begin failed; `end` does not read after a failed begin.
+        // The start sample failed, and the begin twice (once retried); `end` does not read
+        // after a failed begin.
+        assert_eq!(m.read_errors().0, 3);
+    }
+
+    /// A counter sensor whose reads fail at the given read numbers (from 1).
+    struct Flaky {
+        reads: u64,
+        fail_at: Vec<u64>,
+    }
+
+    impl Sensor for Flaky {
+        fn source(&self) -> EnergySource {
+            EnergySource::Nvml
+        }
+        fn scope(&self) -> String {
+            "flaky".to_string()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            self.reads += 1;
+            if self.fail_at.contains(&self.reads) {
+                return Err(MeterError::Read {
+                    reader: "nvml",
+                    reason: format!("read {} failed", self.reads),
+                });
+            }
+            Ok(Reading {
+                energy_j: Some(self.reads as f64),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn a_read_that_fails_once_at_a_window_boundary_is_retried() {
+        // Read 1: the start sample. Read 2 (begin) fails, read 3 retries it; read 4 (end) fails,
+        // read 5 retries it.
+        let m = Meter::start(
+            Box::new(Flaky {
+                reads: 0,
+                fail_at: vec![2, 4],
+            }),
+            0.0,
+            Instant::now(),
+        );
+        let e = m.end(m.begin()).unwrap();
+        assert_eq!(e.joules, 2.0, "counter 3 at begin, 5 at end");
         assert_eq!(m.read_errors().0, 2);
+        // Two failures in a row at the end: that window is unmeasured, the next one reads.
+        let m = Meter::start(
+            Box::new(Flaky {
+                reads: 0,
+                fail_at: vec![3, 4],
+            }),
+            0.0,
+            Instant::now(),
+        );
+        let msg = m.end(m.begin()).unwrap_err().to_string();
+        assert!(msg.contains("read 4 failed"), "{msg}");
+        let e = m.end(m.begin()).unwrap();
+        assert_eq!(e.joules, 1.0, "reads 5 and 6");
     }
 }

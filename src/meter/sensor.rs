@@ -29,9 +29,74 @@ pub trait Sensor: Send {
     /// What the figures cover, e.g. "2 GPUs, board power (nvml)".
     fn scope(&self) -> String;
     fn read(&mut self) -> Result<Reading, MeterError>;
+    /// The energy counter alone (joules since the sensor opened), for the fast polling of the
+    /// update-period detection; `None` for a sensor without a counter. Sensors whose full read
+    /// is slow (NVML: power, clocks, temperature per GPU) read only the counter here.
+    fn read_energy_j(&mut self) -> Result<Option<f64>, MeterError> {
+        self.read().map(|r| r.energy_j)
+    }
 }
 
-/// Which reader to use: `Auto` tries NVML, then RAPL, then the estimate.
+/// One GPU named to the meter: NVML's index, or a UUID ("GPU-...") as `CUDA_VISIBLE_DEVICES`
+/// may give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelector {
+    Index(u32),
+    Uuid(String),
+}
+
+impl FromStr for GpuSelector {
+    type Err = MeterError;
+    fn from_str(s: &str) -> Result<Self, MeterError> {
+        let s = s.trim();
+        if let Ok(i) = s.parse::<u32>() {
+            return Ok(GpuSelector::Index(i));
+        }
+        if s.starts_with("GPU-") {
+            return Ok(GpuSelector::Uuid(s.to_string()));
+        }
+        Err(MeterError::Unavailable {
+            reader: "nvml",
+            reason: format!("{s:?} names no GPU: expected an NVML index or a GPU-... UUID"),
+        })
+    }
+}
+
+/// Where the model does its work, which `--sensor auto` meters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workplace {
+    /// The CPU: RAPL, else the estimate; never NVML (idle GPUs are not the work).
+    Cpu,
+    /// These GPUs: NVML on them alone.
+    Gpus(Vec<GpuSelector>),
+}
+
+impl Workplace {
+    /// The NVML GPU behind candle's device name ("cpu", "cuda:N"). CUDA ordinal N is the N-th
+    /// entry of `cuda_visible_devices` when that is set (an index or a UUID), else NVML index N.
+    /// Assumes CUDA enumerates GPUs in NVML's order (PCI bus id): true with
+    /// `CUDA_DEVICE_ORDER=PCI_BUS_ID`, and on machines whose GPUs are all of one model (CUDA's
+    /// default "fastest first" then keeps the bus order). `None` for a name it cannot map.
+    pub fn of_device(device: &str, cuda_visible_devices: Option<&str>) -> Option<Workplace> {
+        if device == "cpu" {
+            return Some(Workplace::Cpu);
+        }
+        // "cuda:0" or "cuda:0 NVIDIA H200": the ordinal is the first word's.
+        let first = device.split_whitespace().next()?;
+        let ordinal: usize = first.strip_prefix("cuda:")?.parse().ok()?;
+        let gpu = match cuda_visible_devices
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            Some(list) => list.split(',').nth(ordinal)?.parse().ok()?,
+            None => GpuSelector::Index(ordinal as u32),
+        };
+        Some(Workplace::Gpus(vec![gpu]))
+    }
+}
+
+/// Which reader to use: `Auto` meters the device doing the work (NVML on the model's GPU for a
+/// GPU run; RAPL, then the estimate, for a CPU run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SensorChoice {
     #[default]
@@ -100,25 +165,35 @@ impl EstimateParams {
     }
 }
 
-/// Opens the chosen reader. With `Auto`, the second value lists the readers tried before the
-/// one returned, each with the reason it could not be used ("nvml: libnvidia-ml.so.1 not found
-/// (no NVIDIA driver)"). An explicit choice that cannot open is an error saying why.
+/// Opens the chosen reader for a model working at `workplace`. With `Auto`, the second value
+/// lists the readers passed over before the one returned, each with the reason ("nvml: not
+/// used: the model runs on the CPU", "rapl: ... permission denied"). `Nvml` forces NVML: on the
+/// GPUs in `named`, or on every GPU when it is empty. An explicit choice that cannot open is an
+/// error saying why.
 pub fn open_sensor(
     choice: SensorChoice,
     est: &EstimateParams,
+    workplace: &Workplace,
+    named: &[GpuSelector],
 ) -> Result<(Box<dyn Sensor>, Vec<String>), MeterError> {
     let estimate = || -> Result<Box<dyn Sensor>, MeterError> {
         Ok(Box::new(EstimateSensor::open(est.clone())?))
     };
+    let named = (!named.is_empty()).then_some(named);
     match choice {
-        SensorChoice::Nvml => Ok((Box::new(NvmlSensor::open_default()?), Vec::new())),
+        SensorChoice::Nvml => Ok((Box::new(NvmlSensor::open_default(named)?), Vec::new())),
         SensorChoice::Rapl => Ok((Box::new(RaplSensor::open_default()?), Vec::new())),
         SensorChoice::Estimate => Ok((estimate()?, Vec::new())),
         SensorChoice::Auto => {
             let mut tried = Vec::new();
-            match NvmlSensor::open_default() {
-                Ok(s) => return Ok((Box::new(s), tried)),
-                Err(e) => tried.push(e.to_string()),
+            match workplace {
+                Workplace::Cpu => {
+                    tried.push("nvml: not used: the model runs on the CPU".to_string());
+                }
+                Workplace::Gpus(gpus) => match NvmlSensor::open_default(Some(gpus)) {
+                    Ok(s) => return Ok((Box::new(s), tried)),
+                    Err(e) => tried.push(e.to_string()),
+                },
             }
             match RaplSensor::open_default() {
                 Ok(s) => return Ok((Box::new(s), tried)),
@@ -155,6 +230,36 @@ mod tests {
         ] {
             assert_eq!(c.to_string().parse::<SensorChoice>().unwrap(), c);
         }
+    }
+
+    #[test]
+    fn the_model_device_maps_to_its_nvml_gpu() {
+        assert_eq!(Workplace::of_device("cpu", Some("3")), Some(Workplace::Cpu));
+        assert_eq!(
+            Workplace::of_device("cuda:0", None),
+            Some(Workplace::Gpus(vec![GpuSelector::Index(0)]))
+        );
+        assert_eq!(
+            Workplace::of_device("cuda:1", Some("")),
+            Some(Workplace::Gpus(vec![GpuSelector::Index(1)]))
+        );
+        // CUDA ordinal 0 is the first visible GPU: NVML index 2 here.
+        assert_eq!(
+            Workplace::of_device("cuda:0", Some("2,3")),
+            Some(Workplace::Gpus(vec![GpuSelector::Index(2)]))
+        );
+        assert_eq!(
+            Workplace::of_device("cuda:1", Some("GPU-aa,GPU-bb-cc")),
+            Some(Workplace::Gpus(vec![GpuSelector::Uuid("GPU-bb-cc".into())]))
+        );
+        assert_eq!(Workplace::of_device("cuda:2", Some("0,1")), None);
+        assert_eq!(Workplace::of_device("cuda:0", Some("MIG-x")), None);
+        assert_eq!(Workplace::of_device("metal:0", None), None);
+        // The device name with the GPU's name after the ordinal, as `pick_device` gives it.
+        assert_eq!(
+            Workplace::of_device("cuda:1 NVIDIA H200", None),
+            Some(Workplace::Gpus(vec![GpuSelector::Index(1)]))
+        );
     }
 
     #[test]

@@ -311,6 +311,7 @@ mod tests {
                 idle_joules: None,
                 source: EnergySource::Estimate,
                 scope: "test".into(),
+                window: None,
             }),
             loss: None,
             aux_loss: None,

@@ -44,6 +44,7 @@ pub fn build(run: &RunData) -> Report {
             is_measurement: run.header.sensor.source != EnergySource::Estimate,
             fallbacks: run.header.sensor.fallbacks.clone(),
             sample_hz: run.header.sensor.sample_hz,
+            update_period_s: run.header.sensor.update_period_s,
         },
         idle: idle_section(&run.records),
         data_efficiency: data_efficiency(&run.records, source),
@@ -51,7 +52,7 @@ pub fn build(run: &RunData) -> Report {
         power: power_series(&run.records, &run.header.sensor.scope),
         projections: super::projection::projections(run, &phases),
         method: method(run, &summary),
-        notes: notes(run),
+        notes: notes(run, &summary),
         phases,
         peak: summary.peak.clone(),
     }
@@ -337,10 +338,38 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
         )
     } else {
         format!(
-            "Energy is measured by {} (scope: {}), read at {} Hz by the sampler thread; each step's energy is the counter's difference over the step's window.",
-            sensor.source, sensor.scope, sensor.sample_hz
+            "Energy is measured by {} (scope: {}), read at {} Hz by the sampler thread; energy is the counter's difference over a measurement window{}.",
+            sensor.source,
+            sensor.scope,
+            sensor.sample_hz,
+            match sensor.update_period_s {
+                Some(p) => format!(
+                    ". The counter updates every {:.1} ms (measured at the start), so a window spans at least {} updates ({:.2} s): steps shorter than that are measured in blocks of k steps of one model per window (k of sparse, then k of dense), and a block's joules are split among its steps in proportion to their seconds; per-token figures are per window",
+                    p * 1e3,
+                    crate::meter::SAFE_UPDATES_PER_WINDOW,
+                    p * crate::meter::SAFE_UPDATES_PER_WINDOW
+                ),
+                None => String::new(),
+            }
         )
     };
+    let paired: Vec<String> = summary
+        .ratios
+        .iter()
+        .filter_map(|r| {
+            let e = r.joules_per_token_paired.as_ref()?;
+            let ci = e
+                .ci95
+                .map(|[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
+                .unwrap_or_default();
+            Some(format!(
+                "{} {:.3}{ci} over {} pairs",
+                format!("{:?}", r.phase).to_lowercase(),
+                e.mean,
+                e.n
+            ))
+        })
+        .collect();
     Method {
         points: vec![
             format!(
@@ -355,6 +384,14 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
             "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
             "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
+            if paired.is_empty() {
+                "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96).".into()
+            } else {
+                format!(
+                    "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96). Paired (sparse window i over the dense window i run right after it, mean of the per-pair ratios, Student-t 95% interval over the pairs; summary.json `joules_per_token_paired`): J/token {}.",
+                    paired.join("; ")
+                )
+            },
         ],
         docs: [
             ("FLOP and parameter conventions", "docs/accounting.md"),
@@ -371,21 +408,18 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
     }
 }
 
-fn notes(run: &RunData) -> Vec<String> {
-    let mut out: Vec<String> = run
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Log {
-                t_s,
-                level,
-                message,
-            } if level != "info" && level != "debug" => {
-                Some(format!("t = {t_s:.1} s, {level}: {message}"))
-            }
-            _ => None,
-        })
-        .collect();
+fn notes(run: &RunData, summary: &RunSummary) -> Vec<String> {
+    let mut out: Vec<String> = window_warnings(run, summary);
+    out.extend(run.records.iter().filter_map(|r| match r {
+        Record::Log {
+            t_s,
+            level,
+            message,
+        } if level != "info" && level != "debug" => {
+            Some(format!("t = {t_s:.1} s, {level}: {message}"))
+        }
+        _ => None,
+    }));
     if run.unreadable_lines > 0 {
         out.push(format!(
             "{} line(s) of records.jsonl could not be read and were skipped.",
@@ -395,9 +429,101 @@ fn notes(run: &RunData) -> Vec<String> {
     out
 }
 
+/// A warning for every model and phase with a measurement window shorter than its sensor
+/// resolves (fewer than `SAFE_UPDATES_PER_WINDOW` counter updates): its energy is unresolved.
+fn window_warnings(run: &RunData, summary: &RunSummary) -> Vec<String> {
+    let period = run
+        .header
+        .sensor
+        .update_period_s
+        .map(|p| format!(", which updates every {:.1} ms", p * 1e3))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for m in &summary.models {
+        for p in m.phases.iter().filter(|p| p.short_windows > 0) {
+            out.push(format!(
+                "energy unresolved: {} {} {}: {} of {} measurement windows spanned fewer than {} updates of the sensor's counter{period} (fewest {:.1}); its joules per token are not trustworthy.",
+                format!("{:?}", m.role).to_lowercase(),
+                m.model,
+                format!("{:?}", p.phase).to_lowercase(),
+                p.short_windows,
+                p.windows,
+                crate::meter::SAFE_UPDATES_PER_WINDOW,
+                p.min_window_updates.unwrap_or(0.0),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_too_short_for_its_sensor_is_warned_about_and_long_ones_are_not() {
+        use crate::runlog::{Energy, Phase, Role, WindowInfo};
+        let mut header = crate::runlog::test_header();
+        header.sensor.source = EnergySource::Nvml;
+        header.sensor.update_period_s = Some(0.1);
+        let step = |role: Role, phase: Phase, index: u64, updates: f64| {
+            Record::Step(StepRecord {
+                t_s: 1.0,
+                model: format!("{role:?}"),
+                role,
+                phase,
+                step: index,
+                warmup: false,
+                tokens: 8,
+                seconds: 0.05,
+                flops: 1e6,
+                flops_by_component: Default::default(),
+                energy: Some(Energy {
+                    joules: 2.0,
+                    idle_joules: None,
+                    source: EnergySource::Nvml,
+                    scope: "gpu 0".into(),
+                    window: Some(WindowInfo {
+                        index,
+                        steps: 1,
+                        seconds: updates * 0.1,
+                        updates: Some(updates),
+                    }),
+                }),
+                loss: None,
+                aux_loss: None,
+                expert_tokens: vec![],
+                dropped: 0,
+                domain_expert_tokens: Default::default(),
+            })
+        };
+        let run = RunData {
+            dir: "x".into(),
+            header,
+            records: vec![
+                step(Role::Sparse, Phase::Decode, 0, 25.0),
+                step(Role::Sparse, Phase::Decode, 1, 0.5),
+                step(Role::Dense, Phase::Decode, 2, 30.0),
+                step(Role::Dense, Phase::Decode, 3, 20.0),
+            ],
+            unreadable_lines: 0,
+        };
+        let r = build(&run);
+        let warned: Vec<&String> = r
+            .notes
+            .iter()
+            .filter(|n| n.starts_with("energy unresolved"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{:?}", r.notes);
+        assert!(
+            warned[0].contains("sparse Sparse decode: 1 of 2 measurement windows")
+                && warned[0].contains("every 100.0 ms")
+                && warned[0].contains("fewest 0.5"),
+            "{}",
+            warned[0]
+        );
+        assert_eq!(r.sensor.update_period_s, Some(0.1));
+    }
 
     fn mean(v: f64, sd: f64, n: usize) -> Figure {
         Figure {

@@ -238,6 +238,9 @@ pub struct SensorSection {
     /// Readers tried first, each with why it could not be used.
     pub fallbacks: Vec<String>,
     pub sample_hz: f64,
+    /// The counter's update period measured at the start, seconds (absent for the estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_period_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

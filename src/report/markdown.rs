@@ -204,6 +204,13 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
             num(s.sample_hz)
         ),
     ];
+    if let Some(p) = s.update_period_s {
+        v.push(format!(
+            "Sensor counter updates every {} ms (measured at the start): windows of at least {} s",
+            num(p * 1e3),
+            num(p * crate::meter::SAFE_UPDATES_PER_WINDOW)
+        ));
+    }
     for f in &s.fallbacks {
         v.push(format!("Sensor not used: {f}"));
     }

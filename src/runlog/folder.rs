@@ -55,6 +55,13 @@ pub struct SensorInfo {
     /// Readers tried before this one, each with the reason it could not be used.
     pub fallbacks: Vec<String>,
     pub sample_hz: f64,
+    /// The sensor's counter update period found at the start (smallest time between two
+    /// changes of its energy counter), seconds, and its smallest step, joules; absent for the
+    /// estimate, a sensor without a counter, and folders written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_period_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_energy_j: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,7 +257,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile::load_model;
 
@@ -275,6 +282,8 @@ pub(super) mod tests {
                 scope: "process cpu time".into(),
                 fallbacks: vec![],
                 sample_hz: 10.0,
+                update_period_s: None,
+                update_energy_j: None,
             },
             models: vec![RunModel {
                 role: Role::Sparse,

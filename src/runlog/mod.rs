@@ -1,14 +1,14 @@
 //! The run folder: an append-only record of a run, written as it goes and readable after a crash.
 
 mod folder;
+/// A run header for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use folder::tests::header as test_header;
 mod machine;
 mod peak;
 mod record;
 mod summary;
 
-/// A run header for tests elsewhere in the crate.
-#[cfg(test)]
-pub(crate) use folder::tests::header as test_header;
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
@@ -19,7 +19,7 @@ pub use peak::{
     FROM_PROBE,
 };
 pub use record::{
-    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord,
+    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord, WindowInfo,
     FORMAT_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

@@ -38,6 +38,36 @@ pub struct Energy {
     pub source: EnergySource,
     /// What the figure covers, e.g. "cpu package+dram, all sockets" or "gpu 0 board".
     pub scope: String,
+    /// The measurement window the joules come from, when it held more than this step or when
+    /// its length was recorded; absent in folders written before windows were recorded (each
+    /// step was then its own window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowInfo>,
+}
+
+/// A measurement window shared by one or more consecutive steps of one model. Its joules are
+/// split among its steps in proportion to their seconds, so the steps' joules sum to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    /// Which window of the run, from 0 (steps with the same index share one window).
+    pub index: u64,
+    /// Steps in the window.
+    pub steps: u64,
+    /// Seconds from the window's begin to its end.
+    pub seconds: f64,
+    /// Counter updates the window spanned (its seconds over the sensor's update period); absent
+    /// for a sensor without a counter period (the estimate). A window under
+    /// `meter::SAFE_UPDATES_PER_WINDOW` updates is too short for its sensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<f64>,
+}
+
+impl WindowInfo {
+    /// Whether the window spanned too few counter updates to be resolved.
+    pub fn too_short(&self) -> bool {
+        self.updates
+            .is_some_and(|u| u < crate::meter::SAFE_UPDATES_PER_WINDOW)
+    }
 }
 
 /// One measured step of one model.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::peak::SummaryPeak;
-use super::record::{Phase, Record, Role, StepRecord, FORMAT_VERSION};
+use super::record::{Phase, Record, Role, StepRecord, WindowInfo, FORMAT_VERSION};
 use crate::meter::EnergySource;
 use crate::stats::{estimate, Estimate};
 
@@ -27,11 +27,25 @@ pub struct PhaseSummary {
     /// The denominator: tokens trained, prompt tokens or generated tokens, summed over measured steps.
     pub tokens: u64,
     pub seconds: f64,
-    /// Per-step joules / tokens; absent when no step carried energy.
+    /// Joules / tokens of each measurement window (a step's own window, or a block of steps
+    /// sharing one); absent when no step carried energy.
     pub joules_per_token: Option<JoulesPerToken>,
+    /// Measurement windows behind `joules_per_token`, and how many of them spanned fewer counter
+    /// updates than the sensor resolves (`meter::SAFE_UPDATES_PER_WINDOW`): any such window
+    /// leaves the energy figure unresolved.
+    #[serde(default)]
+    pub windows: usize,
+    #[serde(default)]
+    pub short_windows: usize,
+    /// Fewest counter updates any of those windows spanned (absent for the estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_window_updates: Option<f64>,
+    /// Joules per token of each window, in run order (for the paired ratio; not written).
+    #[serde(skip)]
+    pub window_joules_per_token: Vec<f64>,
     /// Executed FLOPs per token, over all measured steps.
     pub flops_per_token: f64,
-    /// Per-step tokens / seconds.
+    /// Tokens / seconds of each measurement window (steps sharing a window are one sample).
     pub tokens_per_s: Option<Estimate>,
     /// Achieved FLOP/s over all measured steps.
     pub flops_per_s: f64,
@@ -65,6 +79,11 @@ pub struct Ratio {
     pub joules_per_token: Option<f64>,
     pub flops_per_token: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// Sparse over dense J/token from paired windows: the i-th sparse window of the phase with
+    /// the i-th dense one (they run back to back: A then B), the mean of the per-pair ratios
+    /// with a Student-t 95% interval over the pairs (`n` = pairs). Absent without two pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_token_paired: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,26 +126,72 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
         .copied()
         .filter(|s| s.energy.is_some() && s.tokens > 0)
         .collect();
-    let jpt: Vec<f64> = with_energy
+    // Steps sharing a window are one sample: the window's joules over its tokens.
+    struct Group<'a> {
+        id: Option<u64>,
+        joules: f64,
+        idle_joules: Option<f64>,
+        tokens: u64,
+        window: Option<&'a WindowInfo>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for s in &with_energy {
+        let Some(e) = s.energy.as_ref() else { continue };
+        let id = e.window.as_ref().map(|w| w.index);
+        match groups.last_mut() {
+            Some(g) if id.is_some() && g.id == id => {
+                g.joules += e.joules;
+                g.idle_joules = g.idle_joules.zip(e.idle_joules).map(|(a, b)| a + b);
+                g.tokens += s.tokens;
+            }
+            _ => groups.push(Group {
+                id,
+                joules: e.joules,
+                idle_joules: e.idle_joules,
+                tokens: s.tokens,
+                window: e.window.as_ref(),
+            }),
+        }
+    }
+    let jpt: Vec<f64> = groups.iter().map(|g| g.joules / g.tokens as f64).collect();
+    let jpt_idle: Vec<f64> = groups
         .iter()
-        .map(|s| s.energy.as_ref().map_or(0.0, |e| e.joules) / s.tokens as f64)
+        .filter_map(|g| Some((g.joules - g.idle_joules?) / g.tokens as f64))
         .collect();
-    let jpt_idle: Vec<f64> = with_energy
+    let short_windows = groups
         .iter()
-        .filter_map(|s| {
-            let e = s.energy.as_ref()?;
-            Some((e.joules - e.idle_joules?) / s.tokens as f64)
-        })
-        .collect();
+        .filter(|g| g.window.is_some_and(WindowInfo::too_short))
+        .count();
+    let min_window_updates = groups
+        .iter()
+        .filter_map(|g| g.window.and_then(|w| w.updates))
+        .reduce(f64::min);
     let joules: f64 = with_energy
         .iter()
         .map(|s| s.energy.as_ref().map_or(0.0, |e| e.joules))
         .sum();
     let first_energy = with_energy.first().and_then(|s| s.energy.as_ref());
-    let tps: Vec<f64> = measured
+    // Tokens per second over the same windows as the energy (steps without a window alone), so
+    // J/token x tokens/s is the window's power.
+    let mut runs: Vec<(Option<u64>, u64, f64)> = Vec::new();
+    for s in &measured {
+        let id = s
+            .energy
+            .as_ref()
+            .and_then(|e| e.window.as_ref())
+            .map(|w| w.index);
+        match runs.last_mut() {
+            Some(r) if id.is_some() && r.0 == id => {
+                r.1 += s.tokens;
+                r.2 += s.seconds;
+            }
+            _ => runs.push((id, s.tokens, s.seconds)),
+        }
+    }
+    let tps: Vec<f64> = runs
         .iter()
-        .filter(|s| s.seconds > 0.0)
-        .map(|s| s.tokens as f64 / s.seconds)
+        .filter(|r| r.2 > 0.0)
+        .map(|r| r.1 as f64 / r.2)
         .collect();
     PhaseSummary {
         phase,
@@ -142,6 +207,10 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
                 None
             },
         }),
+        windows: groups.len(),
+        short_windows,
+        min_window_updates,
+        window_joules_per_token: jpt.clone(),
         flops_per_token: if tokens > 0 {
             flops / tokens as f64
         } else {
@@ -226,8 +295,16 @@ fn ratios(models: &[ModelSummary]) -> Vec<Ratio> {
         .filter_map(|p| {
             let (sp, dp) = (s.phase(p)?, d.phase(p)?);
             let jpt = |x: &PhaseSummary| x.joules_per_token.as_ref().map(|j| j.total.mean);
+            let pairs: Vec<f64> = sp
+                .window_joules_per_token
+                .iter()
+                .zip(&dp.window_joules_per_token)
+                .filter(|(_, &d)| d > 0.0)
+                .map(|(a, b)| a / b)
+                .collect();
             Some(Ratio {
                 phase: p,
+                joules_per_token_paired: (pairs.len() >= 2).then(|| estimate(&pairs)).flatten(),
                 joules_per_token: div(jpt(sp), jpt(dp)),
                 flops_per_token: div(Some(sp.flops_per_token), Some(dp.flops_per_token)),
                 tokens_per_s: div(
@@ -261,6 +338,7 @@ mod tests {
                 idle_joules: Some(1.0),
                 source: EnergySource::Estimate,
                 scope: "test".into(),
+                window: None,
             }),
             loss: Some(2.0),
             aux_loss: None,
@@ -288,5 +366,78 @@ mod tests {
         assert!((j.idle_subtracted.unwrap().mean - 1.9).abs() < 1e-12);
         assert_eq!(sp.flops_per_token, 1000.0);
         assert!((s.ratios[0].joules_per_token.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn steps_sharing_a_window_are_one_sample_and_short_windows_are_counted() {
+        let in_window = |index: u64, steps: u64, updates: f64, tokens: u64, joules: f64| {
+            let Record::Step(mut s) = step(Role::Sparse, Phase::Decode, false, tokens, joules)
+            else {
+                unreachable!()
+            };
+            let e = s.energy.as_mut().unwrap();
+            e.idle_joules = Some(joules / 2.0);
+            e.window = Some(WindowInfo {
+                index,
+                steps,
+                seconds: 2.0,
+                updates: Some(updates),
+            });
+            Record::Step(s)
+        };
+        let recs = vec![
+            // Window 0: three steps, 12 J over 6 tokens, spanning 25 updates.
+            in_window(0, 3, 25.0, 2, 3.0),
+            in_window(0, 3, 25.0, 2, 4.0),
+            in_window(0, 3, 25.0, 2, 5.0),
+            // Window 1: two steps, 4 J over 4 tokens, only 12 updates.
+            in_window(1, 2, 12.0, 2, 1.0),
+            in_window(1, 2, 12.0, 2, 3.0),
+        ];
+        let s = summarize(&recs);
+        let d = s.model(Role::Sparse).unwrap().phase(Phase::Decode).unwrap();
+        assert_eq!((d.steps, d.windows, d.short_windows), (5, 2, 1));
+        assert_eq!(d.min_window_updates, Some(12.0));
+        let j = d.joules_per_token.as_ref().unwrap();
+        assert_eq!(j.total.n, 2);
+        assert!((j.total.mean - (2.0 + 1.0) / 2.0).abs() < 1e-12);
+        assert!((j.idle_subtracted.unwrap().mean - 0.75).abs() < 1e-12);
+        // Tokens per second over the same windows: 6 tokens in 1.5 s, 4 in 1 s.
+        let tps = d.tokens_per_s.unwrap();
+        assert_eq!(tps.n, 2);
+        assert!((tps.mean - 4.0).abs() < 1e-12);
+        // Paired: sparse window i over dense window i, Student t over the pairs.
+        let mut dense = recs.clone();
+        for r in &mut dense {
+            if let Record::Step(st) = r {
+                st.role = Role::Dense;
+                st.model = "Dense".into();
+                // Window 0 costs dense 3x, window 1 2x: 6 and 2 J/token against 2 and 1.
+                let e = st.energy.as_mut().unwrap();
+                e.joules *= if e.window.as_ref().unwrap().index == 0 {
+                    3.0
+                } else {
+                    2.0
+                };
+            }
+        }
+        let both: Vec<Record> = recs.iter().chain(&dense).cloned().collect();
+        let r = &summarize(&both).ratios[0];
+        let paired = r.joules_per_token_paired.as_ref().unwrap();
+        assert_eq!(paired.n, 2);
+        // (2/6 + 1/2) / 2, not the ratio of the means (1.5 / 4) nor crossed pairs.
+        assert!((paired.mean - (1.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
+        assert!((r.joules_per_token.unwrap() - 0.375).abs() < 1e-12);
+        assert!(paired.ci95.is_some());
+        // Steps without a recorded window (older folders) are each their own sample.
+        let old = summarize(&[
+            step(Role::Dense, Phase::Train, false, 10, 10.0),
+            step(Role::Dense, Phase::Train, false, 10, 30.0),
+        ]);
+        let t = old.model(Role::Dense).unwrap().phase(Phase::Train).unwrap();
+        assert_eq!(
+            (t.windows, t.short_windows, t.min_window_updates),
+            (2, 0, None)
+        );
     }
 }

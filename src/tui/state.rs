@@ -97,6 +97,9 @@ pub struct RunState {
     /// kept in their own series instead.
     summary_records: Vec<Record>,
     summary: Option<RunSummary>,
+    /// The last measurement window warned about as too short for its sensor (one warning per
+    /// window, not per step).
+    warned_window: Option<u64>,
     summary_stale: bool,
     /// Every sensor reading with a power figure: (seconds since start, watts).
     pub machine_power: Vec<(f64, f64)>,
@@ -238,6 +241,23 @@ impl RunState {
             insert_by_time(self.power.entry(s.role).or_default(), p);
         }
         self.step_windows.push((start, s.t_s, s.role));
+        if let Some(w) = s.energy.as_ref().and_then(|e| e.window.as_ref()) {
+            if !s.warmup && w.too_short() && self.warned_window != Some(w.index) {
+                self.warned_window = Some(w.index);
+                self.log.push(LogLine {
+                    t_s: Some(s.t_s),
+                    level: "warn".into(),
+                    message: format!(
+                        "{} {}: a window of {} step(s) spanned {:.1} counter updates, under the {} the sensor resolves: energy unresolved",
+                        s.model,
+                        format!("{:?}", s.phase).to_lowercase(),
+                        w.steps,
+                        w.updates.unwrap_or(0.0),
+                        crate::meter::SAFE_UPDATES_PER_WINDOW
+                    ),
+                });
+            }
+        }
         if let Some(e) = &s.energy {
             self.sample_source.get_or_insert(e.source);
             if s.seconds > 0.0 {
@@ -345,6 +365,7 @@ mod tests {
                 idle_joules: None,
                 source: EnergySource::Rapl,
                 scope: "package".into(),
+                window: None,
             }),
             loss: Some(loss),
             aux_loss: Some(0.01),
@@ -414,6 +435,33 @@ mod tests {
             .log
             .iter()
             .any(|l| l.is_warning() && l.message.contains("NaN")));
+    }
+
+    #[test]
+    fn a_window_too_short_for_the_sensor_is_warned_once() {
+        let in_window = |t: f64, index: u64, updates: f64| {
+            let Record::Step(mut st) = train_step(Role::Dense, t, 3.0, vec![]) else {
+                unreachable!()
+            };
+            st.energy.as_mut().unwrap().window = Some(crate::runlog::WindowInfo {
+                index,
+                steps: 2,
+                seconds: updates * 0.1,
+                updates: Some(updates),
+            });
+            Record::Step(st)
+        };
+        let mut s = RunState::new(None);
+        s.apply(&in_window(1.0, 0, 25.0)); // long enough
+        s.apply(&in_window(2.0, 1, 4.0)); // two steps of one short window
+        s.apply(&in_window(3.0, 1, 4.0));
+        let warned: Vec<_> = s
+            .log
+            .iter()
+            .filter(|l| l.is_warning() && l.message.contains("energy unresolved"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].message.contains("4.0 counter updates"));
     }
 
     #[test]

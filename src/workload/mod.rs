@@ -39,6 +39,12 @@ pub trait Workload: Send {
     fn validate(&mut self) -> anyhow::Result<f64>;
     /// Whether a decode step can continue the current sequences (else a prefill must come first).
     fn can_decode(&self) -> bool;
+    /// Waits until the work issued so far has finished (a GPU runs its kernels asynchronously).
+    /// The run calls it after every step, so a step's seconds and the window around it end
+    /// when the work does. A CPU workload is already finished when `step` returns.
+    fn synchronize(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// What the measured run sends to a live viewer (the dashboard), in this order: `Started` once,

@@ -158,6 +158,10 @@ impl Workload for ModelWorkload {
         &self.name
     }
 
+    fn synchronize(&mut self) -> anyhow::Result<()> {
+        Ok(self.trainer.model.device().synchronize()?)
+    }
+
     fn role(&self) -> Role {
         self.role
     }

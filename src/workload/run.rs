@@ -1,16 +1,27 @@
 //! The measured run: an idle window for the baseline power, then training steps of the sparse
 //! and the dense model alternating A B A B, validation along the way, then prefill and decode
-//! steps alternating the same way. Every step is measured by an energy window and written to
-//! the run folder as it happens; a viewer (the dashboard) gets the same records over a channel.
+//! steps alternating the same way. Steps are measured by energy windows and written to the run
+//! folder as they happen; a viewer (the dashboard) gets the same records over a channel.
+//!
+//! A window must span [`SAFE_UPDATES_PER_WINDOW`] updates of the sensor's counter. Where a step
+//! is shorter than that, blocks of `k` steps alternate (k of A in one window, then k of B), with
+//! `k` from the steps of that phase measured so far ([`block_steps`]); the window's joules are
+//! split among its steps in proportion to their seconds. Warm-up steps keep their own windows
+//! and give the first timing. A phase too short to fill [`RunPlan::min_windows`] such windows
+//! per model is lengthened when that costs at most [`RunPlan::max_lengthen_s`]; otherwise its
+//! windows stay short and the summary and report say the figure is unresolved.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use super::{RunEvent, Workload};
-use crate::meter::Meter;
+use super::{RunEvent, StepOutcome, Workload};
+use crate::meter::{
+    attribute_by_duration, block_steps, Meter, UpdatePeriod, SAFE_UPDATES_PER_WINDOW,
+};
 use crate::runlog::{
     summarize, Energy, EvalRecord, IdleRecord, Phase, Record, RunSummary, RunWriter, StepRecord,
+    WindowInfo,
 };
 
 /// How many steps of what.
@@ -27,6 +38,31 @@ pub struct RunPlan {
     pub eval_every: u64,
     /// The peak the summary's utilisation divides by (the run header's `machine.peak`).
     pub peak: Option<crate::runlog::RunPeak>,
+    /// The sensor's counter update period, measured at the start; `None` (the estimate, a
+    /// sensor without a counter) keeps one window per step.
+    pub update_period: Option<UpdatePeriod>,
+    /// Windows per model and phase a phase is lengthened (more steps) to fill, when its
+    /// planned steps cannot fill them with windows of the safe length.
+    pub min_windows: u64,
+    /// The most seconds lengthening may add to one phase (both models); a phase that would
+    /// need more keeps its planned steps and its figure is reported as unresolved.
+    pub max_lengthen_s: f64,
+}
+
+/// Default of [`RunPlan::min_windows`].
+pub const DEFAULT_MIN_WINDOWS: u64 = 2;
+/// Default of [`RunPlan::max_lengthen_s`].
+pub const DEFAULT_MAX_LENGTHEN_S: f64 = 20.0;
+
+/// Steps in the next window when `remaining` steps are left and a window needs `k`: the
+/// remaining steps split into as many windows of at least `k` as fit, evenly (so no short
+/// window is left at the end); all of them when fewer than `k` remain.
+pub fn next_block(remaining: u64, k: u64) -> u64 {
+    let k = k.max(1);
+    if remaining <= k {
+        return remaining;
+    }
+    remaining.div_ceil(remaining / k)
 }
 
 /// Where the run stands, shared with whoever prints progress.
@@ -51,6 +87,8 @@ struct Ctx<'a> {
     epoch: Instant,
     records: Vec<Record>,
     idle_power_w: Option<f64>,
+    update_period: Option<UpdatePeriod>,
+    next_window: u64,
 }
 
 impl Ctx<'_> {
@@ -92,29 +130,148 @@ impl Ctx<'_> {
 struct Counts {
     steps: std::collections::BTreeMap<(String, Phase), u64>,
     train_tokens: std::collections::BTreeMap<String, (u64, f64, f64)>,
+    /// Seconds of every step so far, per model and phase: the timing blocks are sized from.
+    seconds: std::collections::BTreeMap<(String, Phase), (u64, f64)>,
 }
 
-fn measured_step(
+impl Counts {
+    /// Mean seconds of `model`'s steps of `phase` so far.
+    fn mean_step_s(&self, model: &str, phase: Phase) -> Option<f64> {
+        let (n, s) = *self.seconds.get(&(model.to_string(), phase))?;
+        (n > 0).then(|| s / n as f64)
+    }
+}
+
+/// Steps per window for `phase`, from the shorter of the two models' mean step so far (so both
+/// models' windows are long enough); 1 before either has a timed step.
+fn phase_block(
+    ctx: &Ctx,
+    counts: &Counts,
+    a: &dyn Workload,
+    b: &dyn Workload,
+    phase: Phase,
+) -> u64 {
+    let (Some(sa), Some(sb)) = (
+        counts.mean_step_s(a.name(), phase),
+        counts.mean_step_s(b.name(), phase),
+    ) else {
+        return 1;
+    };
+    block_steps(sa.min(sb), ctx.update_period.as_ref())
+}
+
+/// A step done inside a window, waiting for the window's joules.
+struct Done {
+    phase: Phase,
+    out: StepOutcome,
+    seconds: f64,
+    t_s: f64,
+}
+
+fn timed_step(ctx: &Ctx, w: &mut dyn Workload, phase: Phase) -> anyhow::Result<Done> {
+    let t0 = Instant::now();
+    let out = w.step(phase)?;
+    // The step ends when its work does, not when its kernels are queued.
+    w.synchronize()?;
+    Ok(Done {
+        phase,
+        out,
+        seconds: t0.elapsed().as_secs_f64(),
+        t_s: ctx.t(),
+    })
+}
+
+/// `n` steps of `phase` by `w` in one window (decode steps refill the cache with a prefill
+/// inside the window where it is full; that prefill is recorded as a prefill step of the same
+/// window). The window's joules are split among the steps by duration. A window whose sensor
+/// reads fail is recorded as unmeasured (steps without energy) and the run goes on.
+fn measured_block(
     ctx: &mut Ctx,
     counts: &mut Counts,
     w: &mut dyn Workload,
     phase: Phase,
+    n: u64,
     warmup_steps: u64,
 ) -> anyhow::Result<()> {
     let window = ctx.meter.begin();
-    let t0 = Instant::now();
-    let out = w.step(phase)?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let e = ctx.meter.end(window)?;
+    let mut done = Vec::with_capacity(n as usize);
+    for _ in 0..n.max(1) {
+        if phase == Phase::Decode && !w.can_decode() {
+            done.push(timed_step(ctx, w, Phase::Prefill)?);
+        }
+        done.push(timed_step(ctx, w, phase)?);
+    }
+    // The last step synchronised: the window closes after the work.
+    let energy = ctx.meter.end(window);
+    let index = ctx.next_window;
+    ctx.next_window += 1;
+    let seconds: Vec<f64> = done.iter().map(|d| d.seconds).collect();
+    let (shares, idle_shares, e) = match energy {
+        Ok(e) => {
+            let shares = attribute_by_duration(e.joules, &seconds);
+            let idle = ctx
+                .idle_power_w
+                .map(|p| attribute_by_duration(p * e.seconds, &seconds));
+            (shares, idle, Some(e))
+        }
+        Err(err) => {
+            ctx.log(
+                "warn",
+                format!(
+                    "{}: window {index} ({} {} steps) unmeasured: {err}",
+                    w.name(),
+                    done.len(),
+                    format!("{phase:?}").to_lowercase()
+                ),
+            )?;
+            (Vec::new(), None, None)
+        }
+    };
+    let info = e.as_ref().map(|e| WindowInfo {
+        index,
+        steps: done.len() as u64,
+        seconds: e.seconds,
+        updates: ctx.update_period.map(|p| e.seconds / p.period_s),
+    });
+    for (j, d) in done.into_iter().enumerate() {
+        let energy = e.as_ref().map(|e| Energy {
+            joules: shares[j],
+            idle_joules: idle_shares.as_ref().map(|s| s[j]),
+            source: e.source,
+            scope: e.scope.clone(),
+            window: info.clone(),
+        });
+        record_step(ctx, counts, w, d, energy, warmup_steps)?;
+    }
+    ctx.flush_samples()
+}
+
+fn record_step(
+    ctx: &mut Ctx,
+    counts: &mut Counts,
+    w: &dyn Workload,
+    d: Done,
+    energy: Option<Energy>,
+    warmup_steps: u64,
+) -> anyhow::Result<()> {
+    let Done {
+        phase,
+        out,
+        seconds,
+        t_s,
+    } = d;
     let key = (w.name().to_string(), phase);
     let index = *counts.steps.get(&key).unwrap_or(&0);
-    counts.steps.insert(key, index + 1);
+    counts.steps.insert(key.clone(), index + 1);
+    let acc = counts.seconds.entry(key).or_default();
+    acc.0 += 1;
+    acc.1 += seconds;
     let flops = out.flops.total();
     if phase == Phase::Train {
         let acc = counts.train_tokens.entry(w.name().to_string()).or_default();
         acc.0 += out.tokens;
         acc.1 += flops;
-        acc.2 += e.joules;
+        acc.2 += energy.as_ref().map_or(0.0, |e| e.joules);
     }
     if let Some(l) = out.loss {
         if !l.is_finite() {
@@ -132,7 +289,7 @@ fn measured_step(
         )?;
     }
     let rec = StepRecord {
-        t_s: ctx.t(),
+        t_s,
         model: w.name().to_string(),
         role: w.role(),
         phase,
@@ -142,12 +299,7 @@ fn measured_step(
         seconds,
         flops,
         flops_by_component: out.flops.by_component.clone(),
-        energy: Some(Energy {
-            joules: e.joules,
-            idle_joules: ctx.idle_power_w.map(|p| p * e.seconds),
-            source: e.source,
-            scope: e.scope,
-        }),
+        energy,
         loss: out.loss,
         aux_loss: out.aux_loss,
         expert_tokens: out.expert_tokens,
@@ -155,8 +307,56 @@ fn measured_step(
         domain_expert_tokens: out.domain_expert_tokens,
     };
     ctx.progress.step(&rec);
-    ctx.emit(Record::Step(rec))?;
-    ctx.flush_samples()
+    ctx.emit(Record::Step(rec))
+}
+
+/// After the warm-up of `phase`: the measured steps per model it should have so each model
+/// fills `plan.min_windows` windows of `k` steps, when that is more than `planned` and costs
+/// at most `plan.max_lengthen_s`; else `planned`, with a note either way when it falls short.
+fn lengthened(
+    ctx: &mut Ctx,
+    counts: &Counts,
+    plan: &RunPlan,
+    a: &dyn Workload,
+    b: &dyn Workload,
+    phase: Phase,
+    planned: u64,
+) -> anyhow::Result<u64> {
+    let k = phase_block(ctx, counts, a, b, phase);
+    let want = k.saturating_mul(plan.min_windows.max(1));
+    if k <= 1 || planned >= want || planned == 0 {
+        return Ok(planned);
+    }
+    let step_s = counts.mean_step_s(a.name(), phase).unwrap_or(0.0)
+        + counts.mean_step_s(b.name(), phase).unwrap_or(0.0);
+    let extra_s = (want - planned) as f64 * step_s;
+    let name = format!("{phase:?}").to_lowercase();
+    let period_ms = ctx.update_period.map_or(0.0, |p| p.period_s * 1e3);
+    if extra_s <= plan.max_lengthen_s {
+        ctx.log(
+            "info",
+            format!(
+                "{name}: {want} measured steps per model instead of {planned}, so each model fills \
+                 {} windows of {k} steps (at least {SAFE_UPDATES_PER_WINDOW} updates of the \
+                 sensor's {period_ms:.1} ms counter each); {extra_s:.1} s more",
+                plan.min_windows.max(1)
+            ),
+        )?;
+        Ok(want)
+    } else {
+        ctx.log(
+            "warn",
+            format!(
+                "{name}: {planned} measured steps per model cannot fill {} windows of {k} steps \
+                 (at least {SAFE_UPDATES_PER_WINDOW} updates of the sensor's {period_ms:.1} ms \
+                 counter); lengthening would add {extra_s:.1} s, over the {:.1} s allowed: its \
+                 energy figures are unresolved",
+                plan.min_windows.max(1),
+                plan.max_lengthen_s
+            ),
+        )?;
+        Ok(planned)
+    }
 }
 
 fn evaluate(
@@ -211,6 +411,8 @@ pub fn execute(
         epoch,
         records: Vec::new(),
         idle_power_w: None,
+        update_period: plan.update_period,
+        next_window: 0,
     };
     let result = run_phases(plan, sparse, dense, &mut ctx, stop);
     let reason = match &result {
@@ -269,7 +471,16 @@ fn run_phases(
         while Instant::now() < until && !stopped() {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let e = ctx.meter.end(w)?;
+        let e = match ctx.meter.end(w) {
+            Ok(e) => e,
+            Err(err) => {
+                ctx.log(
+                    "warn",
+                    format!("the idle window is unmeasured, no baseline: {err}"),
+                )?;
+                return run_workload(plan, sparse, dense, ctx, stop);
+            }
+        };
         let power_w = if e.seconds > 0.0 {
             e.joules / e.seconds
         } else {
@@ -285,48 +496,340 @@ fn run_phases(
         }))?;
         ctx.flush_samples()?;
     }
+    run_workload(plan, sparse, dense, ctx, stop)
+}
+
+/// Training, then inference, in windows the sensor resolves.
+fn run_workload(
+    plan: &RunPlan,
+    sparse: &mut dyn Workload,
+    dense: &mut dyn Workload,
+    ctx: &mut Ctx,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let stopped = || stop.load(Ordering::SeqCst);
     let mut counts = Counts::default();
     if plan.train_steps > 0 && !stopped() {
         evaluate(ctx, &counts, sparse, 0)?;
         evaluate(ctx, &counts, dense, 0)?;
     }
-    for i in 0..plan.train_steps {
+    let eval_every = plan.eval_every.max(1);
+    let mut train_steps = plan.train_steps;
+    let mut done = 0;
+    let mut sized = false;
+    while done < train_steps {
         if stopped() {
             return Ok(());
         }
-        measured_step(ctx, &mut counts, sparse, Phase::Train, plan.warmup_steps)?;
-        measured_step(ctx, &mut counts, dense, Phase::Train, plan.warmup_steps)?;
-        let done = i + 1;
-        if done % plan.eval_every.max(1) == 0 || done == plan.train_steps {
+        let timed = counts.mean_step_s(sparse.name(), Phase::Train).is_some();
+        let n = if done < plan.warmup_steps || !timed {
+            1
+        } else {
+            if !sized {
+                // The warm-up (or the first pair) timed the phase: size its blocks.
+                let measured = train_steps - done;
+                let want = lengthened(ctx, &counts, plan, sparse, dense, Phase::Train, measured)?;
+                train_steps = done + want;
+                sized = true;
+            }
+            next_block(
+                train_steps - done,
+                phase_block(ctx, &counts, sparse, dense, Phase::Train),
+            )
+        };
+        measured_block(ctx, &mut counts, sparse, Phase::Train, n, plan.warmup_steps)?;
+        measured_block(ctx, &mut counts, dense, Phase::Train, n, plan.warmup_steps)?;
+        let before = done;
+        done += n;
+        if done / eval_every > before / eval_every || done == train_steps {
             evaluate(ctx, &counts, sparse, done)?;
             evaluate(ctx, &counts, dense, done)?;
         }
     }
-    // Inference: one warm-up step of each phase and model, then the measured ones.
+    // Inference: one warm-up step of each phase and model (its own window, the phase's first
+    // timing), then the measured ones in blocks.
     let infer_warmup = 1;
     let (mut prefills, mut decodes) = (0, 0);
-    let want_prefill = plan.prefill_steps + infer_warmup;
-    let want_decode = if plan.decode_steps > 0 {
+    let mut want_prefill = plan.prefill_steps + infer_warmup;
+    let mut want_decode = if plan.decode_steps > 0 {
         plan.decode_steps + infer_warmup
     } else {
         0
     };
+    let (mut prefill_sized, mut decode_sized) = (false, false);
     while (prefills < want_prefill || decodes < want_decode) && !stopped() {
-        let need_prefill = prefills < want_prefill || !sparse.can_decode() || !dense.can_decode();
+        let decode_blocks =
+            decode_sized && phase_block(ctx, &counts, sparse, dense, Phase::Decode) > 1;
+        // Decode blocks refill the cache inside their windows; per-step decoding refills here.
+        let need_prefill = prefills < want_prefill
+            || (!decode_blocks && (!sparse.can_decode() || !dense.can_decode()));
         if need_prefill {
-            measured_step(ctx, &mut counts, sparse, Phase::Prefill, infer_warmup)?;
-            measured_step(ctx, &mut counts, dense, Phase::Prefill, infer_warmup)?;
-            prefills += 1;
+            let n = if prefills < infer_warmup {
+                1
+            } else {
+                if !prefill_sized {
+                    let measured = want_prefill - prefills;
+                    let want =
+                        lengthened(ctx, &counts, plan, sparse, dense, Phase::Prefill, measured)?;
+                    want_prefill = prefills + want;
+                    prefill_sized = true;
+                }
+                next_block(
+                    want_prefill.saturating_sub(prefills),
+                    phase_block(ctx, &counts, sparse, dense, Phase::Prefill),
+                )
+                .max(1)
+            };
+            measured_block(ctx, &mut counts, sparse, Phase::Prefill, n, infer_warmup)?;
+            measured_block(ctx, &mut counts, dense, Phase::Prefill, n, infer_warmup)?;
+            prefills += n;
             // Decode continues what this prefill started, until the cache is full.
         }
-        while decodes < want_decode && sparse.can_decode() && dense.can_decode() && !stopped() {
-            measured_step(ctx, &mut counts, sparse, Phase::Decode, infer_warmup)?;
-            measured_step(ctx, &mut counts, dense, Phase::Decode, infer_warmup)?;
-            decodes += 1;
+        while decodes < want_decode && !stopped() {
+            let n = if decodes < infer_warmup {
+                1
+            } else {
+                if !decode_sized {
+                    let measured = want_decode - decodes;
+                    let want =
+                        lengthened(ctx, &counts, plan, sparse, dense, Phase::Decode, measured)?;
+                    want_decode = decodes + want;
+                    decode_sized = true;
+                }
+                next_block(
+                    want_decode - decodes,
+                    phase_block(ctx, &counts, sparse, dense, Phase::Decode),
+                )
+            };
+            let blocks =
+                decode_sized && phase_block(ctx, &counts, sparse, dense, Phase::Decode) > 1;
+            if !blocks && (!sparse.can_decode() || !dense.can_decode()) {
+                break; // a per-step decode needs a prefill of its own window first
+            }
+            measured_block(ctx, &mut counts, sparse, Phase::Decode, n, infer_warmup)?;
+            measured_block(ctx, &mut counts, dense, Phase::Decode, n, infer_warmup)?;
+            decodes += n;
             if prefills < want_prefill {
                 break; // interleave: prefill and decode alternate while both are wanted
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::{EnergySource, MeterError, Reading, Sensor};
+    use crate::runlog::{read_run, Role};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn next_block_splits_the_rest_into_windows_of_at_least_k() {
+        assert_eq!(next_block(0, 4), 0);
+        assert_eq!(next_block(3, 4), 3); // fewer than k left: all of them
+        assert_eq!(next_block(6, 4), 6); // 4 + 2 would leave a short window
+        assert_eq!(next_block(10, 4), 5);
+        assert_eq!(next_block(5, 4), 5);
+        assert_eq!(next_block(9, 1), 1);
+        assert_eq!(next_block(9, 0), 1);
+        // Whatever remains, the windows it is cut into all hold at least k steps.
+        for k in 1..9u64 {
+            for total in k..60 {
+                let mut left = total;
+                while left > 0 {
+                    let n = next_block(left, k);
+                    assert!(n >= k && n <= left, "{total} by {k}: {n} of {left}");
+                    left -= n;
+                }
+            }
+        }
+    }
+
+    /// A workload whose steps sleep a fixed time; decode continues a prefill 3 times.
+    struct Fake {
+        name: &'static str,
+        role: Role,
+        room: u32,
+        synced: u64,
+        steps: u64,
+    }
+
+    impl Workload for Fake {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn role(&self) -> Role {
+            self.role
+        }
+        fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome> {
+            self.steps += 1;
+            let ms = match phase {
+                Phase::Train => 2,
+                Phase::Prefill => 1,
+                Phase::Decode => {
+                    anyhow::ensure!(self.room > 0, "decode without room");
+                    self.room -= 1;
+                    1
+                }
+            };
+            if phase == Phase::Prefill {
+                self.room = 3;
+            }
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(StepOutcome {
+                tokens: 10,
+                loss: (phase == Phase::Train).then_some(1.0),
+                ..StepOutcome::default()
+            })
+        }
+        fn validate(&mut self) -> anyhow::Result<f64> {
+            Ok(1.0)
+        }
+        fn can_decode(&self) -> bool {
+            self.room > 0
+        }
+        fn synchronize(&mut self) -> anyhow::Result<()> {
+            self.synced += 1;
+            Ok(())
+        }
+    }
+
+    /// A counter at 100 W that updates every 5 ms; reads numbered in `fail` fail.
+    struct Coarse {
+        origin: Instant,
+        reads: u64,
+        fail: Vec<u64>,
+    }
+
+    impl Sensor for Coarse {
+        fn source(&self) -> EnergySource {
+            EnergySource::Nvml
+        }
+        fn scope(&self) -> String {
+            "coarse".into()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            self.reads += 1;
+            if self.fail.contains(&self.reads) {
+                return Err(MeterError::Read {
+                    reader: "nvml",
+                    reason: "flaky".into(),
+                });
+            }
+            let t = (self.origin.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
+            Ok(Reading {
+                energy_j: Some(100.0 * t),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
+        let period = UpdatePeriod {
+            period_s: 0.005,
+            energy_j: 0.5,
+            updates: 10,
+        };
+        let plan = RunPlan {
+            train_steps: 8,
+            warmup_steps: 1,
+            prefill_steps: 2,
+            decode_steps: 2,
+            idle_seconds: 0.0,
+            eval_every: 1000,
+            update_period: Some(period),
+            min_windows: 1,
+            max_lengthen_s: 5.0,
+            peak: None,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
+        let sensor = Coarse {
+            origin: epoch,
+            reads: 0,
+            fail: vec![3, 4],
+        };
+        let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let stop = AtomicBool::new(false);
+        execute(
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            &mut writer,
+            None,
+            &stop,
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        // Every step synchronised before its time was taken.
+        assert_eq!((a.synced, b.synced), (a.steps, b.steps));
+        let run = read_run(&dir).unwrap();
+        let steps: Vec<&StepRecord> = run.steps().collect();
+        // The first window's end could not be read: unmeasured, and the run went on.
+        assert!(steps[0].energy.is_none() && steps[0].warmup);
+        assert!(run.records.iter().any(|r| matches!(r,
+            Record::Log { level, message, .. } if level == "warn" && message.contains("unmeasured"))));
+        assert!(steps[1..].iter().all(|s| s.energy.is_some()));
+        // Windows: one model each, consecutive steps, joules split by duration.
+        let mut windows: BTreeMap<u64, Vec<&StepRecord>> = BTreeMap::new();
+        for s in &steps[1..] {
+            let w = s.energy.as_ref().unwrap().window.as_ref().unwrap();
+            windows.entry(w.index).or_default().push(s);
+        }
+        let mut blocks = 0;
+        for (index, ss) in &windows {
+            let e0 = ss[0].energy.as_ref().unwrap();
+            let w = e0.window.as_ref().unwrap();
+            assert_eq!(w.steps as usize, ss.len(), "window {index}");
+            assert!(ss.iter().all(|s| s.model == ss[0].model));
+            let joules: f64 = ss.iter().map(|s| s.energy.as_ref().unwrap().joules).sum();
+            let rate = joules / ss.iter().map(|s| s.seconds).sum::<f64>();
+            for s in ss {
+                let j = s.energy.as_ref().unwrap().joules;
+                assert!(
+                    (j / s.seconds - rate).abs() <= 1e-9 * rate,
+                    "window {index}"
+                );
+            }
+            if ss.iter().all(|s| !s.warmup) {
+                // Measured windows span the safe 20 updates and read 100 W within 10%.
+                blocks += 1;
+                assert!(ss.len() > 1 && !w.too_short(), "window {index}: {w:?}");
+                let watts = joules / w.seconds;
+                assert!((watts - 100.0).abs() <= 10.0, "window {index}: {watts} W");
+            } else {
+                assert_eq!(ss.len(), 1, "warm-up steps keep their own windows");
+            }
+        }
+        // Train, prefill and decode: one window per model each (min_windows 1), lengthened.
+        assert_eq!(blocks, 6, "{:?}", windows.keys().collect::<Vec<_>>());
+        // Decode windows refill the cache inside themselves: prefills sharing a decode window.
+        assert!(windows.values().any(|ss| {
+            ss.iter().any(|s| s.phase == Phase::Decode)
+                && ss.iter().any(|s| s.phase == Phase::Prefill)
+        }));
+        let summary = summarize(&run.records);
+        for m in &summary.models {
+            for p in &m.phases {
+                assert_eq!((p.windows, p.short_windows), (p.windows.max(1), 0), "{p:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

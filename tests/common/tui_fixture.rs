@@ -68,6 +68,8 @@ pub fn header() -> RunHeader {
             scope: "cpu package+dram".into(),
             fallbacks: vec!["nvml: no NVIDIA driver (libnvidia-ml.so not found)".into()],
             sample_hz: SAMPLE_HZ,
+            update_period_s: None,
+            update_energy_j: None,
         },
         models: vec![
             model(Role::Sparse, "glam-tiny"),
@@ -165,6 +167,7 @@ impl Gen {
                 idle_joules: Some(IDLE_W * seconds),
                 source: EnergySource::Rapl,
                 scope: "cpu package+dram".into(),
+                window: None,
             }),
             loss,
             aux_loss: (moe > 0 && phase == Phase::Train).then_some(0.0105 - 0.0001 * step as f64),

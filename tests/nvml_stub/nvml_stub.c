@@ -6,8 +6,13 @@
  *   RESET_AT_READ=n    GPU 0's counter restarts from 0 at its n-th energy read (driver reset)
  *   NO_ENERGY          the energy counter is not supported (pre-Volta)
  *   NO_INSTANT         field 186 (instant power) is not supported
+ * At run time (read by nvmlInit_v2):
+ *   NVML_STUB_UPDATE_MS=n  the clock-driven counter advances only every n ms, in steps of
+ *                          n ms x the board power, like a real board's (10-100 ms)
  * GPU g draws POWER_MW(g): 150 W and 250 W. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,6 +42,7 @@ static struct { int unused; } devices[GPUS];
 static double epoch_s[GPUS];
 static unsigned long long base_mj[GPUS];
 static unsigned long long energy_reads[GPUS];
+static double update_s = 0.0; /* 0: the counter follows the clock continuously */
 
 static double now_s(void) {
     struct timespec ts;
@@ -55,14 +61,20 @@ static int index_of(nvmlDevice_t d) {
     int g = index_of(d);                          \
     if (g < 0) return ERR_ARG;
 
+/* Like NVML, init and shutdown are reference counted: the state starts at the first init. */
 nvmlReturn_t nvmlInit_v2(void) {
+    if (initialised++ > 0) return OK;
     double t = now_s();
     for (int g = 0; g < GPUS; g++) { epoch_s[g] = t; base_mj[g] = BASE_MJ; energy_reads[g] = 0; }
-    initialised = 1;
+    const char *ms = getenv("NVML_STUB_UPDATE_MS");
+    update_s = ms ? atof(ms) / 1e3 : 0.0;
     return OK;
 }
 
-nvmlReturn_t nvmlShutdown(void) { initialised = 0; return OK; }
+nvmlReturn_t nvmlShutdown(void) {
+    if (initialised > 0) initialised--;
+    return OK;
+}
 
 const char *nvmlErrorString(nvmlReturn_t r) { return r == OK ? "Success" : "stub error"; }
 
@@ -110,7 +122,9 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long l
 #ifdef STEP_MODE
     *mj = base_mj[g] + (energy_reads[g] - 1) * STEP_MJ(g);
 #else
-    *mj = base_mj[g] + (unsigned long long)((now_s() - epoch_s[g]) * POWER_MW(g));
+    double elapsed = now_s() - epoch_s[g];
+    if (update_s > 0.0) elapsed = floor(elapsed / update_s) * update_s;
+    *mj = base_mj[g] + (unsigned long long)(elapsed * POWER_MW(g) + 0.5);
 #endif
     return OK;
 #endif
