@@ -4,9 +4,10 @@
 //! folder as they happen; a viewer (the dashboard) gets the same records over a channel.
 //!
 //! A window must span [`SAFE_UPDATES_PER_WINDOW`] updates of the sensor's counter. Where a step
-//! is shorter than that, blocks of `k` steps alternate (k of A in one window, then k of B), with
-//! `k` from the steps of that phase measured so far ([`block_steps`]); the window's joules are
-//! split among its steps in proportion to their seconds. Warm-up steps keep their own windows
+//! is shorter than that, blocks of steps alternate (k of A in one window, then k of B): whether
+//! to block comes from the steps of that phase timed so far ([`block_steps`]); A's window then
+//! runs until it is long enough by the clock, and B runs as many steps ([`pair_block`]). The
+//! window's joules are split among its steps in proportion to their seconds. Warm-up steps keep their own windows
 //! and give the first timing. A phase too short to fill [`RunPlan::min_windows`] such windows
 //! per model is lengthened when that costs at most [`RunPlan::max_lengthen_s`]; otherwise its
 //! windows stay short and the summary and report say the figure is unresolved.
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::{RunEvent, StepOutcome, Workload};
 use crate::meter::{
-    attribute_by_duration, block_steps, Meter, UpdatePeriod, SAFE_UPDATES_PER_WINDOW,
+    attribute_by_duration, block_steps, Meter, UpdatePeriod, BLOCK_MARGIN, SAFE_UPDATES_PER_WINDOW,
 };
 use crate::runlog::{
     summarize, Energy, EvalRecord, IdleRecord, Phase, Record, RunSummary, RunWriter, StepRecord,
@@ -53,17 +54,6 @@ pub struct RunPlan {
 pub const DEFAULT_MIN_WINDOWS: u64 = 2;
 /// Default of [`RunPlan::max_lengthen_s`].
 pub const DEFAULT_MAX_LENGTHEN_S: f64 = 20.0;
-
-/// Steps in the next window when `remaining` steps are left and a window needs `k`: the
-/// remaining steps split into as many windows of at least `k` as fit, evenly (so no short
-/// window is left at the end); all of them when fewer than `k` remain.
-pub fn next_block(remaining: u64, k: u64) -> u64 {
-    let k = k.max(1);
-    if remaining <= k {
-        return remaining;
-    }
-    remaining.div_ceil(remaining / k)
-}
 
 /// Where the run stands, shared with whoever prints progress.
 pub trait Progress {
@@ -181,25 +171,64 @@ fn timed_step(ctx: &Ctx, w: &mut dyn Workload, phase: Phase) -> anyhow::Result<D
     })
 }
 
-/// `n` steps of `phase` by `w` in one window (decode steps refill the cache with a prefill
-/// inside the window where it is full; that prefill is recorded as a prefill step of the same
-/// window). The window's joules are split among the steps by duration. A window whose sensor
-/// reads fail is recorded as unmeasured (steps without energy) and the run goes on.
+/// How many steps one window holds.
+#[derive(Debug, Clone, Copy)]
+enum Size {
+    /// Exactly this many (at least 1).
+    Steps(u64),
+    /// Steps until the window has lasted `seconds`, at most `max_steps` (more if `may_exceed`,
+    /// until it has lasted `seconds`: a lengthened phase grows by those steps); where the steps
+    /// left after that could not fill a window of their own, those too.
+    Until {
+        seconds: f64,
+        max_steps: u64,
+        may_exceed: bool,
+    },
+}
+
+/// Steps of `phase` by `w` in one window, as many as `size` says (decode steps refill the cache
+/// with a prefill inside the window where it is full; that prefill is recorded as a prefill
+/// step of the same window). The window's joules are split among the steps by duration. A
+/// window whose sensor reads fail is recorded as unmeasured (steps without energy) and the run
+/// goes on. Returns the steps of `phase` run.
 fn measured_block(
     ctx: &mut Ctx,
     counts: &mut Counts,
     w: &mut dyn Workload,
     phase: Phase,
-    n: u64,
+    size: Size,
     warmup_steps: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let window = ctx.meter.begin();
-    let mut done = Vec::with_capacity(n as usize);
-    for _ in 0..n.max(1) {
+    let t0 = Instant::now();
+    let mut done = Vec::new();
+    let mut n = 0u64;
+    loop {
+        match size {
+            Size::Steps(m) if n >= m.max(1) => break,
+            Size::Until {
+                seconds,
+                max_steps,
+                may_exceed,
+            } => {
+                let elapsed = t0.elapsed().as_secs_f64();
+                if n >= max_steps.max(1) && !(may_exceed && elapsed < seconds) {
+                    break;
+                }
+                if n > 0 && elapsed >= seconds {
+                    let rest_s = max_steps.saturating_sub(n) as f64 * elapsed / n as f64;
+                    if rest_s >= seconds {
+                        break;
+                    }
+                }
+            }
+            Size::Steps(_) => {}
+        }
         if phase == Phase::Decode && !w.can_decode() {
             done.push(timed_step(ctx, w, Phase::Prefill)?);
         }
         done.push(timed_step(ctx, w, phase)?);
+        n += 1;
     }
     // The last step synchronised: the window closes after the work.
     let energy = ctx.meter.end(window);
@@ -243,7 +272,46 @@ fn measured_block(
         });
         record_step(ctx, counts, w, d, energy, warmup_steps)?;
     }
-    ctx.flush_samples()
+    ctx.flush_samples()?;
+    Ok(n)
+}
+
+/// One block of each model: `a`'s window runs steps until it lasts [`BLOCK_MARGIN`] x the safe
+/// window, scaled by how much longer `a`'s steps are than `b`'s (so that `b`'s window of as many
+/// steps is long enough too), at most `remaining` steps; `b` then runs the same number. Timing
+/// `a`'s window by the clock, not by a count from the warm-up steps, keeps windows long enough
+/// when the warm-up ran slower than the steps after it. Per-step windows (`blocks` false, or
+/// `k` = 1 for this phase) run one step each. A lengthened phase (`may_exceed`) lets `a`'s
+/// window run past `remaining` until it is long enough. Returns the steps each model ran.
+#[allow(clippy::too_many_arguments)]
+fn pair_block(
+    ctx: &mut Ctx,
+    counts: &mut Counts,
+    a: &mut dyn Workload,
+    b: &mut dyn Workload,
+    phase: Phase,
+    remaining: u64,
+    warmup_steps: u64,
+    blocks: bool,
+    may_exceed: bool,
+) -> anyhow::Result<u64> {
+    let k = phase_block(ctx, counts, a, b, phase);
+    let size = match (blocks && k > 1, ctx.update_period) {
+        (true, Some(p)) => {
+            let sa = counts.mean_step_s(a.name(), phase).unwrap_or(0.0);
+            let sb = counts.mean_step_s(b.name(), phase).unwrap_or(0.0);
+            let ratio = if sb > 0.0 { (sa / sb).max(1.0) } else { 1.0 };
+            Size::Until {
+                seconds: BLOCK_MARGIN * p.min_window_s() * ratio,
+                max_steps: remaining,
+                may_exceed,
+            }
+        }
+        _ => Size::Steps(1),
+    };
+    let n = measured_block(ctx, counts, a, phase, size, warmup_steps)?;
+    measured_block(ctx, counts, b, phase, Size::Steps(n), warmup_steps)?;
+    Ok(n)
 }
 
 fn record_step(
@@ -313,6 +381,8 @@ fn record_step(
 /// After the warm-up of `phase`: the measured steps per model it should have so each model
 /// fills `plan.min_windows` windows of `k` steps, when that is more than `planned` and costs
 /// at most `plan.max_lengthen_s`; else `planned`, with a note either way when it falls short.
+/// The flag says the phase was lengthened (its windows may then run a few steps more, where
+/// the warm-up's timing gave too small a `k`).
 fn lengthened(
     ctx: &mut Ctx,
     counts: &Counts,
@@ -321,11 +391,11 @@ fn lengthened(
     b: &dyn Workload,
     phase: Phase,
     planned: u64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, bool)> {
     let k = phase_block(ctx, counts, a, b, phase);
     let want = k.saturating_mul(plan.min_windows.max(1));
     if k <= 1 || planned >= want || planned == 0 {
-        return Ok(planned);
+        return Ok((planned, false));
     }
     let step_s = counts.mean_step_s(a.name(), phase).unwrap_or(0.0)
         + counts.mean_step_s(b.name(), phase).unwrap_or(0.0);
@@ -342,7 +412,7 @@ fn lengthened(
                 plan.min_windows.max(1)
             ),
         )?;
-        Ok(want)
+        Ok((want, true))
     } else {
         ctx.log(
             "warn",
@@ -355,7 +425,7 @@ fn lengthened(
                 plan.max_lengthen_s
             ),
         )?;
-        Ok(planned)
+        Ok((planned, false))
     }
 }
 
@@ -516,31 +586,35 @@ fn run_workload(
     let eval_every = plan.eval_every.max(1);
     let mut train_steps = plan.train_steps;
     let mut done = 0;
-    let mut sized = false;
+    let (mut sized, mut grow) = (false, false);
     while done < train_steps {
         if stopped() {
             return Ok(());
         }
         let timed = counts.mean_step_s(sparse.name(), Phase::Train).is_some();
-        let n = if done < plan.warmup_steps || !timed {
-            1
-        } else {
-            if !sized {
-                // The warm-up (or the first pair) timed the phase: size its blocks.
-                let measured = train_steps - done;
-                let want = lengthened(ctx, &counts, plan, sparse, dense, Phase::Train, measured)?;
-                train_steps = done + want;
-                sized = true;
-            }
-            next_block(
-                train_steps - done,
-                phase_block(ctx, &counts, sparse, dense, Phase::Train),
-            )
-        };
-        measured_block(ctx, &mut counts, sparse, Phase::Train, n, plan.warmup_steps)?;
-        measured_block(ctx, &mut counts, dense, Phase::Train, n, plan.warmup_steps)?;
+        let blocks = done >= plan.warmup_steps && timed;
+        if blocks && !sized {
+            // The warm-up (or the first pair) timed the phase: lengthen it if it must.
+            let measured = train_steps - done;
+            let (want, longer) =
+                lengthened(ctx, &counts, plan, sparse, dense, Phase::Train, measured)?;
+            train_steps = done + want;
+            (sized, grow) = (true, longer);
+        }
+        let n = pair_block(
+            ctx,
+            &mut counts,
+            sparse,
+            dense,
+            Phase::Train,
+            train_steps - done,
+            plan.warmup_steps,
+            blocks,
+            grow,
+        )?;
         let before = done;
         done += n;
+        train_steps = train_steps.max(done);
         if done / eval_every > before / eval_every || done == train_steps {
             evaluate(ctx, &counts, sparse, done)?;
             evaluate(ctx, &counts, dense, done)?;
@@ -557,6 +631,7 @@ fn run_workload(
         0
     };
     let (mut prefill_sized, mut decode_sized) = (false, false);
+    let (mut prefill_grow, mut decode_grow) = (false, false);
     while (prefills < want_prefill || decodes < want_decode) && !stopped() {
         let decode_blocks =
             decode_sized && phase_block(ctx, &counts, sparse, dense, Phase::Decode) > 1;
@@ -564,51 +639,55 @@ fn run_workload(
         let need_prefill = prefills < want_prefill
             || (!decode_blocks && (!sparse.can_decode() || !dense.can_decode()));
         if need_prefill {
-            let n = if prefills < infer_warmup {
-                1
-            } else {
-                if !prefill_sized {
-                    let measured = want_prefill - prefills;
-                    let want =
-                        lengthened(ctx, &counts, plan, sparse, dense, Phase::Prefill, measured)?;
-                    want_prefill = prefills + want;
-                    prefill_sized = true;
-                }
-                next_block(
-                    want_prefill.saturating_sub(prefills),
-                    phase_block(ctx, &counts, sparse, dense, Phase::Prefill),
-                )
-                .max(1)
-            };
-            measured_block(ctx, &mut counts, sparse, Phase::Prefill, n, infer_warmup)?;
-            measured_block(ctx, &mut counts, dense, Phase::Prefill, n, infer_warmup)?;
+            let blocks = prefills >= infer_warmup;
+            if blocks && !prefill_sized {
+                let measured = want_prefill.saturating_sub(prefills);
+                let (want, longer) =
+                    lengthened(ctx, &counts, plan, sparse, dense, Phase::Prefill, measured)?;
+                want_prefill = prefills + want;
+                (prefill_sized, prefill_grow) = (true, longer);
+            }
+            let n = pair_block(
+                ctx,
+                &mut counts,
+                sparse,
+                dense,
+                Phase::Prefill,
+                want_prefill.saturating_sub(prefills).max(1),
+                infer_warmup,
+                blocks,
+                prefill_grow,
+            )?;
             prefills += n;
+            want_prefill = want_prefill.max(prefills);
             // Decode continues what this prefill started, until the cache is full.
         }
         while decodes < want_decode && !stopped() {
-            let n = if decodes < infer_warmup {
-                1
-            } else {
-                if !decode_sized {
-                    let measured = want_decode - decodes;
-                    let want =
-                        lengthened(ctx, &counts, plan, sparse, dense, Phase::Decode, measured)?;
-                    want_decode = decodes + want;
-                    decode_sized = true;
-                }
-                next_block(
-                    want_decode - decodes,
-                    phase_block(ctx, &counts, sparse, dense, Phase::Decode),
-                )
-            };
-            let blocks =
-                decode_sized && phase_block(ctx, &counts, sparse, dense, Phase::Decode) > 1;
+            let warm = decodes < infer_warmup;
+            if !warm && !decode_sized {
+                let measured = want_decode - decodes;
+                let (want, longer) =
+                    lengthened(ctx, &counts, plan, sparse, dense, Phase::Decode, measured)?;
+                want_decode = decodes + want;
+                (decode_sized, decode_grow) = (true, longer);
+            }
+            let blocks = !warm && phase_block(ctx, &counts, sparse, dense, Phase::Decode) > 1;
             if !blocks && (!sparse.can_decode() || !dense.can_decode()) {
                 break; // a per-step decode needs a prefill of its own window first
             }
-            measured_block(ctx, &mut counts, sparse, Phase::Decode, n, infer_warmup)?;
-            measured_block(ctx, &mut counts, dense, Phase::Decode, n, infer_warmup)?;
+            let n = pair_block(
+                ctx,
+                &mut counts,
+                sparse,
+                dense,
+                Phase::Decode,
+                want_decode - decodes,
+                infer_warmup,
+                !warm,
+                decode_grow,
+            )?;
             decodes += n;
+            want_decode = want_decode.max(decodes);
             if prefills < want_prefill {
                 break; // interleave: prefill and decode alternate while both are wanted
             }
@@ -624,35 +703,15 @@ mod tests {
     use crate::runlog::{read_run, Role};
     use std::collections::BTreeMap;
 
-    #[test]
-    fn next_block_splits_the_rest_into_windows_of_at_least_k() {
-        assert_eq!(next_block(0, 4), 0);
-        assert_eq!(next_block(3, 4), 3); // fewer than k left: all of them
-        assert_eq!(next_block(6, 4), 6); // 4 + 2 would leave a short window
-        assert_eq!(next_block(10, 4), 5);
-        assert_eq!(next_block(5, 4), 5);
-        assert_eq!(next_block(9, 1), 1);
-        assert_eq!(next_block(9, 0), 1);
-        // Whatever remains, the windows it is cut into all hold at least k steps.
-        for k in 1..9u64 {
-            for total in k..60 {
-                let mut left = total;
-                while left > 0 {
-                    let n = next_block(left, k);
-                    assert!(n >= k && n <= left, "{total} by {k}: {n} of {left}");
-                    left -= n;
-                }
-            }
-        }
-    }
-
-    /// A workload whose steps sleep a fixed time; decode continues a prefill 3 times.
+    /// A workload whose steps sleep a fixed time, the first of each phase 3x as long (a slow
+    /// warm-up); decode continues a prefill 3 times.
     struct Fake {
         name: &'static str,
         role: Role,
         room: u32,
         synced: u64,
         steps: u64,
+        seen: Vec<Phase>,
     }
 
     impl Workload for Fake {
@@ -676,7 +735,9 @@ mod tests {
             if phase == Phase::Prefill {
                 self.room = 3;
             }
-            std::thread::sleep(Duration::from_millis(ms));
+            let slow = if self.seen.contains(&phase) { 1 } else { 3 };
+            self.seen.push(phase);
+            std::thread::sleep(Duration::from_millis(ms * slow));
             Ok(StepOutcome {
                 tokens: 10,
                 loss: (phase == Phase::Train).then_some(1.0),
@@ -761,6 +822,7 @@ mod tests {
             room: 0,
             synced: 0,
             steps: 0,
+            seen: Vec::new(),
         };
         let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
         let stop = AtomicBool::new(false);
@@ -817,8 +879,18 @@ mod tests {
                 assert_eq!(ss.len(), 1, "warm-up steps keep their own windows");
             }
         }
-        // Train, prefill and decode: one window per model each (min_windows 1), lengthened.
-        assert_eq!(blocks, 6, "{:?}", windows.keys().collect::<Vec<_>>());
+        // Train, prefill and decode: at least one window per model each (min_windows 1),
+        // lengthened; both models run the same steps in each pair of windows.
+        assert!(blocks >= 6, "{:?}", windows.keys().collect::<Vec<_>>());
+        let train_blocks = |role: Role| -> Vec<u64> {
+            windows
+                .values()
+                .filter(|ss| ss[0].role == role && ss[0].phase == Phase::Train && !ss[0].warmup)
+                .map(|ss| ss.len() as u64)
+                .collect()
+        };
+        assert!(!train_blocks(Role::Sparse).is_empty());
+        assert_eq!(train_blocks(Role::Sparse), train_blocks(Role::Dense));
         // Decode windows refill the cache inside themselves: prefills sharing a decode window.
         assert!(windows.values().any(|ss| {
             ss.iter().any(|s| s.phase == Phase::Decode)
