@@ -188,9 +188,12 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
             Some(p) => format!("Utilisation: achieved FLOP/s over the {}", p.describe()),
             None => "Utilisation: no peak known for this machine".into(),
         },
+        // The profile "this machine" means in projections: the GPU's for a GPU run (the
+        // header's is the CPU profile of the estimate, unused there).
         format!(
             "Hardware profile: {}",
-            m.hardware_profile.as_deref().unwrap_or("none")
+            crate::project::machine_hardware(m)
+                .unwrap_or_else(|| "none (no profile for this GPU)".into())
         ),
         format!(
             "Sensor: {} ({}), scope: {}, sampled at {} Hz",
