@@ -11,6 +11,9 @@ use super::fused::par::multiversion;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
+/// First and second moments by parameter name, flattened, on the host.
+pub type HostMoments = BTreeMap<String, (Vec<f32>, Vec<f32>)>;
+
 /// AdamW whose update is one fused pass on the host per parameter: each weight, its gradient and
 /// its two moments are read and written together. The clipping norm takes each gradient's sum of
 /// squares from the op that wrote it where that op took it ([`GradSquares`]), and reads the
@@ -24,7 +27,7 @@ pub struct AdamW {
     /// Steps taken (for bias correction).
     pub t: u64,
     /// First and second moments by parameter name (flattened), of parameters on the host.
-    pub moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    pub moments: HostMoments,
     /// The moments of parameters on a GPU, kept there (f32, the parameter's shape): copying
     /// them and the weights to the host every step would cost more than the step.
     device_moments: BTreeMap<String, (Tensor, Tensor)>,
@@ -173,7 +176,7 @@ impl AdamW {
     }
 
     /// Every moment on the host, by parameter name, for a checkpoint.
-    pub fn host_moments(&self) -> Result<BTreeMap<String, (Vec<f32>, Vec<f32>)>> {
+    pub fn host_moments(&self) -> Result<HostMoments> {
         let mut out = self.moments.clone();
         for (name, (m, v)) in &self.device_moments {
             out.insert(
