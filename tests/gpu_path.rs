@@ -12,21 +12,10 @@
 use candle_core::{DType, Device, Tensor};
 use sparsewatt::data::Corpus;
 use sparsewatt::model::{cross_entropy, Forward, Model, TrainConfig, Trainer};
-use sparsewatt::profile::{load_model, ModelProfile};
 
-fn small(name: &str) -> ModelProfile {
-    load_model(name)
-        .unwrap()
-        .with_overrides(None, Some(32))
-        .unwrap()
-}
-
-fn ids(model: &Model, batch: usize, seq: usize, salt: u32) -> Tensor {
-    let toks: Vec<u32> = (0..(batch * seq) as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 7) % 256)
-        .collect();
-    model.ids(&toks, batch).unwrap()
-}
+#[path = "common/model_fixture.rs"]
+mod model_fixture;
+use model_fixture::{ids, small};
 
 fn training_forward(m: &Model) -> (Forward, Tensor, f32) {
     let x = ids(m, 4, 32, 2);

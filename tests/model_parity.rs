@@ -14,20 +14,9 @@ use sparsewatt::model::{
 };
 use sparsewatt::profile::{load_model, ModelProfile};
 
-/// glam-tiny made smaller (fewer positions) so the tests stay fast; same structure.
-fn small(name: &str) -> ModelProfile {
-    load_model(name)
-        .unwrap()
-        .with_overrides(None, Some(32))
-        .unwrap()
-}
-
-fn ids(model: &Model, batch: usize, seq: usize, salt: u32) -> Tensor {
-    let toks: Vec<u32> = (0..(batch * seq) as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 7) % 256)
-        .collect();
-    model.ids(&toks, batch).unwrap()
-}
+#[path = "common/model_fixture.rs"]
+mod model_fixture;
+use model_fixture::{ids, small};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
