@@ -292,32 +292,16 @@ impl Calibration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runlog::{Energy, Record, StepRecord};
+    use crate::runlog::{test_energy, test_step, Record, StepRecord};
 
     fn train_step(seconds: f64, flops: f64, joules: f64) -> Record {
         Record::Step(StepRecord {
-            t_s: 0.0,
             model: "glam-tiny".into(),
-            role: Role::Sparse,
-            phase: Phase::Train,
-            step: 0,
-            warmup: false,
             tokens: 100,
             seconds,
             flops,
-            flops_by_component: Default::default(),
-            energy: Some(Energy {
-                joules,
-                idle_joules: None,
-                source: EnergySource::Estimate,
-                scope: "test".into(),
-                window: None,
-            }),
-            loss: None,
-            aux_loss: None,
-            expert_tokens: vec![],
-            dropped: 0,
-            domain_expert_tokens: Default::default(),
+            energy: Some(test_energy(joules)),
+            ..test_step(Role::Sparse, Phase::Train)
         })
     }
 

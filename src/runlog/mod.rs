@@ -4,6 +4,9 @@ mod folder;
 /// A run header for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use folder::tests::header as test_header;
+/// Step records and their energy for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use record::{test_energy, test_step};
 mod machine;
 mod peak;
 mod record;

@@ -150,33 +150,13 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::EnergySource;
-    use crate::runlog::{summarize, Energy, Phase, Record, Role, StepRecord};
+    use crate::runlog::{summarize, test_step, Phase, Record, Role, StepRecord};
 
     fn step(role: Role, phase: Phase, seconds: f64, flops: f64) -> Record {
         Record::Step(StepRecord {
-            t_s: 0.0,
-            model: format!("{role:?}"),
-            role,
-            phase,
-            step: 0,
-            warmup: false,
-            tokens: 10,
             seconds,
             flops,
-            flops_by_component: Default::default(),
-            energy: Some(Energy {
-                joules: 1.0,
-                idle_joules: None,
-                source: EnergySource::Estimate,
-                scope: "test".into(),
-                window: None,
-            }),
-            loss: None,
-            aux_loss: None,
-            expert_tokens: vec![],
-            dropped: 0,
-            domain_expert_tokens: Default::default(),
+            ..test_step(role, phase)
         })
     }
 

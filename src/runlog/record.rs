@@ -70,6 +70,42 @@ impl WindowInfo {
     }
 }
 
+/// A measured step for tests elsewhere in the crate: `role`'s model (named after the role) in
+/// `phase`, 10 tokens in 0.5 s, 10,000 FLOPs, 1 J from the estimate; change fields with `..`.
+#[cfg(test)]
+pub(crate) fn test_step(role: Role, phase: Phase) -> StepRecord {
+    StepRecord {
+        t_s: 0.0,
+        model: format!("{role:?}"),
+        role,
+        phase,
+        step: 0,
+        warmup: false,
+        tokens: 10,
+        seconds: 0.5,
+        flops: 10_000.0,
+        flops_by_component: Default::default(),
+        energy: Some(test_energy(1.0)),
+        loss: None,
+        aux_loss: None,
+        expert_tokens: vec![],
+        dropped: 0,
+        domain_expert_tokens: Default::default(),
+    }
+}
+
+/// `joules` from the estimate, scope "test", without an idle share or a window, for tests.
+#[cfg(test)]
+pub(crate) fn test_energy(joules: f64) -> Energy {
+    Energy {
+        joules,
+        idle_joules: None,
+        source: crate::meter::EnergySource::Estimate,
+        scope: "test".into(),
+        window: None,
+    }
+}
+
 /// One measured step of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {

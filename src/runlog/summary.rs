@@ -319,32 +319,19 @@ fn ratios(models: &[ModelSummary]) -> Vec<Ratio> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runlog::Energy;
+    use crate::runlog::{test_energy, test_step, Energy};
 
     fn step(role: Role, phase: Phase, warmup: bool, tokens: u64, joules: f64) -> Record {
         Record::Step(StepRecord {
-            t_s: 0.0,
-            model: format!("{role:?}"),
-            role,
-            phase,
-            step: 0,
             warmup,
             tokens,
-            seconds: 0.5,
             flops: 1000.0 * tokens as f64,
-            flops_by_component: Default::default(),
             energy: Some(Energy {
-                joules,
                 idle_joules: Some(1.0),
-                source: EnergySource::Estimate,
-                scope: "test".into(),
-                window: None,
+                ..test_energy(joules)
             }),
             loss: Some(2.0),
-            aux_loss: None,
-            expert_tokens: vec![],
-            dropped: 0,
-            domain_expert_tokens: Default::default(),
+            ..test_step(role, phase)
         })
     }
 
