@@ -228,8 +228,8 @@ pub fn pick_device(want_gpu: bool) -> (Device, String, Option<String>) {
     if want_gpu && cfg!(feature = "cuda") {
         match open_cuda(0) {
             Ok(d) => {
-                let name = gpu_identity(&d).map_or_else(String::new, |g| format!(" {}", g.name));
-                return (d, format!("cuda:0{name}"), None);
+                let name = describe_device(&d);
+                return (d, name, None);
             }
             Err(e) => {
                 return (
@@ -307,6 +307,16 @@ pub fn gpu_identity(device: &Device) -> Option<GpuIdentity> {
     }
     let _ = device;
     None
+}
+
+/// How the run header and `bench` name a device: "cpu", or "cuda:N" and the GPU's name
+/// ("cuda:0 NVIDIA H200"), by which calibration finds the GPU's hardware profile.
+pub fn describe_device(device: &Device) -> String {
+    match gpu_identity(device) {
+        Some(g) => format!("cuda:{} {}", g.ordinal, g.name),
+        None if device.is_cuda() => "cuda:0".into(),
+        None => "cpu".into(),
+    }
 }
 
 /// A GPU as [`gpu_identity`] gives it.

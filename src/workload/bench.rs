@@ -138,11 +138,7 @@ pub fn bench(p: &ModelProfile, cfg: &BenchConfig, device: &Device) -> anyhow::Re
         experts: p.experts,
         top_k: p.top_k,
         params_total,
-        device: match crate::model::gpu_identity(device) {
-            Some(g) => format!("cuda:{} {}", g.ordinal, g.name),
-            None if device.is_cuda() => "cuda".into(),
-            None => "cpu".into(),
-        },
+        device: crate::model::describe_device(device),
         threads: cpu_threads(),
         config: cfg.clone(),
         train_tokens_per_s: tokens / train_step_s,
