@@ -15,6 +15,10 @@ use sparsewatt::meter::{
 };
 use sparsewatt::runlog::{read_run, summarize, GpuSample, Phase, Record, Role};
 
+#[path = "common/small_run.rs"]
+mod small_run;
+use small_run::SMALL_SHAPES;
+
 /// The stub's run-time option: its counter advances every this many ms.
 const UPDATE_MS_ENV: &str = "NVML_STUB_UPDATE_MS";
 
@@ -227,18 +231,8 @@ fn the_update_period_of_a_100_ms_counter_is_found() {
     assert!(up.period_s < 0.005, "{} s", up.period_s);
 }
 
-/// The smallest shapes that still exercise every phase (as in tests/run_cli.rs).
+/// What these tests add to the smallest shapes: few steps of each phase, one evaluation.
 const SMALL: &[&str] = &[
-    "run",
-    "--headless",
-    "--batch",
-    "2",
-    "--infer-batch",
-    "1",
-    "--prompt-len",
-    "16",
-    "--decode-tokens",
-    "4",
     "--eval-every",
     "1000",
     "--steps",
@@ -263,6 +257,7 @@ fn blocks_resolve_a_100_ms_counter_in_every_phase_within_10_percent() {
     let lib = build_stub("run100", &[]);
     let dir = run_dir("blocks");
     let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL_SHAPES)
         .args(SMALL)
         .args([
             "--sensor",
@@ -331,6 +326,7 @@ fn a_cpu_run_with_nvml_present_does_not_use_it_under_auto() {
     let lib = build_stub("cpurun", &[]);
     let dir = run_dir("cpu");
     let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL_SHAPES)
         .args(SMALL)
         .args(["--sensor", "auto", "--idle-seconds", "0"])
         .args(["--out", dir.to_str().unwrap()])

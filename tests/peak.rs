@@ -15,6 +15,10 @@ use serde_json::Value;
 use sparsewatt::runlog::{read_run, Record, HEADER_FILE, RECORDS_FILE};
 use sparsewatt::tui::{buffer_text, render, App, View};
 
+#[path = "common/small_run.rs"]
+mod small_run;
+use small_run::SMALL_SHAPES;
+
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sw-peak-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -250,17 +254,8 @@ fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// What these tests add to the smallest shapes: the estimate and few steps of each phase.
 const SMALL_RUN: &[&str] = &[
-    "run",
-    "--headless",
-    "--batch",
-    "2",
-    "--infer-batch",
-    "1",
-    "--prompt-len",
-    "16",
-    "--decode-tokens",
-    "4",
     "--idle-seconds",
     "0.2",
     "--sensor",
@@ -274,7 +269,7 @@ const SMALL_RUN: &[&str] = &[
 ];
 
 fn run_into(cache: &Path, out: &Path) -> Output {
-    let mut args = SMALL_RUN.to_vec();
+    let mut args = [SMALL_SHAPES, SMALL_RUN].concat();
     args.extend(["--out", out.to_str().unwrap()]);
     let o = sparsewatt(cache, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

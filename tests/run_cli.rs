@@ -13,18 +13,12 @@ use sparsewatt::model::CAUSAL_BLOCK;
 use sparsewatt::profile::load_model;
 use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role};
 
-/// The smallest shapes that still exercise every phase.
+#[path = "common/small_run.rs"]
+mod small_run;
+use small_run::SMALL_SHAPES;
+
+/// What these tests add to the smallest shapes: the estimate, and frequent evaluation.
 const SMALL: &[&str] = &[
-    "run",
-    "--headless",
-    "--batch",
-    "2",
-    "--infer-batch",
-    "1",
-    "--prompt-len",
-    "16",
-    "--decode-tokens",
-    "4",
     "--idle-seconds",
     "0.3",
     "--sensor",
@@ -41,6 +35,7 @@ fn temp(name: &str) -> PathBuf {
 
 fn spawn(out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(SMALL_SHAPES)
         .args(SMALL)
         .args(["--out", out.to_str().unwrap()])
         .args(extra)
