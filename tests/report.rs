@@ -166,9 +166,11 @@ fn fixture(name: &str, f: &Fixture) -> PathBuf {
     let dir = tmp(name);
     let mut w = RunWriter::create(&dir, &header(f)).unwrap();
     w.append(&Record::Idle(IdleRecord {
+        when: IdleWhen::Before,
         seconds: 2.0,
         joules: 2.0 * IDLE_W,
         power_w: IDLE_W,
+        window_power_w: vec![IDLE_W - 1.0, IDLE_W + 1.0],
         source: f.source,
         scope: "cpu package+dram".into(),
     }))

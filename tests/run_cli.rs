@@ -11,7 +11,7 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::model::CAUSAL_BLOCK;
 use sparsewatt::profile::load_model;
-use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role};
+use sparsewatt::runlog::{read_run, summarize, IdleWhen, Phase, Record, Role};
 
 #[path = "common/small_run.rs"]
 mod small_run;
@@ -110,7 +110,21 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
         .iter()
         .all(|s| s.energy.as_ref().is_some_and(|e| e.joules > 0.0)));
     assert!(steps.iter().all(|s| s.flops > 0.0 && s.tokens > 0));
-    assert!(run.records.iter().any(|r| matches!(r, Record::Idle(_))));
+    // The idle baseline before the workload and after it, the last record before the end.
+    let idle: Vec<IdleWhen> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Idle(i) => Some(i.when),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idle, [IdleWhen::Before, IdleWhen::After]);
+    assert!(!run
+        .records
+        .iter()
+        .skip_while(|r| !matches!(r, Record::Idle(i) if i.when == IdleWhen::After))
+        .any(|r| matches!(r, Record::Step(_))));
     assert!(run.records.iter().any(|r| matches!(r, Record::Sample(_))));
     let evals = run
         .records

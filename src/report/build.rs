@@ -3,7 +3,7 @@
 
 use crate::accounting::params;
 use crate::meter::EnergySource;
-use crate::runlog::{PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
+use crate::runlog::{IdleWhen, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
 use crate::stats::Estimate;
 
 use super::document::*;
@@ -46,7 +46,7 @@ pub fn build(run: &RunData) -> Report {
             sample_hz: run.header.sensor.sample_hz,
             update_period_s: run.header.sensor.update_period_s,
         },
-        idle: idle_section(&run.records),
+        idle: idle_section(&run.records, &summary),
         data_efficiency: data_efficiency(&run.records, source),
         expert_load: expert_load(&steps, &run.header),
         power: power_series(&run.records, &run.header.sensor.scope),
@@ -303,18 +303,28 @@ fn model_section(role: Role, p: &crate::profile::ModelProfile) -> ModelSection {
     }
 }
 
-fn idle_section(records: &[Record]) -> Option<IdleSection> {
-    records.iter().find_map(|r| match r {
-        Record::Idle(i) => {
-            let src = i.source.label();
-            let scope = Some(i.scope.as_str());
-            Some(IdleSection {
-                seconds: Figure::new(i.seconds, "s", source::WALL_CLOCK),
-                joules: Figure::new(i.joules, "J", src).with_scope(scope),
-                power_w: Figure::new(i.power_w, "W", src).with_scope(scope),
-            })
-        }
+fn idle_section(records: &[Record], summary: &RunSummary) -> Option<IdleSection> {
+    let before = records.iter().find_map(|r| match r {
+        Record::Idle(i) if i.when == IdleWhen::Before => Some(i),
         _ => None,
+    })?;
+    let src = before.source.label();
+    let scope = Some(before.scope.as_str());
+    let watts = |e: &Estimate| Figure::from_estimate(e, "W", src).with_scope(scope);
+    let base = summary.idle.as_ref();
+    Some(IdleSection {
+        seconds: Figure::new(before.seconds, "s", source::WALL_CLOCK),
+        joules: Figure::new(before.joules, "J", src).with_scope(scope),
+        power_w: base.map_or_else(
+            || Figure::new(before.power_w, "W", src).with_scope(scope),
+            |b| watts(&b.power_w),
+        ),
+        before_w: base.map(|b| watts(&b.before_w)),
+        after_w: base.and_then(|b| b.after_w.as_ref()).map(watts),
+        drift_w: base
+            .and_then(|b| b.drift_w)
+            .map(|d| Figure::new(d, "W", src).with_scope(scope)),
+        drift_fraction: base.and_then(|b| b.drift_fraction),
     })
 }
 
@@ -378,8 +388,8 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             ),
             "Sparse and dense steps alternate (A B A B ...) in one process, so both models see the same machine.".into(),
             energy,
-            "Joules per token: each measured step's energy divided by its tokens; the figure is the mean over steps with a two-sided 95% Student-t confidence interval; n is the number of steps.".into(),
-            "Idle-subtracted: the idle baseline's share of each step (idle watts x step seconds) is taken off before dividing; the idle window is measured before the workload.".into(),
+            "Joules per token: each measurement window's energy (one step, or a block of steps where the sensor updates coarsely) divided by its tokens; the figure is the mean over windows with a two-sided 95% Student-t confidence interval; n is the number of windows.".into(),
+            "Idle-subtracted: the idle baseline's share of each window (idle watts x seconds) is taken off before dividing. The baseline is measured in sub-windows before the workload and again after it, pooled; its 95% interval (scaled to a token) is added to the windows' in quadrature, and the drift between the two is reported.".into(),
             "Denominators: training figures are per token trained, prefill per prompt token, decode per generated token.".into(),
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
             "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),

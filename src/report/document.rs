@@ -245,9 +245,21 @@ pub struct SensorSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdleSection {
+    /// The window before the workload: its length and energy.
     pub seconds: Figure,
     pub joules: Figure,
+    /// The baseline subtracted: before and after pooled, with its interval over the sub-windows.
     pub power_w: Figure,
+    /// Each side on its own; `after_w` is absent when the run stopped before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_w: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_w: Option<Figure>,
+    /// After minus before, W, and over before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_w: Option<Figure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_fraction: Option<f64>,
 }
 
 /// GLaM's data-efficiency view: loss against tokens and FLOPs, and what each model needed to reach

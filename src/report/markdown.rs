@@ -175,6 +175,27 @@ pub const MODEL_HEADER: [&str; 10] = [
     "capacity factor",
 ];
 
+/// The two idle windows and the drift between them, or the one window of an older run.
+fn idle_sides(i: &IdleSection) -> String {
+    match (&i.before_w, &i.after_w) {
+        (Some(b), Some(a)) => {
+            format!(
+            "{} W over {} s before the workload, {} W after it: drift {} W ({:+.1}%), both pooled",
+            with_ci(b),
+            num(i.seconds.value),
+            with_ci(a),
+            i.drift_w.as_ref().map_or_else(|| "?".into(), |d| num(d.value)),
+            i.drift_fraction.unwrap_or_default() * 100.0
+        )
+        }
+        _ => format!(
+            "one window of {} s before the workload ({} J), none after",
+            num(i.seconds.value),
+            num(i.joules.value)
+        ),
+    }
+}
+
 pub fn machine_lines(r: &Report) -> Vec<String> {
     let m = &r.machine;
     let s = &r.sensor;
@@ -219,12 +240,11 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
     }
     v.push(match &r.idle {
         Some(i) => format!(
-            "Idle baseline: {} W over {} s ({} J, {}, scope: {})",
-            num(i.power_w.value),
-            num(i.seconds.value),
-            num(i.joules.value),
+            "Idle baseline: {} W ({}, scope: {}); {}",
+            with_ci(&i.power_w),
             source_label(&i.power_w.source),
-            i.power_w.scope.as_deref().unwrap_or("?")
+            i.power_w.scope.as_deref().unwrap_or("?"),
+            idle_sides(i)
         ),
         None => "Idle baseline: not measured (no idle window); idle-subtracted figures are absent"
             .into(),

@@ -7,6 +7,7 @@ pub(crate) use folder::tests::header as test_header;
 /// Step records and their energy for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use record::{test_energy, test_step};
+mod idle;
 mod machine;
 mod peak;
 mod record;
@@ -16,13 +17,14 @@ pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
+pub use idle::{IdleBaseline, DRIFT_WARN_FRACTION};
 pub use machine::{detect_machine, run_id, unix_now};
 pub use peak::{
     effective_peak, PeakMeasurement, ReplacedPeak, RunPeak, SummaryPeak, FROM_ACHIEVED, FROM_CACHE,
     FROM_PROBE,
 };
 pub use record::{
-    Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord, WindowInfo,
-    FORMAT_VERSION,
+    Energy, EvalRecord, GpuSample, IdleRecord, IdleWhen, Phase, Record, Role, Sample, StepRecord,
+    WindowInfo, FORMAT_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

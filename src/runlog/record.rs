@@ -182,12 +182,29 @@ pub struct EvalRecord {
     pub val_loss: f64,
 }
 
-/// The idle window before the workload: the baseline power.
+/// When an idle window was measured: before the workload (its power is the baseline the steps'
+/// `idle_joules` use) or after it (to check the baseline for drift).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleWhen {
+    #[default]
+    Before,
+    After,
+}
+
+/// An idle window: nothing runs but the sampler. Its power is the baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdleRecord {
+    /// Absent in runs before the window after the workload existed: before.
+    #[serde(default)]
+    pub when: IdleWhen,
     pub seconds: f64,
     pub joules: f64,
     pub power_w: f64,
+    /// Power of each of the equal sub-windows the window was read in (W), for the baseline's
+    /// spread; empty in older runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window_power_w: Vec<f64>,
     pub source: EnergySource,
     pub scope: String,
 }

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::idle::{with_baseline_spread, IdleBaseline};
 use super::peak::SummaryPeak;
-use super::record::{Phase, Record, Role, StepRecord, WindowInfo, FORMAT_VERSION};
+use super::record::{IdleWhen, Phase, Record, Role, StepRecord, WindowInfo, FORMAT_VERSION};
 use crate::meter::EnergySource;
 use crate::stats::{estimate, Estimate};
 
@@ -13,7 +14,8 @@ use crate::stats::{estimate, Estimate};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoulesPerToken {
     pub total: Estimate,
-    /// Absent when the run has no idle window.
+    /// Absent when the run has no idle window. The baseline is the pooled one
+    /// ([`IdleBaseline::power_w`]); its interval adds the baseline's own in quadrature.
     pub idle_subtracted: Option<Estimate>,
 }
 
@@ -93,7 +95,11 @@ pub struct RunSummary {
     pub complete: bool,
     /// Why the run ended; "cut off" when the records stop without an end record.
     pub end_reason: String,
+    /// The idle baseline's mean power (`idle.power_w.mean`).
     pub idle_power_w: Option<f64>,
+    /// The baseline before and after the workload, its spread and its drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleBaseline>,
     pub source: Option<EnergySource>,
     pub models: Vec<ModelSummary>,
     /// Sparse / dense per phase, where the run has both roles.
@@ -115,7 +121,15 @@ impl ModelSummary {
     }
 }
 
-fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
+/// The baseline a phase subtracts: the pooled power, and the factor from the power the steps'
+/// recorded `idle_joules` used (the window before) to it.
+#[derive(Clone, Copy)]
+struct Baseline<'a> {
+    power_w: &'a Estimate,
+    scale: f64,
+}
+
+fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) -> PhaseSummary {
     let warm = steps.iter().filter(|s| s.warmup).count();
     let measured: Vec<&StepRecord> = steps.iter().copied().filter(|s| !s.warmup).collect();
     let tokens: u64 = measured.iter().map(|s| s.tokens).sum();
@@ -154,10 +168,20 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
         }
     }
     let jpt: Vec<f64> = groups.iter().map(|g| g.joules / g.tokens as f64).collect();
+    let scale = base.map_or(1.0, |b| b.scale);
     let jpt_idle: Vec<f64> = groups
         .iter()
-        .filter_map(|g| Some((g.joules - g.idle_joules?) / g.tokens as f64))
+        .filter_map(|g| Some((g.joules - g.idle_joules? * scale) / g.tokens as f64))
         .collect();
+    let seconds_per_token = if tokens > 0 {
+        seconds / tokens as f64
+    } else {
+        0.0
+    };
+    let spread = |e: Estimate| match base {
+        Some(b) => with_baseline_spread(e, b.power_w, seconds_per_token),
+        None => e,
+    };
     let short_windows = groups
         .iter()
         .filter(|g| g.window.is_some_and(WindowInfo::too_short))
@@ -202,7 +226,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
         joules_per_token: estimate(&jpt).map(|total| JoulesPerToken {
             total,
             idle_subtracted: if jpt_idle.len() == jpt.len() {
-                estimate(&jpt_idle)
+                estimate(&jpt_idle).map(spread)
             } else {
                 None
             },
@@ -231,7 +255,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord]) -> PhaseSummary {
 pub fn summarize(records: &[Record]) -> RunSummary {
     let mut by_model: BTreeMap<(Role, String), BTreeMap<Phase, Vec<&StepRecord>>> = BTreeMap::new();
     let mut val: BTreeMap<(Role, String), f64> = BTreeMap::new();
-    let mut idle_power_w = None;
+    let mut idles = Vec::new();
     let mut end = None;
     let mut source = None;
     for r in records {
@@ -249,13 +273,23 @@ pub fn summarize(records: &[Record]) -> RunSummary {
                 val.insert((e.role, e.model.clone()), e.val_loss);
             }
             Record::Idle(i) => {
-                idle_power_w = Some(i.power_w);
+                idles.push(i);
                 source = source.or(Some(i.source));
             }
             Record::End { reason, .. } => end = Some(reason.clone()),
             Record::Sample(_) | Record::Log { .. } => {}
         }
     }
+    let idle = IdleBaseline::from_records(idles.iter().copied());
+    // The steps' idle shares used the first window before the workload.
+    let recorded_w = idles
+        .iter()
+        .find(|i| i.when == IdleWhen::Before)
+        .map(|i| i.power_w);
+    let base = idle.as_ref().zip(recorded_w).map(|(b, w)| Baseline {
+        power_w: &b.power_w,
+        scale: if w > 0.0 { b.power_w.mean / w } else { 1.0 },
+    });
     let models: Vec<ModelSummary> = by_model
         .into_iter()
         .map(|((role, model), phases)| ModelSummary {
@@ -264,7 +298,7 @@ pub fn summarize(records: &[Record]) -> RunSummary {
             role,
             phases: phases
                 .into_iter()
-                .map(|(p, steps)| summarize_phase(p, &steps))
+                .map(|(p, steps)| summarize_phase(p, &steps, base))
                 .collect(),
         })
         .collect();
@@ -273,7 +307,8 @@ pub fn summarize(records: &[Record]) -> RunSummary {
         format_version: FORMAT_VERSION,
         complete: end.is_some(),
         end_reason: end.unwrap_or_else(|| "cut off: the records end without an end record".into()),
-        idle_power_w,
+        idle_power_w: idle.as_ref().map(|b| b.power_w.mean),
+        idle,
         source,
         models,
         ratios,
@@ -426,5 +461,56 @@ mod tests {
             (t.windows, t.short_windows, t.min_window_updates),
             (2, 0, None)
         );
+    }
+    #[test]
+    fn the_idle_subtracted_figure_uses_the_pooled_baseline_and_carries_its_spread() {
+        // Steps recorded idle shares at the window before (10 W x 0.1 s = 1 J); the window after
+        // read 14 W, so the pooled baseline is 12 W and each step's idle share becomes 1.2 J.
+        let idle = |when, w: [f64; 2]| {
+            Record::Idle(crate::runlog::IdleRecord {
+                when,
+                seconds: 2.0,
+                joules: w.iter().sum::<f64>(),
+                power_w: (w[0] + w[1]) / 2.0,
+                window_power_w: w.to_vec(),
+                source: EnergySource::Rapl,
+                scope: "test".into(),
+            })
+        };
+        let timed = |joules: f64| {
+            let Record::Step(mut s) = step(Role::Sparse, Phase::Train, false, 10, joules) else {
+                unreachable!()
+            };
+            s.seconds = 0.1;
+            Record::Step(s)
+        };
+        let steps = [timed(3.0), timed(3.2), timed(2.8), timed(3.0)];
+        let mut recs = vec![idle(IdleWhen::Before, [9.0, 11.0])];
+        recs.extend(steps.iter().cloned());
+        let before_only = summarize(&recs);
+        recs.push(idle(IdleWhen::After, [13.0, 15.0]));
+        let both = summarize(&recs);
+        let b = both.idle.as_ref().unwrap();
+        assert_eq!((b.before_w.mean, b.after_w.unwrap().mean), (10.0, 14.0));
+        assert_eq!(both.idle_power_w, Some(12.0));
+        let sub = |s: &RunSummary| {
+            s.model(Role::Sparse)
+                .unwrap()
+                .phase(Phase::Train)
+                .unwrap()
+                .joules_per_token
+                .as_ref()
+                .unwrap()
+                .idle_subtracted
+                .unwrap()
+        };
+        // By hand: (3.0 - 1.2) / 10 on average over the four steps.
+        assert!((sub(&both).mean - 0.18).abs() < 1e-12, "{:?}", sub(&both));
+        assert!((sub(&before_only).mean - 0.2).abs() < 1e-12);
+        // The interval: the steps' t-interval and the baseline's (x 0.01 s/token) in quadrature.
+        let steps_only = crate::stats::estimate(&[0.18, 0.2, 0.16, 0.18]).unwrap();
+        let hb = b.power_w.half_width().unwrap() * 0.01;
+        let want = steps_only.half_width().unwrap().hypot(hb);
+        assert!((sub(&both).half_width().unwrap() - want).abs() < 1e-12);
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::meter::EnergySource;
-use crate::runlog::{summarize, Phase, Record, Role, RunHeader, RunSummary, StepRecord};
+use crate::runlog::{summarize, IdleWhen, Phase, Record, Role, RunHeader, RunSummary, StepRecord};
 
 /// A loss curve point, against what training had consumed when it was measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,8 +196,15 @@ impl RunState {
                     t_s: None,
                     level: "info".into(),
                     message: format!(
-                        "idle baseline: {:.1} W over {:.1} s ({}, {})",
-                        i.power_w, i.seconds, i.source, i.scope
+                        "idle baseline {}: {:.1} W over {:.1} s ({}, {})",
+                        match i.when {
+                            IdleWhen::Before => "before the workload",
+                            IdleWhen::After => "after the workload",
+                        },
+                        i.power_w,
+                        i.seconds,
+                        i.source,
+                        i.scope
                     ),
                 });
                 self.summary_records.push(r.clone());

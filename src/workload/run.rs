@@ -21,8 +21,8 @@ use crate::meter::{
     attribute_by_duration, block_steps, Meter, UpdatePeriod, BLOCK_MARGIN, SAFE_UPDATES_PER_WINDOW,
 };
 use crate::runlog::{
-    summarize, Energy, EvalRecord, IdleRecord, Phase, Record, RunSummary, RunWriter, StepRecord,
-    WindowInfo,
+    summarize, Energy, EvalRecord, IdleBaseline, IdleRecord, IdleWhen, Phase, Record, RunSummary,
+    RunWriter, StepRecord, WindowInfo,
 };
 
 /// How many steps of what.
@@ -529,44 +529,110 @@ fn run_phases(
     ctx: &mut Ctx,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let stopped = || stop.load(Ordering::SeqCst);
-    // The idle baseline: nothing runs but the sampler.
+    // The idle baseline: nothing runs but the sampler, before the workload and after it.
     if plan.idle_seconds > 0.0 {
-        ctx.progress.note(&format!(
-            "measuring the idle baseline for {:.1} s",
-            plan.idle_seconds
-        ));
+        ctx.idle_power_w = measure_idle(ctx, plan.idle_seconds, IdleWhen::Before, stop)?;
+    }
+    run_workload(plan, sparse, dense, ctx, stop)?;
+    if plan.idle_seconds > 0.0 && ctx.idle_power_w.is_some() && !stop.load(Ordering::SeqCst) {
+        measure_idle(ctx, plan.idle_seconds, IdleWhen::After, stop)?;
+    }
+    Ok(())
+}
+
+/// The shortest idle sub-window: its spread is meaningful where the sensor resolves it.
+const MIN_IDLE_SUBWINDOW_S: f64 = 0.2;
+/// Sub-windows of one idle window, at most.
+const MAX_IDLE_SUBWINDOWS: usize = 10;
+
+/// How many equal sub-windows an idle window of `seconds` is read in: each long enough for the
+/// sensor (its safe window, [`MIN_IDLE_SUBWINDOW_S`] at least), one at least.
+fn idle_subwindows(seconds: f64, period: Option<&UpdatePeriod>) -> usize {
+    let min = period
+        .map_or(0.0, UpdatePeriod::min_window_s)
+        .max(MIN_IDLE_SUBWINDOW_S);
+    // The epsilon keeps 0.6 / 0.2 at 3, not 2.9999.
+    ((seconds / min + 1e-9).floor() as usize).clamp(1, MAX_IDLE_SUBWINDOWS)
+}
+
+/// Measure an idle window of `seconds` in sub-windows and record it; returns its mean power, or
+/// `None` (logged) when the sensor could not be read or the user stopped the run.
+fn measure_idle(
+    ctx: &mut Ctx,
+    seconds: f64,
+    when: IdleWhen,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<f64>> {
+    let stopped = || stop.load(Ordering::SeqCst);
+    let label = match when {
+        IdleWhen::Before => "before",
+        IdleWhen::After => "after",
+    };
+    ctx.progress.note(&format!(
+        "measuring the idle baseline {label} the workload for {seconds:.1} s"
+    ));
+    let n = idle_subwindows(seconds, ctx.update_period.as_ref());
+    let (mut joules, mut total_s, mut powers) = (0.0, 0.0, Vec::with_capacity(n));
+    let mut first = None;
+    for _ in 0..n {
         let w = ctx.meter.begin();
-        let until = Instant::now() + Duration::from_secs_f64(plan.idle_seconds);
+        let until = Instant::now() + Duration::from_secs_f64(seconds / n as f64);
         while Instant::now() < until && !stopped() {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        let e = match ctx.meter.end(w) {
-            Ok(e) => e,
+        if stopped() {
+            return Ok(None);
+        }
+        match ctx.meter.end(w) {
+            Ok(e) if e.seconds > 0.0 => {
+                joules += e.joules;
+                total_s += e.seconds;
+                powers.push(e.joules / e.seconds);
+                first.get_or_insert((e.source, e.scope));
+            }
+            Ok(_) => {}
             Err(err) => {
                 ctx.log(
                     "warn",
-                    format!("the idle window is unmeasured, no baseline: {err}"),
+                    format!("an idle sub-window {label} the workload is unmeasured: {err}"),
                 )?;
-                return run_workload(plan, sparse, dense, ctx, stop);
             }
-        };
-        let power_w = if e.seconds > 0.0 {
-            e.joules / e.seconds
-        } else {
-            0.0
-        };
-        ctx.idle_power_w = Some(power_w);
-        ctx.emit(Record::Idle(IdleRecord {
-            seconds: e.seconds,
-            joules: e.joules,
-            power_w,
-            source: e.source,
-            scope: e.scope,
-        }))?;
-        ctx.flush_samples()?;
+        }
     }
-    run_workload(plan, sparse, dense, ctx, stop)
+    let Some((source, scope)) = first else {
+        ctx.log(
+            "warn",
+            format!("the idle window {label} the workload is unmeasured, no baseline"),
+        )?;
+        return Ok(None);
+    };
+    let power_w = joules / total_s;
+    ctx.emit(Record::Idle(IdleRecord {
+        when,
+        seconds: total_s,
+        joules,
+        power_w,
+        window_power_w: powers,
+        source,
+        scope,
+    }))?;
+    ctx.flush_samples()?;
+    let idles = ctx.records.iter().filter_map(|r| match r {
+        Record::Idle(i) => Some(i),
+        _ => None,
+    });
+    if let Some(b) = IdleBaseline::from_records(idles).filter(IdleBaseline::drifted) {
+        ctx.log(
+            "warn",
+            format!(
+                "the idle baseline drifted by {:.2} W ({:+.0}%) from before the workload to after it; \
+                 idle-subtracted figures use both windows pooled, and their intervals carry the spread",
+                b.drift_w.unwrap_or_default(),
+                b.drift_fraction.unwrap_or_default() * 100.0
+            ),
+        )?;
+    }
+    Ok(Some(power_w))
 }
 
 /// Training, then inference, in windows the sensor resolves.
@@ -903,5 +969,127 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    /// A continuous counter whose power ramps up with time: 10 W + 40 W/s x t.
+    struct Ramp {
+        origin: Instant,
+    }
+
+    impl Sensor for Ramp {
+        fn source(&self) -> EnergySource {
+            EnergySource::Rapl
+        }
+        fn scope(&self) -> String {
+            "ramp".into()
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            let t = self.origin.elapsed().as_secs_f64();
+            Ok(Reading {
+                energy_j: Some(10.0 * t + 20.0 * t * t),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_reported() {
+        let plan = RunPlan {
+            train_steps: 4,
+            warmup_steps: 1,
+            prefill_steps: 0,
+            decode_steps: 0,
+            idle_seconds: 0.6,
+            eval_every: 1000,
+            update_period: None,
+            min_windows: 1,
+            max_lengthen_s: 1.0,
+            peak: None,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-idle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        let meter = Meter::start(Box::new(Ramp { origin: epoch }), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let summary = execute(
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            &mut writer,
+            None,
+            &AtomicBool::new(false),
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        let run = read_run(&dir).unwrap();
+        let idles: Vec<&IdleRecord> = run
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Idle(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(idles.len(), 2);
+        assert_eq!(
+            (idles[0].when, idles[1].when),
+            (IdleWhen::Before, IdleWhen::After)
+        );
+        for i in &idles {
+            // 0.6 s in sub-windows of 0.2 s, each reading a higher power than the last (the ramp).
+            assert_eq!(i.window_power_w.len(), 3, "{i:?}");
+            assert!(i.window_power_w.windows(2).all(|w| w[1] > w[0]), "{i:?}");
+            assert!((i.power_w * i.seconds - i.joules).abs() < 1e-9);
+        }
+        // The ramp: the window before averages about 10 + 40 x 0.3 = 22 W; after is higher.
+        assert!(
+            (idles[0].power_w - 22.0).abs() < 3.0,
+            "{}",
+            idles[0].power_w
+        );
+        let base = summary.idle.as_ref().unwrap();
+        let drift = idles[1].power_w - idles[0].power_w;
+        assert!(drift > 5.0 && (base.drift_w.unwrap() - drift).abs() < 0.05 * drift);
+        assert!(run.records.iter().any(|r| matches!(r,
+            Record::Log { level, message, .. } if level == "warn" && message.contains("drifted"))));
+        // The after window follows every step.
+        let last_step = run.steps().map(|s| s.t_s).fold(0.0, f64::max);
+        let after_at = run
+            .records
+            .iter()
+            .position(|r| matches!(r, Record::Idle(i) if i.when == IdleWhen::After))
+            .unwrap();
+        assert!(run.records[..after_at]
+            .iter()
+            .filter_map(Record::t_s)
+            .any(|t| t >= last_step));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn idle_sub_windows_are_as_long_as_the_sensor_resolves() {
+        let coarse = UpdatePeriod {
+            period_s: 0.1,
+            energy_j: 25.0,
+            updates: 5,
+        };
+        assert_eq!(idle_subwindows(2.0, None), 10);
+        assert_eq!(idle_subwindows(0.5, None), 2);
+        assert_eq!(idle_subwindows(0.1, None), 1);
+        // 20 updates of 100 ms: one 2-second window, two of a 4-second idle.
+        assert_eq!(idle_subwindows(2.0, Some(&coarse)), 1);
+        assert_eq!(idle_subwindows(4.0, Some(&coarse)), 2);
+        assert_eq!(idle_subwindows(100.0, None), MAX_IDLE_SUBWINDOWS);
     }
 }

@@ -12,8 +12,8 @@ use sparsewatt::accounting::{
 use sparsewatt::meter::EnergySource;
 use sparsewatt::profile::{load_model, ModelProfile};
 use sparsewatt::runlog::{
-    Energy, EvalRecord, IdleRecord, MachineInfo, Phase, Record, Role, RunConfig, RunHeader,
-    RunModel, Sample, SensorInfo, StepRecord, FORMAT_VERSION,
+    Energy, EvalRecord, IdleRecord, IdleWhen, MachineInfo, Phase, Record, Role, RunConfig,
+    RunHeader, RunModel, Sample, SensorInfo, StepRecord, FORMAT_VERSION,
 };
 
 pub fn fixture_dir() -> PathBuf {
@@ -230,9 +230,11 @@ pub fn records() -> Vec<Record> {
         message: "sensor: rapl (cpu package+dram), sampling at 10 Hz".into(),
     });
     g.records.push(Record::Idle(IdleRecord {
+        when: IdleWhen::Before,
         seconds: 1.0,
         joules: IDLE_W,
         power_w: IDLE_W,
+        window_power_w: vec![IDLE_W - 0.5, IDLE_W + 0.5, IDLE_W],
         source: EnergySource::Rapl,
         scope: "cpu package+dram".into(),
     }));
