@@ -322,3 +322,173 @@ fn calibration_reports_this_machine_and_carries_on_request() {
     assert!((f(&carried, "energy_mwh") / f(&plain, "energy_mwh") - 1.0).abs() < 1e-9);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A run of glam-tiny against dense-tiny whose step times come from a machine with known rates:
+/// training 50 GFLOP/s, prefill 80 GFLOP/s, 20 GB/s of memory (probed at the start, in the
+/// header), drawing 4 W.
+fn write_roofline_run(dir: &std::path::Path) {
+    use sparsewatt::meter::EnergySource;
+    use sparsewatt::profile::load_model;
+    use sparsewatt::project::{prefill_traffic, train_traffic};
+    use sparsewatt::runlog::*;
+    let (sparse, dense) = (
+        load_model("glam-tiny").unwrap(),
+        load_model("dense-tiny").unwrap(),
+    );
+    let measurement = PeakMeasurement {
+        peak_flops_per_s: 100e9,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        n: 1024,
+        warmup: 1,
+        repetitions: 1,
+        best_s: 1.0,
+        median_s: 1.0,
+        threads: 2,
+        measured_unix_s: 0.0,
+        memory_bytes_per_s: Some(20e9),
+    };
+    let header = RunHeader {
+        format_version: FORMAT_VERSION,
+        id: "roofline".into(),
+        started_unix_s: 0.0,
+        command: "test".into(),
+        sparsewatt_version: "0".into(),
+        machine: MachineInfo {
+            hostname: "elsewhere".into(),
+            cpu_model: "not this machine's".into(),
+            logical_cpus: 999,
+            os: "linux".into(),
+            device: "cpu".into(),
+            hardware_profile: None,
+            peak: Some(RunPeak {
+                flops_per_s: 100e9,
+                dtype: "f32".into(),
+                from: FROM_PROBE.into(),
+                measurement: Some(measurement),
+            }),
+        },
+        sensor: SensorInfo {
+            source: EnergySource::Rapl,
+            scope: "test".into(),
+            fallbacks: vec![],
+            sample_hz: 10.0,
+            update_period_s: None,
+            update_energy_j: None,
+        },
+        models: vec![
+            RunModel {
+                role: Role::Sparse,
+                profile: sparse.clone(),
+            },
+            RunModel {
+                role: Role::Dense,
+                profile: dense.clone(),
+            },
+        ],
+        config: RunConfig {
+            train_steps: 3,
+            warmup_steps: 0,
+            batch: 8,
+            seq_len: 128,
+            prefill_steps: 3,
+            prompt_len: 64,
+            decode_steps: 0,
+            infer_batch: Some(4),
+            decode_tokens_per_step: None,
+            idle_seconds: 0.0,
+            data: "embedded".into(),
+            seed: 0,
+        },
+    };
+    let mut w = RunWriter::create(dir, &header).unwrap();
+    let mut step = 0;
+    for (role, p) in [(Role::Sparse, &sparse), (Role::Dense, &dense)] {
+        let phases = [
+            (Phase::Train, 8 * 128, train_traffic(p, 8, 4.0), 50e9),
+            (Phase::Prefill, 4 * 64, prefill_traffic(p, 4, 64, 4.0), 80e9),
+        ];
+        for (phase, tokens, t, rate) in phases {
+            let s_per_token = t.flops_per_token / rate + t.bytes_per_token / 20e9;
+            for _ in 0..3 {
+                let seconds = s_per_token * tokens as f64;
+                w.append(&Record::Step(StepRecord {
+                    t_s: step as f64,
+                    model: p.name.clone(),
+                    role,
+                    phase,
+                    step,
+                    warmup: false,
+                    tokens,
+                    seconds,
+                    flops: t.flops_per_token * tokens as f64,
+                    flops_by_component: Default::default(),
+                    energy: Some(Energy {
+                        joules: 4.0 * seconds,
+                        idle_joules: None,
+                        source: EnergySource::Rapl,
+                        scope: "test".into(),
+                        window: None,
+                    }),
+                    loss: None,
+                    aux_loss: None,
+                    expert_tokens: vec![],
+                    dropped: 0,
+                    domain_expert_tokens: Default::default(),
+                }))
+                .unwrap();
+                step += 1;
+            }
+        }
+    }
+    w.flush().unwrap();
+}
+
+#[test]
+fn a_run_predicts_another_models_training_on_its_machine_from_its_roofline() {
+    let dir = std::env::temp_dir().join(format!("sw-roofline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_roofline_run(&dir);
+    let d = dir.to_string_lossy().to_string();
+    let p = json(&[
+        "project",
+        "--calibrate",
+        &d,
+        "--model",
+        "glam-tiny",
+        "--experts",
+        "64",
+        "--json",
+    ]);
+    let fit = &p["fit"];
+    assert_eq!(fit["bandwidth_from"], "run");
+    assert!(
+        (f(fit, "train_flops_per_s") / 50e9 - 1.0).abs() < 1e-6,
+        "{fit}"
+    );
+    assert!(
+        (f(fit, "prefill_flops_per_s") / 80e9 - 1.0).abs() < 1e-6,
+        "{fit}"
+    );
+    // By hand: glam-tiny at 64 experts, the same traffic formula, the machine's rates.
+    let e64 = sparsewatt::profile::load_model("glam-tiny")
+        .unwrap()
+        .with_overrides(Some(64), None)
+        .unwrap();
+    let t = sparsewatt::project::train_traffic(&e64, 8, 4.0);
+    let s = t.flops_per_token / 50e9 + t.bytes_per_token / 20e9;
+    assert!((f(&p, "tokens_per_s") * s - 1.0).abs() < 1e-6, "{p}");
+    assert!(
+        (f(&p, "joules_per_token") / (4.0 * s) - 1.0).abs() < 1e-6,
+        "{p}"
+    );
+    assert_eq!(p["model"], "glam-tiny-e64");
+    // The text names the terms and the energy source.
+    let (code, out, err) = sw(&["project", "--calibrate", &d, "--model", "dense-tiny"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("measured at the run's start") && out.contains("rapl"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

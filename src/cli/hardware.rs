@@ -104,6 +104,14 @@ fn run_probe(args: &Args) -> anyhow::Result<()> {
         sparsewatt::project::probe::matmul_flops(m.n) / m.median_s / 1e9,
         n = m.n,
     );
+    if let Some(bw) = m.memory_bytes_per_s {
+        println!(
+            "memory bandwidth {:.1} GB/s (triad a = b + s c over 3 x {} MiB of f32 on {} threads, best pass, STREAM's byte count)",
+            bw / 1e9,
+            (sparsewatt::project::probe::BANDWIDTH_ELEMENTS * 4) >> 20,
+            m.threads
+        );
+    }
     if let Some(p) = cached {
         println!("cached in {} for runs on this machine", p.display());
     }

@@ -3,14 +3,19 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use candle_core::Device;
 use serde_json::{json, Value};
 use sparsewatt::profile::{load_all_hardware, load_hardware, load_model, HardwareProfile};
 use sparsewatt::profile::{ModelProfile, Precision};
-use sparsewatt::project::{
-    calibrate_run, compare_inference, compare_training, dense_counterpart, project_inference,
-    project_training, project_training_tokens, table, Calibration, InferenceSettings, ProjectError,
-    Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
+use sparsewatt::project::probe::{
+    cache_dir, cached, model_dtype, probe_bandwidth, this_machine_key, BANDWIDTH_ELEMENTS,
 };
+use sparsewatt::project::{
+    calibrate_run, compare_inference, compare_training, dense_counterpart, fit_run,
+    project_inference, project_training, project_training_tokens, summarize_run, table,
+    Calibration, InferenceSettings, ProjectError, Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
+};
+use sparsewatt::runlog::{detect_machine, read_run};
 
 use super::BadInput;
 
@@ -64,9 +69,13 @@ pub struct Args {
     #[arg(long, value_name = "C")]
     context: Option<usize>,
     /// Compare a measured run folder with the projection for its machine (the run's hardware
-    /// profile, else cpu-generic).
+    /// profile, else cpu-generic). With --model and without --tokens: predict --model's training
+    /// tokens/s and J/token on the run's machine from a roofline fitted to the run.
     #[arg(long, value_name = "RUN_DIR")]
     calibrate: Option<PathBuf>,
+    /// Override --model's number of experts (e.g. glam-tiny at 64).
+    #[arg(long, value_name = "N")]
+    experts: Option<usize>,
     /// With --calibrate: carry the run's utilisation and power ratios onto the projections.
     #[arg(long, requires = "calibrate")]
     carry: bool,
@@ -128,6 +137,43 @@ fn load(name: &str) -> anyhow::Result<ModelProfile> {
     load_model(name).with_context(|| format!("loading model profile `{name}`"))
 }
 
+/// --model with --experts applied.
+fn load_main(args: &Args, name: &str) -> anyhow::Result<ModelProfile> {
+    Ok(load(name)?.with_overrides(args.experts, None)?)
+}
+
+/// `--calibrate RUN --model OTHER`: OTHER's training on the run's machine, from the run's roofline.
+fn local(args: &Args, dir: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    let run = read_run(dir).map_err(|e| user_err(e.into()))?;
+    let summary = summarize_run(&run.header, &run.records);
+    // A run from before the bandwidth was probed, read on the machine it ran on: probe it now.
+    let here = detect_machine(&run.header.machine.device, None);
+    let same = here.cpu_model == run.header.machine.cpu_model
+        && here.logical_cpus == run.header.machine.logical_cpus;
+    let has = run
+        .header
+        .machine
+        .peak
+        .as_ref()
+        .and_then(|p| p.measurement.as_ref()?.memory_bytes_per_s)
+        .is_some();
+    // This machine's cached probe first: a probe now is at the mercy of the machine's load.
+    let probed = (same && !has && run.header.machine.device == "cpu").then(|| {
+        cache_dir()
+            .and_then(|d| cached(&d, &this_machine_key("cpu", model_dtype(&Device::Cpu))))
+            .and_then(|m| m.memory_bytes_per_s)
+            .unwrap_or_else(|| probe_bandwidth(BANDWIDTH_ELEMENTS, 1, 5))
+    });
+    let fit = fit_run(&run, &summary, probed).map_err(user_err)?;
+    let p = fit.predict(&load_main(args, name)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    print!("{}", table::local_table(&p));
+    Ok(())
+}
+
 /// The model to put beside --model: --compare, else its dense baseline.
 fn other_model(args: &Args, model: &ModelProfile) -> anyhow::Result<Option<ModelProfile>> {
     match &args.compare {
@@ -163,6 +209,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.inference {
         return inference(&args, &hardware);
+    }
+    if let (Some(dir), Some(name), None, None) =
+        (&args.calibrate, &args.model, args.tokens, args.flops)
+    {
+        return local(&args, dir, name);
     }
     if args.flops.is_none() && args.model.is_none() {
         if let Some(c) = &calibration {
@@ -205,7 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let name = args.model.as_deref().unwrap_or_default();
-    let model = load(name)?;
+    let model = load_main(&args, name)?;
     let tokens = args
         .tokens
         .ok_or_else(|| BadInput("--model without --inference needs --tokens N".into()))?;
@@ -269,7 +320,7 @@ fn inference(args: &Args, hardware: &[HardwareProfile]) -> anyhow::Result<()> {
         )
         .into());
     }
-    let model = load(name)?;
+    let model = load_main(args, name)?;
     let other = other_model(args, &model)?;
     let mut s = InferenceSettings::new(
         args.chips,

@@ -1,10 +1,12 @@
 //! Projections onto hardware: cluster training time, energy and carbon (`training`), the per-token
 //! roofline of inference (`inference`), sparse against dense (`compare`) and calibration from a
-//! measured run (`calibrate`). Formulas, scopes and the validation table: docs/projection.md.
+//! measured run (`calibrate`), and another model's training on the run's own machine from a roofline
+//! fitted to the run (`local`). Formulas, scopes and the validation table: docs/projection.md.
 
 pub mod calibrate;
 pub mod compare;
 pub mod inference;
+pub mod local;
 pub mod probe;
 pub mod table;
 pub mod training;
@@ -18,6 +20,9 @@ pub use compare::{
 };
 pub use inference::{
     project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline,
+};
+pub use local::{
+    fit_run, prefill_traffic, train_traffic, FitPoint, LocalFit, LocalPrediction, TrainTraffic,
 };
 pub use training::{
     implied_utilization, project_training, project_training_tokens, training_flops, Settings,

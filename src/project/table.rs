@@ -3,8 +3,89 @@
 
 use super::calibrate::Calibration;
 use super::inference::{InferenceProjection, PhaseRoofline};
+use super::local::LocalPrediction;
 use super::training::TrainingProjection;
 use crate::profile::HardwareProfile;
+
+/// The roofline fitted to a run, each of its models measured against it, and the prediction.
+pub fn local_table(p: &LocalPrediction) -> String {
+    let f = &p.fit;
+    let rate = |x: Option<f64>, unit: &str| {
+        x.map_or("–".into(), |r| format!("{} {unit}", sig3(r / 1e9)))
+    };
+    let mut o = format!(
+        "Roofline fitted to the run's training and prefill on {} (batch {}): training {}, prefill {} effective; memory {} ({}).\n",
+        f.device,
+        f.batch,
+        rate(f.train_flops_per_s, "GFLOP/s"),
+        rate(f.prefill_flops_per_s, "GFLOP/s"),
+        rate(f.bytes_per_s, "GB/s"),
+        match f.bandwidth_from.as_str() {
+            "run" => "measured at the run's start",
+            "probe" => "this machine's probe; the run's header has none",
+            _ => "fitted",
+        }
+    );
+    let row = |model: &str, t: &super::local::TrainTraffic, measured: Option<f64>, fitted: f64| {
+        vec![
+            model.to_string(),
+            sig3(t.flops_per_token / 1e6),
+            sig3(t.bytes_per_token / 1e6),
+            measured.map_or("–".into(), sig3),
+            sig3(fitted),
+            measured.map_or("–".into(), |m| {
+                format!("{:+.1}%", 100.0 * (fitted / m - 1.0))
+            }),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = f
+        .points
+        .iter()
+        .map(|q| {
+            row(
+                &format!("{} {}", q.model, q.phase.label()),
+                &q.traffic,
+                Some(q.measured_tokens_per_s),
+                q.fitted_tokens_per_s,
+            )
+        })
+        .collect();
+    rows.push(row(
+        &format!("{} train (predicted)", p.model),
+        &p.traffic,
+        None,
+        p.tokens_per_s,
+    ));
+    o.push_str(&grid(
+        &[
+            "model",
+            "MFLOP/token",
+            "MB/token",
+            "measured tok/s",
+            "roofline tok/s",
+            "error",
+        ],
+        &rows,
+    ));
+    o.push_str(&format!(
+        "\n{}: {} tokens/s trained, {:.0}% of the time on FLOPs",
+        p.model,
+        sig3(p.tokens_per_s),
+        100.0 * p.compute_share
+    ));
+    match (p.joules_per_token, f.power_w, f.source) {
+        (Some(j), Some(w), Some(src)) => o.push_str(&format!(
+            "; {} J per token trained ({} at the run's mean training power of {} W, scope: {}).\n",
+            sig3(j),
+            src.label(),
+            sig3(w),
+            f.scope.as_deref().unwrap_or("?")
+        )),
+        _ => o.push_str("; no energy: the run carried none.\n"),
+    }
+    o.push_str("Bytes: weights read forward and backward and their gradients written (the experts touched), activations, and AdamW over every parameter (docs/projection.md).\n");
+    o
+}
 
 /// Three significant digits, plain between 0.001 and 10^6, scientific outside.
 pub fn sig3(x: f64) -> String {
@@ -95,7 +176,7 @@ fn phase_row(p: &InferenceProjection, r: &PhaseRoofline) -> Vec<String> {
     vec![
         p.hardware.clone(),
         p.model.clone(),
-        r.phase_label().to_string(),
+        r.phase.label().to_string(),
         r.bound.label().to_string(),
         sig3(r.tokens_per_s),
         sig3(r.joules_per_token),
@@ -106,16 +187,6 @@ fn phase_row(p: &InferenceProjection, r: &PhaseRoofline) -> Vec<String> {
         sig3(r.network_s * 1e3),
         if p.fits_in_memory { "yes" } else { "NO" }.to_string(),
     ]
-}
-
-impl PhaseRoofline {
-    fn phase_label(&self) -> &'static str {
-        match self.phase {
-            crate::runlog::Phase::Prefill => "prefill",
-            crate::runlog::Phase::Decode => "decode",
-            crate::runlog::Phase::Train => "train",
-        }
-    }
 }
 
 /// Prefill and decode rows per projection. Per-token: per prompt token (prefill), per generated

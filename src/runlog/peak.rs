@@ -37,6 +37,10 @@ pub struct PeakMeasurement {
     pub threads: usize,
     /// Seconds since the Unix epoch when it was measured.
     pub measured_unix_s: f64,
+    /// The memory bandwidth measured beside it (a STREAM-style triad on all threads; CPU only,
+    /// bytes/s); absent on a GPU and in older measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes_per_s: Option<f64>,
 }
 
 /// The peak a run used, and where it came from.

@@ -28,6 +28,17 @@ pub enum Phase {
     Decode,
 }
 
+impl Phase {
+    /// The phase as the records, tables and logs spell it: "train", "prefill", "decode".
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Train => "train",
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+}
+
 /// Energy over one window, with where it comes from and what it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Energy {
