@@ -233,6 +233,7 @@ fn write_run(dir: &std::path::Path) {
             sample_hz: 10.0,
             update_period_s: None,
             update_energy_j: None,
+            host_scope: None,
         },
         models: vec![RunModel {
             role: Role::Sparse,
@@ -273,6 +274,7 @@ fn write_run(dir: &std::path::Path) {
                 source: EnergySource::Estimate,
                 scope: "test".into(),
                 window: None,
+                host: None,
             }),
             loss: None,
             aux_loss: None,
@@ -375,6 +377,7 @@ fn write_roofline_run(dir: &std::path::Path) {
             sample_hz: 10.0,
             update_period_s: None,
             update_energy_j: None,
+            host_scope: None,
         },
         models: vec![
             RunModel {
@@ -429,6 +432,7 @@ fn write_roofline_run(dir: &std::path::Path) {
                         source: EnergySource::Rapl,
                         scope: "test".into(),
                         window: None,
+                        host: None,
                     }),
                     loss: None,
                     aux_loss: None,

@@ -67,6 +67,7 @@ fn header(f: &Fixture) -> RunHeader {
             sample_hz: 2.0,
             update_period_s: None,
             update_energy_j: None,
+            host_scope: None,
         },
         models: vec![
             RunModel {
@@ -132,6 +133,7 @@ fn phase_step(
             source: f.source,
             scope: "cpu package+dram".into(),
             window: None,
+            host: None,
         }),
         loss: train.then_some(5.0 - i as f64 * 0.3),
         aux_loss: (sparse && train).then_some(0.01),

@@ -11,7 +11,8 @@ use std::time::Instant;
 use anyhow::Context;
 use sparsewatt::data::Corpus;
 use sparsewatt::meter::{
-    detect_update_period, open_sensor, GpuSelector, Meter, SensorChoice, Workplace, DETECT_FOR,
+    detect_update_period, open_host_sensor, open_sensor, GpuSelector, Meter, SensorChoice,
+    Workplace, DETECT_FOR,
 };
 use sparsewatt::model::{gpu_identity, pick_device, Model, TrainConfig};
 use sparsewatt::profile::{load_model, ModelProfile};
@@ -235,7 +236,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .into())
             }
         };
-    let (mut sensor, fallbacks) = open_sensor(choice, &estimate, &workplace, &named)?;
+    let (mut sensor, mut fallbacks) = open_sensor(choice, &estimate, &workplace, &named)?;
+    // A GPU run metered by NVML: the host CPU beside it, by RAPL where readable.
+    let host_sensor = match open_host_sensor(choice, sensor.source(), &workplace) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            fallbacks.push(format!("host CPU beside the GPU not metered: {e}"));
+            None
+        }
+        None => None,
+    };
     // How often its counter updates: the shortest window it resolves.
     let update_period = detect_update_period(sensor.as_mut(), DETECT_FOR);
 
@@ -269,6 +279,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let peak = this_machines_peak(&device, &device_name);
     let epoch = Instant::now();
     let meter = Meter::start(sensor, a.sample_hz, epoch);
+    // Windows only: the host's power series is not sampled.
+    let host = host_sensor.map(|s| Meter::start(s, 0.0, epoch));
     let header = RunHeader {
         format_version: FORMAT_VERSION,
         id,
@@ -286,6 +298,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             sample_hz: a.sample_hz,
             update_period_s: update_period.map(|p| p.period_s),
             update_energy_j: update_period.map(|p| p.energy_j),
+            host_scope: host.as_ref().map(Meter::scope),
         },
         models: vec![
             RunModel {
@@ -372,6 +385,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &mut sparse,
             &mut dense,
             &meter,
+            host.as_ref(),
             &mut writer,
             events,
             stop,
@@ -379,6 +393,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             epoch,
         );
         meter.stop();
+        if let Some(h) = host {
+            h.stop();
+        }
         r
     };
     let summary = if dashboard {

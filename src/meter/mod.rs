@@ -50,6 +50,7 @@ pub use period::{
 pub use rapl::{wrapped_delta_uj, RaplSensor, DEFAULT_POWERCAP_ROOT, POWERCAP_ROOT_ENV};
 pub use sampler::{Meter, DEFAULT_SAMPLE_HZ};
 pub use sensor::{
-    open_sensor, EstimateParams, GpuSelector, Reading, Sensor, SensorChoice, Workplace,
+    open_host_sensor, open_sensor, EstimateParams, GpuSelector, Reading, Sensor, SensorChoice,
+    Workplace,
 };
 pub use window::{trapezoid_j, trapezoid_step_j, Window, WindowEnergy};

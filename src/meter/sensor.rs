@@ -204,6 +204,22 @@ pub fn open_sensor(
     }
 }
 
+/// The host CPU beside a GPU run, metered as a separate component: under `auto`, when the main
+/// sensor is NVML on the model's GPUs, RAPL where it is readable. `None` where no second meter
+/// applies (a CPU run, an explicit `--sensor`, a GPU run that fell back from NVML); `Some(Err)`
+/// says why RAPL could not be read.
+pub fn open_host_sensor(
+    choice: SensorChoice,
+    main: EnergySource,
+    workplace: &Workplace,
+) -> Option<Result<Box<dyn Sensor>, MeterError>> {
+    let gpu_run = matches!(workplace, Workplace::Gpus(g) if !g.is_empty());
+    if choice != SensorChoice::Auto || main != EnergySource::Nvml || !gpu_run {
+        return None;
+    }
+    Some(RaplSensor::open_default().map(|s| Box::new(s) as Box<dyn Sensor>))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +284,29 @@ mod tests {
         assert!((p.busy_w_per_core - 2.76).abs() < 1e-12);
         assert!((p.idle_w - 1.48).abs() < 1e-12);
         assert_eq!(p.profile, "cpu-generic");
+    }
+    #[test]
+    fn only_an_auto_gpu_run_metered_by_nvml_gets_the_host_meter() {
+        let gpu = Workplace::Gpus(vec![GpuSelector::Index(0)]);
+        let none = |c, m, w: &Workplace| open_host_sensor(c, m, w).is_none();
+        assert!(none(
+            SensorChoice::Auto,
+            EnergySource::Nvml,
+            &Workplace::Cpu
+        ));
+        assert!(none(SensorChoice::Auto, EnergySource::Rapl, &gpu));
+        assert!(none(SensorChoice::Auto, EnergySource::Estimate, &gpu));
+        assert!(none(SensorChoice::Nvml, EnergySource::Nvml, &gpu));
+        assert!(none(
+            SensorChoice::Auto,
+            EnergySource::Nvml,
+            &Workplace::Gpus(vec![])
+        ));
+        // Where it applies, RAPL is tried: opened, or an error saying why not.
+        match open_host_sensor(SensorChoice::Auto, EnergySource::Nvml, &gpu) {
+            Some(Ok(s)) => assert_eq!(s.source(), EnergySource::Rapl),
+            Some(Err(e)) => assert!(e.to_string().contains("rapl"), "{e}"),
+            None => panic!("an auto GPU run metered by NVML tries RAPL for its host"),
+        }
     }
 }

@@ -139,6 +139,12 @@ fn phase_figures(model: &str, p: &PhaseSummary) -> PhaseFigures {
         last_loss: p
             .last_loss
             .map(|v| Figure::new(v, "nats/token", source::TRAINING_LOSS)),
+        host_joules_per_token: p.host_joules_per_token.as_ref().map(|e| {
+            let src = p.host_source.map_or("unknown", EnergySource::label);
+            Figure::from_estimate(e, "J/token", src)
+                .with_scope(p.host_scope.as_deref())
+                .per(per)
+        }),
     }
 }
 
@@ -499,6 +505,7 @@ mod tests {
                         seconds: updates * 0.1,
                         updates: Some(updates),
                     }),
+                    host: None,
                 }),
                 loss: None,
                 aux_loss: None,

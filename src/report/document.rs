@@ -198,6 +198,9 @@ pub struct PhaseFigures {
     pub utilization: Option<Figure>,
     pub joules_per_flop: Option<Figure>,
     pub last_loss: Option<Figure>,
+    /// The host CPU beside a GPU run (RAPL, a separate component, not in `joules_per_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_joules_per_token: Option<Figure>,
 }
 
 /// Sparse over dense; below 1 means the sparse model is cheaper (or slower, for tokens/s).

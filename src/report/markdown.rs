@@ -196,6 +196,27 @@ fn idle_sides(i: &IdleSection) -> String {
     }
 }
 
+/// The host CPU metered beside a GPU run: each model and phase's J/token of it.
+fn host_line(r: &Report) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut first = None;
+    for row in &r.phases {
+        for f in [&row.sparse, &row.dense].into_iter().flatten() {
+            if let Some(h) = &f.host_joules_per_token {
+                first.get_or_insert(h);
+                parts.push(format!("{} {} {}", f.model, row.phase.label(), with_ci(h)));
+            }
+        }
+    }
+    let h = first?;
+    Some(format!(
+        "Host CPU beside the GPU, a separate component not in the J/token above ({}, scope: {}): J per token {}",
+        source_label(&h.source),
+        h.scope.as_deref().unwrap_or("?"),
+        parts.join("; ")
+    ))
+}
+
 pub fn machine_lines(r: &Report) -> Vec<String> {
     let m = &r.machine;
     let s = &r.sensor;
@@ -237,6 +258,9 @@ pub fn machine_lines(r: &Report) -> Vec<String> {
     }
     for f in &s.fallbacks {
         v.push(format!("Sensor not used: {f}"));
+    }
+    if let Some(h) = host_line(r) {
+        v.push(h);
     }
     v.push(match &r.idle {
         Some(i) => format!(

@@ -62,6 +62,10 @@ pub struct SensorInfo {
     pub update_period_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_energy_j: Option<f64>,
+    /// What the second meter covers, where one ran beside the main sensor (RAPL on the host CPU
+    /// of a GPU run); steps then carry `energy.host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +288,7 @@ pub(crate) mod tests {
                 sample_hz: 10.0,
                 update_period_s: None,
                 update_energy_j: None,
+                host_scope: None,
             },
             models: vec![RunModel {
                 role: Role::Sparse,

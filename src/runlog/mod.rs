@@ -24,7 +24,7 @@ pub use peak::{
     FROM_PROBE,
 };
 pub use record::{
-    Energy, EvalRecord, GpuSample, IdleRecord, IdleWhen, Phase, Record, Role, Sample, StepRecord,
-    WindowInfo, FORMAT_VERSION,
+    Energy, EvalRecord, GpuSample, HostEnergy, IdleRecord, IdleWhen, Phase, Record, Role, Sample,
+    StepRecord, WindowInfo, FORMAT_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};

@@ -54,6 +54,18 @@ pub struct Energy {
     /// step was then its own window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowInfo>,
+    /// The host CPU's energy over the same window (RAPL beside a GPU run's NVML), its share for
+    /// this step: a separate component, not included in `joules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostEnergy>,
+}
+
+/// A second component metered beside the main sensor: the host CPU of a GPU run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostEnergy {
+    pub joules: f64,
+    pub source: EnergySource,
+    pub scope: String,
 }
 
 /// A measurement window shared by one or more consecutive steps of one model. Its joules are
@@ -114,6 +126,7 @@ pub(crate) fn test_energy(joules: f64) -> Energy {
         source: crate::meter::EnergySource::Estimate,
         scope: "test".into(),
         window: None,
+        host: None,
     }
 }
 

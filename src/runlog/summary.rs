@@ -39,6 +39,14 @@ pub struct PhaseSummary {
     pub windows: usize,
     #[serde(default)]
     pub short_windows: usize,
+    /// The host CPU beside a GPU run (a second meter, RAPL): its joules per token over the same
+    /// windows, and what it covers; absent where no second meter ran. Not in `joules_per_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_joules_per_token: Option<Estimate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_source: Option<EnergySource>,
     /// Fewest counter updates any of those windows spanned (absent for the estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_window_updates: Option<f64>,
@@ -145,6 +153,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
         id: Option<u64>,
         joules: f64,
         idle_joules: Option<f64>,
+        host_joules: Option<f64>,
         tokens: u64,
         window: Option<&'a WindowInfo>,
     }
@@ -156,12 +165,17 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
             Some(g) if id.is_some() && g.id == id => {
                 g.joules += e.joules;
                 g.idle_joules = g.idle_joules.zip(e.idle_joules).map(|(a, b)| a + b);
+                g.host_joules = g
+                    .host_joules
+                    .zip(e.host.as_ref())
+                    .map(|(a, h)| a + h.joules);
                 g.tokens += s.tokens;
             }
             _ => groups.push(Group {
                 id,
                 joules: e.joules,
                 idle_joules: e.idle_joules,
+                host_joules: e.host.as_ref().map(|h| h.joules),
                 tokens: s.tokens,
                 window: e.window.as_ref(),
             }),
@@ -182,6 +196,11 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
         Some(b) => with_baseline_spread(e, b.power_w, seconds_per_token),
         None => e,
     };
+    // Only where every window had the host's reading: a partial figure would mislead.
+    let host_jpt: Vec<f64> = groups
+        .iter()
+        .filter_map(|g| Some(g.host_joules? / g.tokens as f64))
+        .collect();
     let short_windows = groups
         .iter()
         .filter(|g| g.window.is_some_and(WindowInfo::too_short))
@@ -231,6 +250,17 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
                 None
             },
         }),
+        host_joules_per_token: if !host_jpt.is_empty() && host_jpt.len() == groups.len() {
+            estimate(&host_jpt)
+        } else {
+            None
+        },
+        host_scope: with_energy
+            .iter()
+            .find_map(|s| s.energy.as_ref()?.host.as_ref().map(|h| h.scope.clone())),
+        host_source: with_energy
+            .iter()
+            .find_map(|s| s.energy.as_ref()?.host.as_ref().map(|h| h.source)),
         windows: groups.len(),
         short_windows,
         min_window_updates,

@@ -373,6 +373,7 @@ mod tests {
                 source: EnergySource::Rapl,
                 scope: "package".into(),
                 window: None,
+                host: None,
             }),
             loss: Some(loss),
             aux_loss: Some(0.01),

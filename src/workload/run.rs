@@ -21,8 +21,8 @@ use crate::meter::{
     attribute_by_duration, block_steps, Meter, UpdatePeriod, BLOCK_MARGIN, SAFE_UPDATES_PER_WINDOW,
 };
 use crate::runlog::{
-    summarize, Energy, EvalRecord, IdleBaseline, IdleRecord, IdleWhen, Phase, Record, RunSummary,
-    RunWriter, StepRecord, WindowInfo,
+    summarize, Energy, EvalRecord, HostEnergy, IdleBaseline, IdleRecord, IdleWhen, Phase, Record,
+    RunSummary, RunWriter, StepRecord, WindowInfo,
 };
 
 /// How many steps of what.
@@ -71,6 +71,8 @@ impl Progress for Quiet {
 
 struct Ctx<'a> {
     meter: &'a Meter,
+    /// The host CPU beside a GPU run's meter (RAPL), read over the same windows.
+    host: Option<&'a Meter>,
     writer: &'a mut RunWriter,
     events: Option<&'a Sender<RunEvent>>,
     progress: &'a mut dyn Progress,
@@ -200,6 +202,7 @@ fn measured_block(
     warmup_steps: u64,
 ) -> anyhow::Result<u64> {
     let window = ctx.meter.begin();
+    let host_window = ctx.host.map(Meter::begin);
     let t0 = Instant::now();
     let mut done = Vec::new();
     let mut n = 0u64;
@@ -232,6 +235,11 @@ fn measured_block(
     }
     // The last step synchronised: the window closes after the work.
     let energy = ctx.meter.end(window);
+    // The host's window closes after the main one: the two differ by one read.
+    let host = match (ctx.host, host_window) {
+        (Some(m), Some(hw)) => m.end(hw).ok(),
+        _ => None,
+    };
     let index = ctx.next_window;
     ctx.next_window += 1;
     let seconds: Vec<f64> = done.iter().map(|d| d.seconds).collect();
@@ -262,6 +270,9 @@ fn measured_block(
         seconds: e.seconds,
         updates: ctx.update_period.map(|p| e.seconds / p.period_s),
     });
+    let host_shares = host
+        .as_ref()
+        .map(|h| attribute_by_duration(h.joules, &seconds));
     for (j, d) in done.into_iter().enumerate() {
         let energy = e.as_ref().map(|e| Energy {
             joules: shares[j],
@@ -269,6 +280,14 @@ fn measured_block(
             source: e.source,
             scope: e.scope.clone(),
             window: info.clone(),
+            host: host
+                .as_ref()
+                .zip(host_shares.as_ref())
+                .map(|(h, s)| HostEnergy {
+                    joules: s[j],
+                    source: h.source,
+                    scope: h.scope.clone(),
+                }),
         });
         record_step(ctx, counts, w, d, energy, warmup_steps)?;
     }
@@ -467,6 +486,7 @@ pub fn execute(
     sparse: &mut dyn Workload,
     dense: &mut dyn Workload,
     meter: &Meter,
+    host: Option<&Meter>,
     writer: &mut RunWriter,
     events: Option<&Sender<RunEvent>>,
     stop: &AtomicBool,
@@ -475,6 +495,7 @@ pub fn execute(
 ) -> anyhow::Result<RunSummary> {
     let mut ctx = Ctx {
         meter,
+        host,
         writer,
         events,
         progress,
@@ -897,6 +918,7 @@ mod tests {
             &mut a,
             &mut b,
             &meter,
+            None,
             &mut writer,
             None,
             &stop,
@@ -1024,6 +1046,7 @@ mod tests {
             &mut a,
             &mut b,
             &meter,
+            None,
             &mut writer,
             None,
             &AtomicBool::new(false),
@@ -1091,5 +1114,102 @@ mod tests {
         assert_eq!(idle_subwindows(2.0, Some(&coarse)), 1);
         assert_eq!(idle_subwindows(4.0, Some(&coarse)), 2);
         assert_eq!(idle_subwindows(100.0, None), MAX_IDLE_SUBWINDOWS);
+    }
+    /// A continuous counter at a constant power.
+    struct Steady {
+        origin: Instant,
+        watts: f64,
+        source: EnergySource,
+    }
+
+    impl Sensor for Steady {
+        fn source(&self) -> EnergySource {
+            self.source
+        }
+        fn scope(&self) -> String {
+            format!("steady {} W", self.watts)
+        }
+        fn read(&mut self) -> Result<Reading, MeterError> {
+            Ok(Reading {
+                energy_j: Some(self.watts * self.origin.elapsed().as_secs_f64()),
+                ..Reading::default()
+            })
+        }
+    }
+
+    #[test]
+    fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
+        let plan = RunPlan {
+            train_steps: 6,
+            warmup_steps: 1,
+            prefill_steps: 2,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            eval_every: 1000,
+            update_period: None,
+            min_windows: 1,
+            max_lengthen_s: 1.0,
+            peak: None,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-host-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        let steady = |watts, source| Steady {
+            origin: epoch,
+            watts,
+            source,
+        };
+        let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
+        let host = Meter::start(Box::new(steady(30.0, EnergySource::Rapl)), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let summary = execute(
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            Some(&host),
+            &mut writer,
+            None,
+            &AtomicBool::new(false),
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        let run = read_run(&dir).unwrap();
+        for s in run.steps() {
+            let e = s.energy.as_ref().unwrap();
+            let h = e.host.as_ref().unwrap();
+            assert_eq!(
+                (e.source, h.source),
+                (EnergySource::Nvml, EnergySource::Rapl)
+            );
+            // Each meter's own power, split by duration; the host's is not in `joules`.
+            let (main_w, host_w) = (e.joules / s.seconds, h.joules / s.seconds);
+            assert!((main_w - 250.0).abs() < 25.0, "{main_w} W");
+            assert!((host_w - 30.0).abs() < 3.0, "{host_w} W");
+        }
+        for m in &summary.models {
+            for p in &m.phases {
+                // Over the same windows and tokens, host over main J/token is 30 W over 250 W.
+                let main = p.joules_per_token.as_ref().unwrap().total.mean;
+                let r = p.host_joules_per_token.unwrap().mean / main;
+                assert!((r - 0.12).abs() < 0.012, "{r}");
+                assert_eq!(p.host_source, Some(EnergySource::Rapl));
+            }
+        }
+        let report =
+            crate::report::render(&crate::report::build(&run), crate::report::Format::Markdown);
+        assert!(report.contains("Host CPU beside the GPU"), "{report}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

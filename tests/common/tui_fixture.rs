@@ -70,6 +70,7 @@ pub fn header() -> RunHeader {
             sample_hz: SAMPLE_HZ,
             update_period_s: None,
             update_energy_j: None,
+            host_scope: None,
         },
         models: vec![
             model(Role::Sparse, "glam-tiny"),
@@ -168,6 +169,7 @@ impl Gen {
                 source: EnergySource::Rapl,
                 scope: "cpu package+dram".into(),
                 window: None,
+                host: None,
             }),
             loss,
             aux_loss: (moe > 0 && phase == Phase::Train).then_some(0.0105 - 0.0001 * step as f64),
