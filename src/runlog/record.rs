@@ -57,7 +57,7 @@ pub struct Energy {
     /// The host CPU's energy over the same window (RAPL beside a GPU run's NVML), its share for
     /// this step: a separate component, not included in `joules`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<HostEnergy>,
+    pub host: Option<Box<HostEnergy>>,
 }
 
 /// A second component metered beside the main sensor: the host CPU of a GPU run.

@@ -280,14 +280,13 @@ fn measured_block(
             source: e.source,
             scope: e.scope.clone(),
             window: info.clone(),
-            host: host
-                .as_ref()
-                .zip(host_shares.as_ref())
-                .map(|(h, s)| HostEnergy {
+            host: host.as_ref().zip(host_shares.as_ref()).map(|(h, s)| {
+                Box::new(HostEnergy {
                     joules: s[j],
                     source: h.source,
                     scope: h.scope.clone(),
-                }),
+                })
+            }),
         });
         record_step(ctx, counts, w, d, energy, warmup_steps)?;
     }
