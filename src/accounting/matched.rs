@@ -76,7 +76,11 @@ mod tests {
                 (p.d_model, p.layers, p.heads, p.seq_len, p.vocab_size, p.ffn),
                 "{n}"
             );
-            assert!(d.d_ff > p.d_ff, "{n}: a top-{} model needs a wider FFN", p.top_k);
+            assert!(
+                d.d_ff > p.d_ff,
+                "{n}: a top-{} model needs a wider FFN",
+                p.top_k
+            );
             let gap = relative_gap(&d, &p);
             assert!(gap < 0.03, "{n}: {} is {gap} off", d.name);
             // The round trip through TOML gives a valid profile.
