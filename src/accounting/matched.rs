@@ -5,7 +5,7 @@
 //! about half the MoE layers' feed-forward FLOPs of a top-2 model.
 
 use super::analytic::train_flops_per_token;
-use crate::profile::ModelProfile;
+use crate::profile::{load_model, ModelProfile, ProfileError};
 
 /// The matched model's d_ff is a multiple of this (kernel-friendly shapes); the rounding moves
 /// its FLOPs by under 1% for every shipped profile.
@@ -45,6 +45,41 @@ pub fn matched_dense(p: &ModelProfile) -> ModelProfile {
     let m = MATCHED_D_FF_MULTIPLE as f64;
     let d_ff = (((want - a) / b / m).round() * m).max(m) as usize;
     with_d_ff(d_ff)
+}
+
+/// The dense model a run compares a sparse model with (`run --baseline`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Baseline {
+    /// [`matched_dense`]: equal training FLOPs per token, GLaM's comparison. The default.
+    Matched,
+    /// The profile's `dense_baseline`: the same blocks with one FFN of an expert's width, which
+    /// computes less per token than a top-2 model; without one, the sparse profile with one expert.
+    SameShape,
+    /// A profile by name or path.
+    Named(String),
+}
+
+impl Baseline {
+    /// `matched`, `same-shape`, or anything else as a profile name or path.
+    pub fn parse(s: &str) -> Baseline {
+        match s {
+            "matched" => Baseline::Matched,
+            "same-shape" => Baseline::SameShape,
+            other => Baseline::Named(other.to_string()),
+        }
+    }
+
+    /// The dense profile this choice gives for `sparse`.
+    pub fn profile(&self, sparse: &ModelProfile) -> Result<ModelProfile, ProfileError> {
+        match self {
+            Baseline::Matched => Ok(matched_dense(sparse)),
+            Baseline::SameShape => match &sparse.dense_baseline {
+                Some(name) => load_model(name),
+                None => sparse.with_overrides(Some(1), None),
+            },
+            Baseline::Named(name) => load_model(name),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +144,24 @@ mod tests {
             assert_eq!(same, s, "{shipped}");
         }
         assert_eq!(load_model("dense-tiny-matched").unwrap().d_ff, 1536);
+    }
+
+    #[test]
+    fn the_baseline_choices_give_the_matched_the_same_shape_or_the_named_model() {
+        let tiny = load_model("glam-tiny").unwrap();
+        let pick = |s: &str| Baseline::parse(s).profile(&tiny).unwrap().name;
+        assert_eq!(pick("matched"), "dense-tiny-matched");
+        assert_eq!(pick("same-shape"), "dense-tiny");
+        assert_eq!(pick("dense-small"), "dense-small");
+        let unnamed = ModelProfile {
+            dense_baseline: None,
+            ..tiny
+        };
+        let same = Baseline::SameShape.profile(&unnamed).unwrap();
+        assert_eq!((same.name.as_str(), same.experts), ("glam-tiny-e1", 1));
+        assert!(Baseline::parse("no-such-profile")
+            .profile(&unnamed)
+            .is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use executed::{
     AttentionRun,
 };
 pub use flops::{Component, FlopCount};
-pub use matched::matched_dense;
+pub use matched::{matched_dense, Baseline};
 pub use params::{params, ComponentParams, ParamCount};
 pub use summary::{human, three_significant, AccountOptions, Summary};
 
