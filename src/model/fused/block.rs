@@ -200,26 +200,19 @@ impl CustomOp1 for Block {
                 )
             }
         };
-        let z = match &gated {
-            Some(g) => &g.z,
-            None => &z,
-        };
-        if z.len() != n * m2 {
+        // The second matmul's input: a gated unit keeps it in `gated` (`z` is empty then).
+        let zs = gated.as_ref().map_or(&z[..], |g| &g.z[..]);
+        if zs.len() != n * m2 {
             bail!(
                 "fused block: the inner output has {} values, not {n} x {m2}",
-                z.len()
+                zs.len()
             );
         }
         let mut y = x.to_vec();
         tensor_f32(&self.w2, |w2| {
-            matmul_add(&mut y, (n, d, m2), (z, 1, m2), (w2, 1, d), par)
+            matmul_add(&mut y, (n, d, m2), (zs, 1, m2), (w2, 1, d), par)
         })?;
         if self.keep {
-            let z = if gated.is_some() {
-                Vec::new()
-            } else {
-                z.to_vec()
-            };
             let _ = self.saved.set(Saved {
                 hn,
                 p,
