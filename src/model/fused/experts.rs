@@ -548,7 +548,7 @@ impl CustomOp2 for Experts {
                         Some(Hidden::Plain(s, a)) => (s, a),
                         Some(Hidden::Gated(saved)) => {
                             let xe = gather(xv, &self.rows[e], d);
-                            return gated_backward(w, saved, go, &xe, (cnt, d), par, &squares);
+                            return gated_backward(w, saved, go, &xe, (cnt, d), par, squares);
                         }
                         None => bail!("fused experts: expert {e} has rows but no activations"),
                     };

@@ -53,8 +53,11 @@ multiversion! {
     }
 }
 
+/// An activation with its slope: (input, values, slopes).
+type ActKernel = fn(&[f32], &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]);
+
 /// The activation of a gated unit's gate: GELU for GEGLU, SiLU for SwiGLU.
-fn act_kernel(kind: FfnKind) -> fn(&[f32], &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) {
+fn act_kernel(kind: FfnKind) -> ActKernel {
     match kind {
         FfnKind::Swiglu => silu_with_slope_kernel,
         FfnKind::Mlp | FfnKind::Geglu => gelu_with_slope_kernel,
