@@ -144,3 +144,15 @@ fn bad_input_exits_2() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_json_and_the_table_name_the_feed_forward_kinds() {
+    let v = json(&["--model", "glam-64b-64e", "--json"]);
+    assert_eq!(
+        (v["ffn"].as_str(), v["expert_ffn"].as_str()),
+        (Some("geglu"), Some("mlp"))
+    );
+    let out = account(&["--model", "glam-tiny"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("FFN mlp / experts mlp"), "{text}");
+}
