@@ -4,7 +4,9 @@
 
 use candle_core::{Device, Tensor};
 use sparsewatt::accounting::{executed_forward_flops_with, params, AttentionRun, Component};
-use sparsewatt::model::{cross_entropy, Model, CAUSAL_BLOCK};
+use sparsewatt::model::{
+    cross_entropy, generate, generate_uncached, Model, SampleConfig, CAUSAL_BLOCK,
+};
 use sparsewatt::profile::{FfnKind, ModelProfile};
 
 #[path = "common/model_fixture.rs"]
@@ -46,6 +48,28 @@ fn gated_experts_equal_brute_force_and_the_counts_match_the_accounting() {
         let (a, b) = (fwd.flops.get(c), by_shape.get(c));
         assert!((a - b).abs() <= 1e-9 * b.max(1.0), "{c:?}: {a} vs {b}");
     }
+}
+
+/// Generation with the KV cache (the dense block fused without a backward pass, the experts on
+/// one row) gives the tokens and logits of recomputing the whole sequence.
+#[test]
+fn gated_cached_generation_equals_full_recomputation() {
+    let m = Model::new(&gated_tiny(), &Device::Cpu, 4).unwrap();
+    let prompt: Vec<u32> = "Once upon a ".bytes().map(u32::from).collect();
+    let cached = generate(&m, &prompt, 12, SampleConfig::greedy())
+        .unwrap()
+        .tokens;
+    let full = generate_uncached(&m, &prompt, 12, SampleConfig::greedy()).unwrap();
+    assert_eq!(cached, full);
+    let mut cache = m.new_cache();
+    m.forward_cached(&m.ids(&prompt[..8], 1).unwrap(), &mut cache)
+        .unwrap();
+    let step = m
+        .forward_cached(&m.ids(&prompt[8..9], 1).unwrap(), &mut cache)
+        .unwrap();
+    let all = m.forward(&m.ids(&prompt[..9], 1).unwrap()).unwrap();
+    let last = all.logits.get(8).unwrap().unsqueeze(0).unwrap();
+    assert!(max_abs_diff(&step.logits, &last) < 1e-4);
 }
 
 /// Cross-entropy plus the balancing loss on a fixed batch.
