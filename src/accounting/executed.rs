@@ -5,11 +5,21 @@
 //! the step's token counts) so that tests can check one against the other.
 
 use super::flops::elementwise::{
-    GELU_FLOPS_PER_ELEMENT as GELU, NORM_FLOPS_PER_ELEMENT as NORM,
+    ffn_activation_flops_per_element as act_flops, NORM_FLOPS_PER_ELEMENT as NORM,
     RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
 };
 use super::{AccountingError, Component, FlopCount};
-use crate::profile::ModelProfile;
+use crate::profile::{FfnKind, ModelProfile};
+
+/// The matmuls and elementwise work of one FFN of `kind` on `rows` tokens, on component `c`:
+/// (rows, d) @ up (d, d_ff), the same with the gate when gated, then (rows, d_ff) @ down.
+fn ffn(f: &mut FlopCount, c: Component, kind: FfnKind, rows: usize, d: usize, d_ff: usize) {
+    for _ in 1..kind.matrices() {
+        f.add_matmul(c, rows, d, d_ff);
+    }
+    f.add_matmul(c, rows, d_ff, d);
+    f.add(Component::NormAct, act_flops(kind) * (rows * d_ff) as f64);
+}
 
 /// The shape of one pass: `batch` sequences, each running `new` tokens over `cached + new` keys,
 /// with logits for `logits_rows` positions of each sequence.
@@ -83,19 +93,13 @@ fn executed(p: &ModelProfile, s: PassShape, tokens_per_expert: &[Vec<u64>]) -> F
                 .unwrap_or(&[]);
             for &t in loads {
                 let t = t as usize;
-                f.add_matmul(Component::Experts, t, d, d_ff);
-                f.add_matmul(Component::Experts, t, d_ff, d);
-                // GELU on (t, d_ff); gate scale and sum into the output on (t, d).
-                f.add(
-                    Component::NormAct,
-                    GELU * t as f64 * d_ff as f64 + 2.0 * t as f64 * d as f64,
-                );
+                ffn(&mut f, Component::Experts, p.expert_ffn, t, d, d_ff);
+                // Gate scale and sum into the output on (t, d).
+                f.add(Component::NormAct, 2.0 * t as f64 * d as f64);
             }
             moe_index += 1;
         } else {
-            f.add_matmul(Component::DenseFfn, rows, d, d_ff);
-            f.add_matmul(Component::DenseFfn, rows, d_ff, d);
-            f.add(Component::NormAct, GELU * n * d_ff as f64);
+            ffn(&mut f, Component::DenseFfn, p.ffn, rows, d, d_ff);
         }
         f.add(Component::NormAct, RESIDUAL * n * d as f64);
     }
@@ -280,10 +284,25 @@ mod tests {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
     }
 
+    /// `p` with its dense FFNs and experts of the given kinds.
+    fn with_ffn(p: ModelProfile, ffn: FfnKind, expert_ffn: FfnKind) -> ModelProfile {
+        ModelProfile {
+            ffn,
+            expert_ffn,
+            ..p
+        }
+    }
+
     #[test]
     fn even_load_equals_the_analytic_forward() {
-        for name in ["glam-tiny", "dense-tiny"] {
-            let p = load_model(name).unwrap();
+        for (name, kind) in [
+            ("glam-tiny", FfnKind::Mlp),
+            ("dense-tiny", FfnKind::Mlp),
+            ("glam-tiny", FfnKind::Geglu),
+            ("glam-tiny", FfnKind::Swiglu),
+            ("dense-tiny", FfnKind::Swiglu),
+        ] {
+            let p = with_ffn(load_model(name).unwrap(), kind, kind);
             let (b, s) = (3, p.seq_len);
             let ex = executed_forward_flops(&p, b, s, &even_expert_tokens(&p, b * s));
             let an = forward_flops_per_token(&p, s).scaled((b * s) as f64);
@@ -291,6 +310,30 @@ mod tests {
                 assert!(close(ex.get(c), an.get(c)), "{name} {c:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_gated_unit_adds_one_matrix_of_flops_per_ffn() {
+        // glam-tiny: layers 0 and 2 dense, 1 and 3 MoE (top-2); d 256, d_ff 1024, 64 tokens.
+        let plain = load_model("glam-tiny").unwrap();
+        let gated = with_ffn(plain.clone(), FfnKind::Geglu, FfnKind::Swiglu);
+        let even = even_expert_tokens(&plain, 64);
+        let (a, b) = (
+            executed_forward_flops(&plain, 1, 64, &even),
+            executed_forward_flops(&gated, 1, 64, &even),
+        );
+        let matrix = 2.0 * 64.0 * 256.0 * 1024.0; // one (64, 256) @ (256, 1024)
+        assert_eq!(a.get(Component::DenseFfn), 2.0 * 2.0 * matrix);
+        assert_eq!(b.get(Component::DenseFfn), 2.0 * 3.0 * matrix);
+        // Two MoE layers, each 64 tokens x top-2 rows through three matrices instead of two.
+        assert_eq!(b.get(Component::Experts), 1.5 * a.get(Component::Experts));
+        // Activations: GELU 8 -> GELU 8 + gate 1 on the dense layers' 2 x 64 x 1024 elements;
+        // SiLU 4 + gate 1 on the experts' 2 x 128 x 1024.
+        let dense_elems = 2.0 * 64.0 * 1024.0;
+        let expert_elems = 2.0 * 128.0 * 1024.0;
+        let want = dense_elems * (9.0 - 8.0) + expert_elems * (5.0 - 8.0);
+        let got = b.get(Component::NormAct) - a.get(Component::NormAct);
+        assert_eq!(got, want);
     }
 
     #[test]

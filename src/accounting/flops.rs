@@ -116,8 +116,24 @@ pub mod elementwise {
     pub const NORM_FLOPS_PER_ELEMENT: f64 = 7.0;
     /// GELU (erf form), counted as 8 FLOPs an element.
     pub const GELU_FLOPS_PER_ELEMENT: f64 = 8.0;
+    /// SiLU, x / (1 + exp(-x)): negate, exp, add, divide.
+    pub const SILU_FLOPS_PER_ELEMENT: f64 = 4.0;
+    /// The product of a gated unit's activated gate and its up projection.
+    pub const GATE_FLOPS_PER_ELEMENT: f64 = 1.0;
     /// Softmax: max, subtract, exp, sum, divide.
     pub const SOFTMAX_FLOPS_PER_ELEMENT: f64 = 5.0;
     /// A residual add.
     pub const RESIDUAL_FLOPS_PER_ELEMENT: f64 = 1.0;
+
+    use crate::profile::FfnKind;
+
+    /// Elementwise FLOPs of a feed-forward block per hidden (d_ff) element: the activation, and
+    /// for a gated unit the product with the up projection.
+    pub fn ffn_activation_flops_per_element(kind: FfnKind) -> f64 {
+        match kind {
+            FfnKind::Mlp => GELU_FLOPS_PER_ELEMENT,
+            FfnKind::Geglu => GELU_FLOPS_PER_ELEMENT + GATE_FLOPS_PER_ELEMENT,
+            FfnKind::Swiglu => SILU_FLOPS_PER_ELEMENT + GATE_FLOPS_PER_ELEMENT,
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod analytic;
 pub mod bytes;
 pub mod executed;
 pub mod flops;
+pub mod matched;
 pub mod params;
 pub mod summary;
 pub mod table;
@@ -21,6 +22,7 @@ pub use executed::{
     AttentionRun,
 };
 pub use flops::{Component, FlopCount};
+pub use matched::{matched_dense, Baseline};
 pub use params::{params, ComponentParams, ParamCount};
 pub use summary::{human, three_significant, AccountOptions, Summary};
 

@@ -3,15 +3,16 @@
 //! Structure counted (the model sparsewatt trains; published profiles are counted the same way, see
 //! docs/accounting.md): token embedding (vocab x d_model) and learned position embedding
 //! (seq_len x d_model); per block two LayerNorms (weight + bias), Q, K, V, O projections without
-//! biases, and either a dense GELU FFN (d_model -> d_ff -> d_model, no biases) or a MoE FFN (router
-//! d_model x experts without bias, plus `experts` such FFNs); a final LayerNorm; the output
+//! biases, and either a dense FFN (d_model -> d_ff -> d_model, no biases; two matrices for the
+//! plain GELU MLP, three for a gated unit, `ffn`) or a MoE FFN (router d_model x experts without
+//! bias, plus `experts` FFNs of the kind `expert_ffn`); a final LayerNorm; the output
 //! projection shares the token embedding when `tied_embeddings`, otherwise it is its own matrix.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::Component;
-use crate::profile::ModelProfile;
+use crate::profile::{FfnKind, ModelProfile};
 
 /// Parameters of one component: all of them, and those one token touches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -54,9 +55,10 @@ impl ParamCount {
     }
 }
 
-/// Parameters of one expert (or one dense FFN): two matrices, d_model x d_ff and d_ff x d_model.
-pub fn ffn_params(p: &ModelProfile) -> f64 {
-    2.0 * p.d_model as f64 * p.d_ff as f64
+/// Parameters of one expert (or one dense FFN) of `kind`: two matrices (d_model x d_ff up,
+/// d_ff x d_model down), or three for a gated unit (plus the d_model x d_ff gate).
+pub fn ffn_params(p: &ModelProfile, kind: FfnKind) -> f64 {
+    kind.matrices() as f64 * p.d_model as f64 * p.d_ff as f64
 }
 
 /// Count the parameters of a profile by component.
@@ -73,9 +75,11 @@ pub fn params(p: &ModelProfile) -> ParamCount {
         out.add(Component::AttnProj, 4.0 * d * attn, 4.0 * d * attn);
         if p.is_moe_layer(i) {
             out.add(Component::Router, d * e, d * e);
-            out.add(Component::Experts, e * ffn_params(p), k * ffn_params(p));
+            let one = ffn_params(p, p.expert_ffn);
+            out.add(Component::Experts, e * one, k * one);
         } else {
-            out.add(Component::DenseFfn, ffn_params(p), ffn_params(p));
+            let one = ffn_params(p, p.ffn);
+            out.add(Component::DenseFfn, one, one);
         }
     }
     // Two LayerNorms per block and the final one, each weight + bias.
@@ -86,4 +90,35 @@ pub fn params(p: &ModelProfile) -> ParamCount {
         out.add(Component::Logits, head, head);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_model;
+
+    #[test]
+    fn gated_units_add_a_third_matrix_to_dense_layers_and_experts() {
+        // glam-tiny: 2 dense layers and 2 MoE layers of 8 experts (top-2), d 256, d_ff 1024.
+        let plain = load_model("glam-tiny").unwrap();
+        let m = 256.0 * 1024.0; // one d x d_ff matrix
+        let gated = ModelProfile {
+            ffn: FfnKind::Geglu,
+            ..plain.clone()
+        };
+        let (a, b) = (params(&plain), params(&gated));
+        assert_eq!(
+            b.get(Component::DenseFfn).total - a.get(Component::DenseFfn).total,
+            2.0 * m
+        );
+        assert_eq!(b.get(Component::Experts), a.get(Component::Experts));
+        let gated = ModelProfile {
+            expert_ffn: FfnKind::Swiglu,
+            ..plain
+        };
+        let c = params(&gated);
+        assert_eq!(c.get(Component::Experts).total, 2.0 * 8.0 * 3.0 * m);
+        assert_eq!(c.get(Component::Experts).active, 2.0 * 2.0 * 3.0 * m);
+        assert_eq!(c.total - a.total, 2.0 * 8.0 * m);
+    }
 }

@@ -11,7 +11,7 @@ use super::analytic::{
 use super::bytes::{bytes_per_token, ByteCount};
 use super::params::{params, ComponentParams};
 use super::{Component, FlopCount};
-use crate::profile::ModelProfile;
+use crate::profile::{FfnKind, ModelProfile};
 use crate::runlog::Phase;
 
 /// What to account at. `Default` is the profile's seq_len, batch 1, bf16 weights and activations.
@@ -81,6 +81,12 @@ pub struct Summary {
     pub batch: usize,
     pub bytes_per_param: f64,
     pub bytes_per_act: f64,
+    /// Feed-forward kind of the dense layers and of the experts (absent in JSON written before
+    /// gated units existed: plain MLP).
+    #[serde(default)]
+    pub ffn: FfnKind,
+    #[serde(default)]
+    pub expert_ffn: FfnKind,
     pub params_total: f64,
     pub params_active: f64,
     /// Every component, zero where it has no parameters.
@@ -111,6 +117,8 @@ impl Summary {
             batch,
             bytes_per_param: o.bytes_per_param,
             bytes_per_act: o.bytes_per_act,
+            ffn: p.ffn,
+            expert_ffn: p.expert_ffn,
             params_total: pc.total,
             params_active: pc.active,
             params_by_component: Component::ALL.iter().map(|&c| (c, pc.get(c))).collect(),

@@ -101,8 +101,14 @@ pub fn render(s: &Summary) -> String {
 }
 
 fn header(s: &Summary) -> String {
+    // The experts' kind only where the model has experts.
+    let ffn = if s.params_of(Component::Experts).total > 0.0 {
+        format!("{} / experts {}", s.ffn.label(), s.expert_ffn.label())
+    } else {
+        s.ffn.label().to_string()
+    };
     let mut h = format!(
-        "{}: seq_len {}, ctx {}, FLOPs per token (a multiply-add = 2 FLOPs)",
+        "{}: seq_len {}, ctx {}, FFN {ffn}, FLOPs per token (a multiply-add = 2 FLOPs)",
         s.model, s.seq_len, s.ctx_len
     );
     if let Some(src) = &s.source {

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use serde_json::json;
-use sparsewatt::accounting::{forward_flops_per_token, human, params, train_flops_per_token};
+use sparsewatt::accounting::{
+    forward_flops_per_token, human, matched_dense, params, train_flops_per_token,
+};
 use sparsewatt::profile::{load_model, names, Kind};
 use sparsewatt::project::table::grid;
 
@@ -11,9 +13,16 @@ pub struct Args {
     /// Print the key figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Print, as a profile file, the compute-matched dense baseline of this sparse model (the
+    /// one `run --baseline matched` trains).
+    #[arg(long, value_name = "MODEL")]
+    matched: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(name) = &args.matched {
+        return print_matched(name);
+    }
     let mut rows = Vec::new();
     let mut items = Vec::new();
     for n in names(Kind::Model) {
@@ -26,6 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "forward_flops_per_token": fwd, "train_flops_per_token": train,
             "experts": p.experts, "top_k": p.top_k, "layers": p.layers, "d_model": p.d_model,
             "seq_len": p.seq_len, "dense_baseline": p.dense_baseline,
+            "ffn": p.ffn.label(), "expert_ffn": p.expert_ffn.label(),
         }));
         rows.push(vec![
             p.name.clone(),
@@ -62,5 +72,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ];
     print!("{}", grid(&headers, &rows));
     println!("\nFLOPs per token at seq_len, attention counted in full (docs/accounting.md).");
+    Ok(())
+}
+
+/// The derived profile as TOML, headed by a comment with both models' training FLOPs per token.
+fn print_matched(name: &str) -> anyhow::Result<()> {
+    let sparse = load_model(name).map_err(|e| super::BadInput(e.to_string()))?;
+    let dense = matched_dense(&sparse);
+    let (s, d) = (
+        train_flops_per_token(&sparse).total(),
+        train_flops_per_token(&dense).total(),
+    );
+    println!(
+        "# {}: the compute-matched dense baseline of {} (sparsewatt profiles --matched {name}).\n\
+         # Training FLOPs per token: {} against {}'s {} ({:+.2}%).",
+        dense.name,
+        sparse.name,
+        human(d),
+        sparse.name,
+        human(s),
+        100.0 * (d / s - 1.0)
+    );
+    print!("{}", dense.to_toml());
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use anyhow::Context;
+use sparsewatt::accounting::Baseline;
 use sparsewatt::data::Corpus;
 use sparsewatt::meter::{
     detect_update_period, open_host_sensor, open_sensor, GpuSelector, Meter, SensorChoice,
@@ -33,9 +34,11 @@ pub struct Args {
     /// The sparse model (a profile name or a .toml path).
     #[arg(long, default_value = "glam-tiny")]
     model: String,
-    /// The dense baseline [default: the sparse profile's `dense_baseline`, else dense-tiny].
-    #[arg(long)]
-    baseline: Option<String>,
+    /// The dense baseline: `matched` (the dense model with the sparse model's training FLOPs per
+    /// token, by a wider FFN: GLaM's comparison), `same-shape` (the profile's `dense_baseline`:
+    /// one expert's width, fewer FLOPs per token), or a profile name or path.
+    #[arg(long, default_value = "matched")]
+    baseline: String,
     /// Training steps per model (the first --warmup are left out of summaries).
     #[arg(long, default_value_t = 200)]
     steps: u64,
@@ -194,17 +197,10 @@ fn this_machines_peak(device: &candle_core::Device, device_name: &str) -> Option
     }
 }
 
-fn baseline_name(a: &Args, sparse: &ModelProfile) -> String {
-    a.baseline
-        .clone()
-        .or_else(|| sparse.dense_baseline.clone())
-        .unwrap_or_else(|| "dense-tiny".into())
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     check(&a)?;
     let sparse_p = load_model(&a.model)?;
-    let dense_p = load_model(&baseline_name(&a, &sparse_p))?;
+    let dense_p = Baseline::parse(&a.baseline).profile(&sparse_p)?;
     let choice: SensorChoice = a
         .sensor
         .parse()

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 use crate::data::rng::SplitMix64;
-use crate::profile::ModelProfile;
+use crate::profile::{FfnKind, ModelProfile};
 
 /// Standard deviation of weights (GPT-2); residual output projections are scaled down by
 /// 1/sqrt(2 x layers) so the residual stream's variance does not grow with depth.
@@ -65,12 +65,21 @@ pub fn init_vars(
     if !p.tied_embeddings {
         specs.push(("head".into(), vec![d, p.vocab_size], Fill::Normal(INIT_STD)));
     }
-    let mlp = |specs: &mut Vec<(String, Vec<usize>, Fill)>, name: &str| {
+    // A gated unit's gate is drawn as its up projection is; the plain MLP has none, so its
+    // parameters (and their values) are those of before gated units existed.
+    let mlp = |specs: &mut Vec<(String, Vec<usize>, Fill)>, name: &str, kind: FfnKind| {
         specs.push((
             format!("{name}.up.w"),
             vec![d, p.d_ff],
             Fill::Normal(INIT_STD),
         ));
+        if kind.is_gated() {
+            specs.push((
+                format!("{name}.gate.w"),
+                vec![d, p.d_ff],
+                Fill::Normal(INIT_STD),
+            ));
+        }
         specs.push((
             format!("{name}.down.w"),
             vec![p.d_ff, d],
@@ -100,10 +109,10 @@ pub fn init_vars(
                 Fill::Normal(INIT_STD),
             ));
             for e in 0..p.experts {
-                mlp(&mut specs, &format!("{b}.moe.experts.{e}"));
+                mlp(&mut specs, &format!("{b}.moe.experts.{e}"), p.expert_ffn);
             }
         } else {
-            mlp(&mut specs, &format!("{b}.ffn"));
+            mlp(&mut specs, &format!("{b}.ffn"), p.ffn);
         }
     }
     // Each parameter has its own generator, so they are drawn side by side with the same values

@@ -8,9 +8,10 @@ use candle_core::{DType, Result, Tensor, D};
 
 use super::fused;
 use crate::accounting::flops::elementwise::{
-    GELU_FLOPS_PER_ELEMENT, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
+    ffn_activation_flops_per_element, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
 };
 use crate::accounting::{Component, FlopCount};
+use crate::profile::FfnKind;
 
 /// `y = x @ w`, with `w` stored as (in, out) so the forward matmul reads it without a transpose.
 #[derive(Clone, Debug)]
@@ -178,24 +179,32 @@ pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor) -> Result<Tenso
         .affine(-1.0 / rows as f64, 0.0)
 }
 
-/// The GELU feed-forward block, d -> d_ff -> d: a dense layer's FFN and each expert.
+/// The feed-forward block, d -> d_ff -> d: a dense layer's FFN and each expert. The plain MLP
+/// is `gelu(x up) down`; a gated unit (GLaM's dense layers; Shazeer 2020, arXiv 2002.05202) is
+/// `(act(x gate) * (x up)) down`, GELU for GEGLU and SiLU for SwiGLU.
 #[derive(Clone, Debug)]
 pub struct Mlp {
     pub up: Linear,
     pub down: Linear,
+    /// The gate projection of a gated unit; `None` for the plain MLP.
+    pub gate: Option<Linear>,
+    pub kind: FfnKind,
 }
 
 impl Mlp {
-    /// The up and the down projection.
+    /// The up and the down projection, then the gate where there is one.
     pub fn matrices(&self) -> impl Iterator<Item = &Tensor> {
-        [&self.up.w, &self.down.w].into_iter()
+        [&self.up.w, &self.down.w]
+            .into_iter()
+            .chain(self.gate.as_ref().map(|g| &g.w))
     }
 
-    /// The two weight matrices, for the fused experts op.
+    /// The weight matrices, for the fused experts op.
     pub fn weights(&self) -> fused::ExpertWeights {
         fused::ExpertWeights {
             up: self.up.w.clone(),
             down: self.down.w.clone(),
+            gate: self.gate.as_ref().map(|g| g.w.clone()),
         }
     }
 
@@ -203,22 +212,40 @@ impl Mlp {
     /// themselves.
     pub fn count(&self, rows: usize, c: Component, f: &mut FlopCount) {
         f.add_matmul(c, rows, self.up.in_dim(), self.up.out_dim());
+        if let Some(g) = &self.gate {
+            f.add_matmul(c, rows, g.in_dim(), g.out_dim());
+        }
         f.add(
             Component::NormAct,
-            GELU_FLOPS_PER_ELEMENT * (rows * self.up.out_dim()) as f64,
+            ffn_activation_flops_per_element(self.kind) * (rows * self.up.out_dim()) as f64,
         );
         f.add_matmul(c, rows, self.down.in_dim(), self.down.out_dim());
     }
 
     pub fn forward(&self, x: &Tensor, c: Component, f: &mut FlopCount) -> Result<Tensor> {
         self.count(x.dim(0)?, c, f);
-        let h = x.matmul(&self.up.w)?;
-        let a = if fused::applies(&h) {
-            fused::gelu(&h)?
-        } else {
-            h.gelu_erf()?
+        let h = x.matmul(&self.up.w)?; // (rows, d_ff)
+        let z = match &self.gate {
+            None => gelu(&h)?,
+            Some(gate) => {
+                let g = x.matmul(&gate.w)?; // (rows, d_ff)
+                let a = match self.kind {
+                    FfnKind::Swiglu => g.silu()?,
+                    FfnKind::Mlp | FfnKind::Geglu => gelu(&g)?,
+                };
+                (a * h)?
+            }
         };
-        a.matmul(&self.down.w)
+        z.matmul(&self.down.w)
+    }
+}
+
+/// Exact (erf) GELU: the fused kernel where it applies, candle's op elsewhere.
+fn gelu(h: &Tensor) -> Result<Tensor> {
+    if fused::applies(h) {
+        fused::gelu(h)
+    } else {
+        h.gelu_erf()
     }
 }
 

@@ -33,7 +33,7 @@ use crate::accounting::flops::elementwise::{
     RESIDUAL_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
 };
 use crate::accounting::{Component, FlopCount};
-use crate::profile::ModelProfile;
+use crate::profile::{FfnKind, ModelProfile};
 use attention::Attention;
 use layers::{LayerNorm, Linear, Mlp};
 use moe::Moe;
@@ -119,8 +119,15 @@ impl Block {
                 norm.count(pass.rows * pass.d_model, &mut pass.flops);
                 mlp.count(pass.rows, Component::DenseFfn, &mut pass.flops);
                 pass.count_residual();
-                let (y, grads) =
-                    fused::feed_forward_block(&x, norm.fused(), &mlp.up.w, &mlp.down.w)?;
+                let (y, grads) = match &mlp.gate {
+                    None => fused::feed_forward_block(&x, norm.fused(), &mlp.up.w, &mlp.down.w)?,
+                    Some(gate) => fused::gated_feed_forward_block(
+                        &x,
+                        norm.fused(),
+                        [&gate.w, &mlp.up.w, &mlp.down.w],
+                        mlp.kind,
+                    )?,
+                };
                 pass.side_grads.push(grads);
                 return Ok(y);
             }
@@ -455,10 +462,15 @@ impl Model {
                 w: get(&format!("{name}.w"))?,
             })
         };
-        let mlp = |name: &str| -> Result<Mlp> {
+        let mlp = |name: &str, kind: FfnKind| -> Result<Mlp> {
             Ok(Mlp {
                 up: lin(&format!("{name}.up"))?,
                 down: lin(&format!("{name}.down"))?,
+                gate: match kind.is_gated() {
+                    true => Some(lin(&format!("{name}.gate"))?),
+                    false => None,
+                },
+                kind,
             })
         };
         let mut blocks = Vec::with_capacity(p.layers);
@@ -468,13 +480,13 @@ impl Model {
                 Ffn::Moe(Moe {
                     router: lin(&format!("{b}.moe.router"))?,
                     experts: (0..p.experts)
-                        .map(|e| mlp(&format!("{b}.moe.experts.{e}")))
+                        .map(|e| mlp(&format!("{b}.moe.experts.{e}"), p.expert_ffn))
                         .collect::<Result<_>>()?,
                     top_k: p.top_k,
                     capacity_factor: p.capacity_factor,
                 })
             } else {
-                Ffn::Dense(mlp(&format!("{b}.ffn"))?)
+                Ffn::Dense(mlp(&format!("{b}.ffn"), p.ffn)?)
             };
             blocks.push(Block {
                 norm1: LayerNorm {

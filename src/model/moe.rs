@@ -126,13 +126,14 @@ impl Moe {
             let slots_t = Tensor::from_vec(all_slots, kept, x.device())?;
             let g = gates_flat.index_select(&slots_t, 0)?;
             f.add(Component::NormAct, 2.0 * (kept * d) as f64); // scale and sum back
-            let weights = self.experts.iter().flat_map(|m| [&m.up.w, &m.down.w]);
+            let weights = self.experts.iter().flat_map(Mlp::matrices);
             if fused::applies(x) && fused::reaches_weights(x, weights) {
                 for r in rows.iter().filter(|r| !r.is_empty()) {
                     self.experts[0].count(r.len(), Component::Experts, f);
                 }
                 let weights: Vec<ExpertWeights> = self.experts.iter().map(Mlp::weights).collect();
-                let (y, grads) = fused::experts(x, &g, &weights, &rows)?;
+                let kind = self.experts[0].kind;
+                let (y, grads) = fused::experts(x, &g, &weights, &rows, kind)?;
                 expert_grads = Some(grads);
                 y
             } else {

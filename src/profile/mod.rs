@@ -12,7 +12,7 @@ pub use hardware::{
     hardware_names, load_all_hardware, load_hardware, parse_hardware, HardwareKind,
     HardwareProfile, PowerFigure, PowerScope, Precision, RawHardwareProfile,
 };
-pub use model::{ModelProfile, RawModelProfile};
+pub use model::{FfnKind, ModelProfile, RawModelProfile};
 
 use std::path::{Path, PathBuf};
 
@@ -233,6 +233,36 @@ mod tests {
     fn toml_round_trip_gives_the_same_profile() {
         let p = load_model("glam-tiny").unwrap();
         assert_eq!(parse_model(&p.to_toml(), "x").unwrap(), p);
+        assert!(
+            !p.to_toml().contains("ffn ="),
+            "a plain profile is written as before"
+        );
+        let gated = parse_model(
+            &format!("{}\nffn = \"geglu\"\nexpert_ffn = \"swiglu\"\n", tiny()),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            (gated.ffn, gated.expert_ffn),
+            (FfnKind::Geglu, FfnKind::Swiglu)
+        );
+        assert_eq!(parse_model(&gated.to_toml(), "x").unwrap(), gated);
+    }
+
+    #[test]
+    fn feed_forward_kinds_default_to_mlp_and_an_unknown_one_is_named() {
+        let p = load_model("glam-tiny").unwrap();
+        assert_eq!((p.ffn, p.expert_ffn), (FfnKind::Mlp, FfnKind::Mlp));
+        let e = err_of(&format!("{}\nexpert_ffn = \"reglu\"\n", tiny()));
+        assert!(
+            e.contains("bad.toml") && e.contains("`expert_ffn`") && e.contains("reglu"),
+            "{e}"
+        );
+        let e = err_of(&format!("{}\nffn = \"GEGLU\"\n", tiny()));
+        assert!(
+            e.contains("`ffn`") && e.contains("expected mlp, geglu or swiglu"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,6 +36,57 @@ pub struct RawModelProfile {
     /// Where the figures come from (a paper, a table); free text.
     #[serde(default)]
     pub source: Option<String>,
+    /// Feed-forward block of the dense (non-MoE) layers: "mlp" (default), "geglu" or "swiglu".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffn: Option<String>,
+    /// Feed-forward block of each expert, as `ffn`; default "mlp".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_ffn: Option<String>,
+}
+
+/// The shape of a feed-forward block (a dense layer's FFN or one expert).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FfnKind {
+    /// `gelu(x W_up) W_down`: two matrices (GPT-2, GPT-3; sparsewatt's default).
+    #[default]
+    Mlp,
+    /// `(gelu(x W_gate) * (x W_up)) W_down`: three matrices (Shazeer 2020, "GLU Variants Improve
+    /// Transformer", arXiv 2002.05202; GLaM's dense layers).
+    Geglu,
+    /// As `Geglu` with SiLU (Swish-1) in place of GELU (Shazeer 2020; LLaMA).
+    Swiglu,
+}
+
+impl FfnKind {
+    pub const ALL: [FfnKind; 3] = [FfnKind::Mlp, FfnKind::Geglu, FfnKind::Swiglu];
+
+    /// The name a profile writes.
+    pub fn label(self) -> &'static str {
+        match self {
+            FfnKind::Mlp => "mlp",
+            FfnKind::Geglu => "geglu",
+            FfnKind::Swiglu => "swiglu",
+        }
+    }
+
+    /// Whether the block has a gate matrix beside the up projection.
+    pub fn is_gated(self) -> bool {
+        self != FfnKind::Mlp
+    }
+
+    /// Weight matrices of d_model x d_ff each: 2 for an MLP, 3 for a gated unit.
+    pub fn matrices(self) -> usize {
+        if self.is_gated() {
+            3
+        } else {
+            2
+        }
+    }
+
+    fn parse(s: &str) -> Option<FfnKind> {
+        FfnKind::ALL.into_iter().find(|k| k.label() == s)
+    }
 }
 
 /// A validated model profile with its derived sizes. Construct with [`RawModelProfile::resolve`].
@@ -57,6 +108,11 @@ pub struct ModelProfile {
     pub tied_embeddings: bool,
     pub dense_baseline: Option<String>,
     pub source: Option<String>,
+    /// Absent in run folders written before the key existed: plain MLP.
+    #[serde(default)]
+    pub ffn: FfnKind,
+    #[serde(default)]
+    pub expert_ffn: FfnKind,
 }
 
 impl RawModelProfile {
@@ -122,7 +178,20 @@ impl RawModelProfile {
                 return Err(err("capacity_factor", format!("must be > 0, got {c}")));
             }
         }
+        let kind = |key: &str, v: &Option<String>| match v.as_deref() {
+            None => Ok(FfnKind::Mlp),
+            Some(s) => FfnKind::parse(s).ok_or_else(|| {
+                err(
+                    key,
+                    format!("unknown feed-forward kind `{s}` (expected mlp, geglu or swiglu)"),
+                )
+            }),
+        };
+        let ffn = kind("ffn", &self.ffn)?;
+        let expert_ffn = kind("expert_ffn", &self.expert_ffn)?;
         Ok(ModelProfile {
+            ffn,
+            expert_ffn,
             name: self.name,
             vocab_size: self.vocab_size,
             d_model: self.d_model,
@@ -159,6 +228,15 @@ impl ModelProfile {
         (0..self.layers).filter(|&i| self.is_moe_layer(i)).count()
     }
 
+    /// The feed-forward kind of layer `i`: `expert_ffn` in MoE layers, `ffn` elsewhere.
+    pub fn ffn_of_layer(&self, i: usize) -> FfnKind {
+        if self.is_moe_layer(i) {
+            self.expert_ffn
+        } else {
+            self.ffn
+        }
+    }
+
     /// Width of the attention projections' output, heads x d_head.
     pub fn attn_dim(&self) -> usize {
         self.heads * self.d_head
@@ -183,6 +261,12 @@ impl ModelProfile {
             tied_embeddings: Some(self.tied_embeddings),
             dense_baseline: self.dense_baseline.clone(),
             source: self.source.clone(),
+            // Written only when not the default, so plain profiles read as before.
+            ffn: self.ffn.is_gated().then(|| self.ffn.label().to_string()),
+            expert_ffn: self
+                .expert_ffn
+                .is_gated()
+                .then(|| self.expert_ffn.label().to_string()),
         }
     }
 

@@ -14,12 +14,14 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use super::attention::{self, Dims};
 use super::gelu::{forward_with_slope, slope_backward_into};
+use super::glu::{self, Gated};
 use super::norm;
 use super::par::{
     all_cores, f32_slice, filled, half_cores, matmul, matmul_add, side_by_side, tensor_f32,
 };
 use super::side_grads::WeightGrads;
 use crate::model::optim::sum_of_squares_here;
+use crate::profile::FfnKind;
 
 /// The norm at the head of a block: gain and bias (d_model) and epsilon.
 pub struct BlockNorm<'a> {
@@ -52,18 +54,32 @@ pub fn feed_forward_block(
     block(x, norm, [up, down], Inner::Gelu)
 }
 
+/// `x + (act(norm(x) gate) * (norm(x) up)) down`, a gated unit of `kind` (GEGLU or SwiGLU), with
+/// `gate` and `up` (d_model, d_ff) and `down` (d_ff, d_model). The sink receives the gradients of
+/// gain, bias, up, down and gate, in that order.
+pub fn gated_feed_forward_block(
+    x: &Tensor,
+    norm: BlockNorm,
+    [gate, up, down]: [&Tensor; 3],
+    kind: FfnKind,
+) -> Result<(Tensor, Arc<WeightGrads>)> {
+    if !kind.is_gated() {
+        bail!("fused block: {} is not a gated unit", kind.label());
+    }
+    block(x, norm, [up, down], Inner::Gated(kind, gate.contiguous()?))
+}
+
 fn block(
     x: &Tensor,
     norm: BlockNorm,
     [w1, w2]: [&Tensor; 2],
     inner: Inner,
 ) -> Result<(Tensor, Arc<WeightGrads>)> {
-    let sink = WeightGrads::new(vec![
-        norm.gain.clone(),
-        norm.bias.clone(),
-        w1.clone(),
-        w2.clone(),
-    ]);
+    let mut weights = vec![norm.gain.clone(), norm.bias.clone(), w1.clone(), w2.clone()];
+    if let Inner::Gated(_, gate) = &inner {
+        weights.push(gate.clone());
+    }
+    let sink = WeightGrads::new(weights);
     let op = Block {
         gain: norm.gain.contiguous()?,
         bias: norm.bias.contiguous()?,
@@ -79,10 +95,12 @@ fn block(
 }
 
 /// What sits between a block's two matmuls.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Inner {
     Attention(Dims),
     Gelu,
+    /// A gated unit's activation and its gate matrix (d_model, d_ff), beside the first matmul.
+    Gated(FfnKind, Tensor),
 }
 
 /// The activations the backward pass needs: the normed input, the first matmul's output `p`
@@ -93,6 +111,8 @@ struct Saved {
     p: Vec<f32>,
     z: Vec<f32>,
     probs: Vec<f32>,
+    /// A gated unit's activations (then `p` and `z` are empty: they are in here).
+    gated: Option<Gated>,
 }
 
 struct Block {
@@ -137,6 +157,7 @@ impl CustomOp1 for Block {
         match self.inner {
             Inner::Attention(_) => "fused-attention-block",
             Inner::Gelu => "fused-feed-forward-block",
+            Inner::Gated(..) => "fused-gated-feed-forward-block",
         }
     }
 
@@ -156,40 +177,69 @@ impl CustomOp1 for Block {
                 matmul(p, (n, m1, d), (&hn, 1, d), (w1, 1, m1), par)
             })
         })?;
-        let (p, z, probs) = match self.inner {
+        let (p, z, probs, gated) = match &self.inner {
             Inner::Attention(dims) => {
-                let (z, probs) = attention::forward(&p, dims)?;
-                (p, z, probs)
+                let (z, probs) = attention::forward(&p, *dims)?;
+                (p, z, probs, None)
             }
             Inner::Gelu => {
                 let (z, slope) = forward_with_slope(&p, true);
-                (slope, z, Vec::new())
+                (slope, z, Vec::new(), None)
+            }
+            Inner::Gated(kind, gate) => {
+                let g = tensor_f32(gate, |gate| {
+                    filled(n * m1, |g| {
+                        matmul(g, (n, m1, d), (&hn, 1, d), (gate, 1, m1), par)
+                    })
+                })?;
+                (
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                    Some(glu::forward(*kind, &g, p, true)),
+                )
             }
         };
-        if z.len() != n * m2 {
+        // The second matmul's input: a gated unit keeps it in `gated` (`z` is empty then).
+        let zs = gated.as_ref().map_or(&z[..], |g| &g.z[..]);
+        if zs.len() != n * m2 {
             bail!(
                 "fused block: the inner output has {} values, not {n} x {m2}",
-                z.len()
+                zs.len()
             );
         }
         let mut y = x.to_vec();
         tensor_f32(&self.w2, |w2| {
-            matmul_add(&mut y, (n, d, m2), (&z, 1, m2), (w2, 1, d), par)
+            matmul_add(&mut y, (n, d, m2), (zs, 1, m2), (w2, 1, d), par)
         })?;
         if self.keep {
-            let _ = self.saved.set(Saved { hn, p, z, probs });
+            let _ = self.saved.set(Saved {
+                hn,
+                p,
+                z,
+                probs,
+                gated,
+            });
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let Some(Saved { hn, p, z, probs }) = self.saved.get() else {
+        let Some(Saved {
+            hn,
+            p,
+            z,
+            probs,
+            gated,
+        }) = self.saved.get()
+        else {
             bail!("fused block: backward without the forward's activations")
         };
         let (d, m1, m2) = self.widths()?;
         let n = hn.len() / d;
         let grad = grad.contiguous()?;
-        let (dx, dgain, dbias, dw1, dw2) = tensor_f32(&grad, |g| -> Result<_> {
+        let z = gated.as_ref().map_or(&z[..], |g| &g.z[..]);
+        let (dx, dgain, dbias, dw1, dw2, dgate) = tensor_f32(&grad, |g| -> Result<_> {
             // dZ = dY w2^T; dW2 = Z^T dY.
             // Each pair of products below is independent and of equal size: they run side by
             // side, each on half the threads, with no synchronisation inside either.
@@ -210,9 +260,18 @@ impl CustomOp1 for Block {
                 },
             );
             let dz = dz?;
-            let dp = match self.inner {
-                Inner::Attention(dims) => attention::backward(p, probs, &dz, dims),
-                Inner::Gelu => filled(n * m1, |dp| slope_backward_into(p, &dz, dp, true)),
+            // A gated unit: dP is the up projection's gradient; dQ the gate's.
+            let (dp, dq) = match (&self.inner, gated) {
+                (Inner::Attention(dims), _) => (attention::backward(p, probs, &dz, *dims), None),
+                (Inner::Gelu, _) => (
+                    filled(n * m1, |dp| slope_backward_into(p, &dz, dp, true)),
+                    None,
+                ),
+                (Inner::Gated(_, gate), Some(saved)) => {
+                    let (du, dg) = glu::backward(saved, &dz, true);
+                    (du, Some((gate, dg)))
+                }
+                (Inner::Gated(..), None) => bail!("fused block: gated without its activations"),
             };
             // dW1 = HN^T dP; dHN = dP w1^T; dX = dY + the norm's backward of dHN.
             let (dw1, dhn) = side_by_side(
@@ -230,13 +289,32 @@ impl CustomOp1 for Block {
                     })
                 },
             );
-            let dhn = dhn?;
+            let mut dhn = dhn?;
+            // The gate: dGate = HN^T dQ; dHN += dQ gate^T.
+            let dgate = match dq {
+                None => None,
+                Some((gate, dq)) => {
+                    let dw = filled(d * m1, |dw| {
+                        matmul(dw, (d, m1, n), (hn, d, 1), (&dq, 1, m1), all_cores())
+                    });
+                    tensor_f32(gate, |gate| {
+                        matmul_add(
+                            &mut dhn,
+                            (n, d, m1),
+                            (&dq, 1, m1),
+                            (gate, m1, 1),
+                            all_cores(),
+                        )
+                    })?;
+                    Some(with_squares(dw))
+                }
+            };
             let (dx, dgain, dbias) = tensor_f32(x, |x| {
                 tensor_f32(&self.gain, |gain| {
                     norm::backward(x, gain, &dhn, self.eps, g)
                 })
             })??;
-            Ok((dx, dgain, dbias, dw1, dw2))
+            Ok((dx, dgain, dbias, dw1, dw2, dgate))
         })??;
         let dev = x.device();
         self.sink
@@ -247,6 +325,9 @@ impl CustomOp1 for Block {
         let sink = &self.sink;
         sink.set_with_squares(2, Tensor::from_vec(dw1, self.w1.shape(), dev)?, sq1);
         sink.set_with_squares(3, Tensor::from_vec(dw2, self.w2.shape(), dev)?, sq2);
+        if let (Some((dw, sq)), Inner::Gated(_, gate)) = (dgate, &self.inner) {
+            sink.set_with_squares(4, Tensor::from_vec(dw, gate.shape(), dev)?, sq);
+        }
         Ok(Some(Tensor::from_vec(dx, x.shape(), dev)?))
     }
 }
@@ -270,8 +351,9 @@ mod tests {
         max_abs_diff(ours, theirs) / scale.to_scalar::<f32>().unwrap().max(1.0)
     }
 
-    /// Forward and the input, gain, bias and both weight gradients against the same block
-    /// composed from candle's ops (their gradients from candle's autograd), for each inner op.
+    /// Forward and the input, gain, bias and every weight gradient against the same block
+    /// composed from candle's ops (their gradients from candle's autograd), for each inner op:
+    /// attention, the plain GELU MLP and both gated units.
     #[test]
     fn both_blocks_and_every_gradient_match_candles_ops() {
         let dev = Device::Cpu;
@@ -284,7 +366,14 @@ mod tests {
             heads: h,
             d_head: dh,
         };
-        for attention in [true, false] {
+        let kinds = [
+            None,
+            Some(FfnKind::Mlp),
+            Some(FfnKind::Geglu),
+            Some(FfnKind::Swiglu),
+        ];
+        for ffn in kinds {
+            let attention = ffn.is_none();
             let x = var((n, d), 1.0, &dev);
             let gain = Var::from_tensor(&(Tensor::rand(0.5f32, 1.5, d, &dev).unwrap())).unwrap();
             let bias = var((1, d), 0.1, &dev);
@@ -292,15 +381,22 @@ mod tests {
             let m1 = if attention { 3 * d } else { ff };
             let w1 = var((d, m1), 0.2, &dev);
             let w2 = var((if attention { d } else { ff }, d), 0.2, &dev);
+            let gate = var((d, ff), 0.2, &dev);
             let norm = BlockNorm {
                 gain: gain.as_tensor(),
                 bias: bias.as_tensor(),
                 eps: EPS,
             };
-            let (ours, sink) = if attention {
-                attention_block(x.as_tensor(), norm, w1.as_tensor(), w2.as_tensor(), dims)
-            } else {
-                feed_forward_block(x.as_tensor(), norm, w1.as_tensor(), w2.as_tensor())
+            let (w1t, w2t) = (w1.as_tensor(), w2.as_tensor());
+            let (ours, sink) = match ffn {
+                None => attention_block(x.as_tensor(), norm, w1t, w2t, dims),
+                Some(FfnKind::Mlp) => feed_forward_block(x.as_tensor(), norm, w1t, w2t),
+                Some(kind) => gated_feed_forward_block(
+                    x.as_tensor(),
+                    norm,
+                    [gate.as_tensor(), w1t, w2t],
+                    kind,
+                ),
             }
             .unwrap();
 
@@ -311,28 +407,32 @@ mod tests {
                 .broadcast_add(bias.as_tensor())
                 .unwrap();
             let p = hn.matmul(w1.as_tensor()).unwrap();
-            let z = if attention {
-                let mask = causal_mask(t, 0, &dev).unwrap();
-                composed_attention(&p, b, t, h, dh, Some(&mask)).unwrap()
-            } else {
-                p.gelu_erf().unwrap()
+            let q = hn.matmul(gate.as_tensor()).unwrap();
+            let z = match ffn {
+                None => {
+                    let mask = causal_mask(t, 0, &dev).unwrap();
+                    composed_attention(&p, b, t, h, dh, Some(&mask)).unwrap()
+                }
+                Some(FfnKind::Mlp) => p.gelu_erf().unwrap(),
+                Some(FfnKind::Geglu) => (q.gelu_erf().unwrap() * p).unwrap(),
+                Some(FfnKind::Swiglu) => (q.silu().unwrap() * p).unwrap(),
             };
             let theirs = (x.as_tensor() + z.matmul(w2.as_tensor()).unwrap()).unwrap();
-            assert!(rel_diff(&ours, &theirs) < 1e-5, "attention {attention}");
+            assert!(rel_diff(&ours, &theirs) < 1e-5, "{ffn:?}");
 
             let w = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
             let mut ga = weighted_sum_grads(&ours, &w);
             sink.move_into(&mut ga, &mut Default::default()).unwrap();
             let gb = weighted_sum_grads(&theirs, &w);
-            for v in [&x, &gain, &bias, &w1, &w2] {
+            let gated = ffn.is_some_and(FfnKind::is_gated);
+            let all = [&x, &gain, &bias, &w1, &w2].into_iter();
+            for v in all.chain(gated.then_some(&gate)) {
                 let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
                 assert_eq!(a.dims(), b.dims());
-                assert!(
-                    rel_diff(a, b) < 1e-4,
-                    "attention {attention}, {:?}",
-                    v.dims()
-                );
+                let diff = rel_diff(a, b);
+                assert!(diff < 1e-4, "{ffn:?}, {:?}: {diff}", v.dims());
             }
+            assert_eq!(ga.get(&gate).is_some(), gated);
         }
     }
 

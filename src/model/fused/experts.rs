@@ -15,30 +15,50 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, T
 use gemm::Parallelism;
 
 use super::gelu::{forward_with_slope, slope_backward_into};
+use super::glu::{self, Gated};
 use super::math::dot;
 use super::par::{
-    assume_init, f32_slice, filled, for_rows, map_rows, matmul, matmul_transposed, tensor_f32,
+    assume_init, f32_slice, filled, for_rows, map_rows, matmul, matmul_add, matmul_transposed,
+    tensor_f32,
 };
 use super::side_grads::WeightGrads;
 use crate::model::optim::{sum_of_squares, sum_of_squares_here};
+use crate::profile::FfnKind;
 
-/// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them.
+/// One expert's weights: `up` (d_model, d_ff) and `down` (d_ff, d_model), as the model stores them,
+/// and for a gated unit `gate` (d_model, d_ff).
 #[derive(Clone)]
 pub struct ExpertWeights {
     pub up: Tensor,
     pub down: Tensor,
+    pub gate: Option<Tensor>,
 }
 
-/// Runs `experts[e]` on the rows `rows[e]` of `x` (tokens, d_model) and returns, for every
-/// token, the sum of its experts' outputs each scaled by its gate, (tokens, d_model), with the
-/// sink the backward pass fills. `gates` holds one weight per routed row, in the order of
+impl ExpertWeights {
+    /// The matrices in the order the sink holds their gradients: up, down, then the gate.
+    fn matrices(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.up, &self.down].into_iter().chain(&self.gate)
+    }
+}
+
+/// Runs `experts[e]` (feed-forward blocks of `kind`) on the rows `rows[e]` of `x` (tokens,
+/// d_model) and returns, for every token, the sum of its experts' outputs each scaled by its
+/// gate, (tokens, d_model), with the sink the backward pass fills (up, down and, when gated, the
+/// gate matrix of each expert in turn). `gates` holds one weight per routed row, in the order of
 /// `rows` concatenated (expert after expert); a token no expert took gets zeros.
 pub fn experts(
     x: &Tensor,
     gates: &Tensor,
     experts: &[ExpertWeights],
     rows: &[Vec<u32>],
+    kind: FfnKind,
 ) -> Result<(Tensor, Arc<WeightGrads>)> {
+    if experts.iter().any(|w| w.gate.is_some() != kind.is_gated()) {
+        bail!(
+            "fused experts: {} experts need a gate matrix each, and only they",
+            kind.label()
+        );
+    }
     if experts.len() != rows.len() {
         bail!(
             "fused experts: {} experts, {} row lists",
@@ -53,13 +73,9 @@ pub fn experts(
             gates.elem_count()
         );
     }
-    let sink = WeightGrads::new(
-        experts
-            .iter()
-            .flat_map(|w| [w.up.clone(), w.down.clone()])
-            .collect(),
-    );
+    let sink = WeightGrads::new(experts.iter().flat_map(|w| w.matrices().cloned()).collect());
     let op = Experts {
+        kind,
         weights: experts.to_vec(),
         rows: rows.to_vec(),
         keep: x.track_op() || gates.track_op(),
@@ -70,6 +86,7 @@ pub fn experts(
 }
 
 struct Experts {
+    kind: FfnKind,
     weights: Vec<ExpertWeights>,
     rows: Vec<Vec<u32>>,
     /// Whether a backward pass may follow, so the activations are worth keeping.
@@ -78,10 +95,27 @@ struct Experts {
     sink: Arc<WeightGrads>,
 }
 
+/// One expert's hidden activations, (rows, d_ff) each: for the plain MLP GELU's slope at its
+/// pre-activation and the activation; for a gated unit all that [`glu::backward`] needs.
+enum Hidden {
+    Plain(Vec<f32>, Vec<f32>),
+    Gated(Gated),
+}
+
+impl Hidden {
+    /// The down projection's input.
+    fn z(&self) -> &[f32] {
+        match self {
+            Hidden::Plain(_, a) => a,
+            Hidden::Gated(g) => &g.z,
+        }
+    }
+}
+
 /// What the backward pass needs, when kept.
 struct Saved {
-    /// Per expert, GELU's slope at its pre-activation and the activation, (rows, d_ff) each.
-    acts: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per expert (`None` for one without rows).
+    acts: Vec<Option<Hidden>>,
     /// The experts' outputs before the gates, (routed rows, d_model), expert after expert.
     out: Vec<f32>,
 }
@@ -248,6 +282,8 @@ struct ExpertGrads {
     down: Vec<f32>,
     up_sumsq: f64,
     down_sumsq: f64,
+    /// A gated unit's gate gradient and its sum of squares.
+    gate: Option<(Vec<f32>, f64)>,
 }
 
 /// How an expert's input gradient `dH up^T` (rows, d_model) is computed and laid out. With few
@@ -294,6 +330,57 @@ impl InputGrad {
     }
 }
 
+/// One gated expert's backward pass from its output gradient `go` (rows, d_model) and its rows
+/// of the input `xe`: `dZ = dO down^T`, `dDown = Z^T dO`, then through the gate
+/// ([`glu::backward`]) `dUp = X^T dU`, `dGate = X^T dG` and `dX = dU up^T + dG gate^T`.
+fn gated_backward(
+    w: &ExpertWeights,
+    saved: &Gated,
+    go: &[f32],
+    xe: &[f32],
+    (rows, d): (usize, usize),
+    par: Parallelism,
+    squares: impl Fn(&[f32]) -> f64,
+) -> Result<ExpertGrads> {
+    let Some(gate) = &w.gate else {
+        bail!("fused experts: a gated expert without a gate matrix")
+    };
+    let f = saved.z.len() / rows;
+    let dz = tensor_f32(&w.down, |down| {
+        filled(rows * f, |dz| {
+            matmul(dz, (rows, f, d), (go, 1, d), (down, d, 1), par)
+        })
+    })?;
+    let d_down = filled(f * d, |g| {
+        matmul(g, (f, d, rows), (&saved.z, f, 1), (go, 1, d), par)
+    });
+    let (du, dg) = glu::backward(saved, &dz, !matches!(par, Parallelism::None));
+    let weight_grad = |dh: &[f32]| {
+        filled(d * f, |g| {
+            matmul(g, (d, f, rows), (xe, d, 1), (dh, 1, f), par)
+        })
+    };
+    let (d_up, d_gate) = (weight_grad(&du), weight_grad(&dg));
+    let mut dx = tensor_f32(&w.up, |up| {
+        filled(rows * d, |dx| {
+            matmul(dx, (rows, d, f), (&du, 1, f), (up, f, 1), par)
+        })
+    })?;
+    tensor_f32(gate, |gate| {
+        matmul_add(&mut dx, (rows, d, f), (&dg, 1, f), (gate, f, 1), par)
+    })?;
+    let gate_sumsq = squares(&d_gate);
+    Ok(ExpertGrads {
+        dx,
+        dx_layout: InputGrad::RowMajor,
+        up_sumsq: squares(&d_up),
+        down_sumsq: squares(&d_down),
+        gate: Some((d_gate, gate_sumsq)),
+        up: d_up,
+        down: d_down,
+    })
+}
+
 impl Experts {
     fn offsets(&self) -> Vec<usize> {
         let mut o = vec![0];
@@ -338,9 +425,8 @@ impl CustomOp2 for Experts {
             rest = tail;
         }
         let (side_by_side, par) = plan(blocks.len());
-        let acts: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..self.rows.len())
-            .map(|_| Mutex::new((Vec::new(), Vec::new())))
-            .collect();
+        let acts: Vec<Mutex<Option<Hidden>>> =
+            (0..self.rows.len()).map(|_| Mutex::new(None)).collect();
         let failed = Mutex::new(None);
         for_each_expert(
             blocks,
@@ -351,11 +437,28 @@ impl CustomOp2 for Experts {
                 let cnt = self.rows[e].len();
                 let xe = gather(x, &self.rows[e], d);
                 let mut run = || -> Result<()> {
-                    let (s, a) = tensor_f32(&w.up, |up| up_gelu(&xe, up, (cnt, d, f), par))?;
+                    let hidden = match &w.gate {
+                        None => {
+                            let (s, a) =
+                                tensor_f32(&w.up, |up| up_gelu(&xe, up, (cnt, d, f), par))?;
+                            Hidden::Plain(s, a)
+                        }
+                        Some(gate) => {
+                            let project = |w: &[f32]| {
+                                filled(cnt * f, |h| {
+                                    matmul(h, (cnt, f, d), (&xe, 1, d), (w, 1, f), par)
+                                })
+                            };
+                            let u = tensor_f32(&w.up, project)?;
+                            let g = tensor_f32(gate, project)?;
+                            let parallel = !matches!(par, Parallelism::None);
+                            Hidden::Gated(glu::forward(self.kind, &g, u, parallel))
+                        }
+                    };
                     tensor_f32(&w.down, |down| {
-                        matmul(block, (cnt, d, f), (&a, 1, f), (down, 1, d), par)
+                        matmul(block, (cnt, d, f), (hidden.z(), 1, f), (down, 1, d), par)
                     })?;
-                    *acts[e].lock().unwrap() = (s, a);
+                    *acts[e].lock().unwrap() = Some(hidden);
                     Ok(())
                 };
                 if let Err(err) = run() {
@@ -439,10 +542,17 @@ impl CustomOp2 for Experts {
             |e| {
                 let w = &self.weights[e];
                 let cnt = self.rows[e].len();
-                let (s, a) = &acts[e];
-                let f = a.len() / cnt;
                 let go = &d_out[offsets[e] * d..offsets[e + 1] * d];
                 let run = || -> Result<ExpertGrads> {
+                    let (s, a) = match &acts[e] {
+                        Some(Hidden::Plain(s, a)) => (s, a),
+                        Some(Hidden::Gated(saved)) => {
+                            let xe = gather(xv, &self.rows[e], d);
+                            return gated_backward(w, saved, go, &xe, (cnt, d), par, squares);
+                        }
+                        None => bail!("fused experts: expert {e} has rows but no activations"),
+                    };
+                    let f = a.len() / cnt;
                     // dUp = X^T dH; dX = dH up^T.
                     let (dh, d_down) = tensor_f32(&w.down, |down| {
                         down_gelu_backward(go, (s, a), down, (cnt, d, f), par)
@@ -473,6 +583,7 @@ impl CustomOp2 for Experts {
                         down: d_down,
                         up_sumsq,
                         down_sumsq,
+                        gate: None,
                     })
                 };
                 *results[e].lock().unwrap() = Some(run());
@@ -489,10 +600,15 @@ impl CustomOp2 for Experts {
             g.dx_layout.scatter_add(&g.dx, &self.rows[e], &mut dx, d);
             let w = &self.weights[e];
             let dev = w.up.device();
+            let first = e * self.kind.matrices();
             let up = Tensor::from_vec(g.up, w.up.shape(), dev)?;
-            self.sink.set_with_squares(2 * e, up, g.up_sumsq);
+            self.sink.set_with_squares(first, up, g.up_sumsq);
             let down = Tensor::from_vec(g.down, w.down.shape(), dev)?;
-            self.sink.set_with_squares(2 * e + 1, down, g.down_sumsq);
+            self.sink.set_with_squares(first + 1, down, g.down_sumsq);
+            if let (Some((dg, sq)), Some(gate)) = (g.gate, &w.gate) {
+                let dg = Tensor::from_vec(dg, gate.shape(), dev)?;
+                self.sink.set_with_squares(first + 2, dg, sq);
+            }
         }
         Ok((
             Some(Tensor::from_vec(dx, (n, d), x.device())?),
@@ -533,22 +649,26 @@ mod tests {
 
     /// Both execution plans: few experts (matmuls split over the cores) and many (experts side
     /// by side), with an expert that gets no rows, tokens sent to two experts, tokens that keep
-    /// one of their two (the other is the empty expert) and a token that no expert takes.
+    /// one of their two (the other is the empty expert) and a token that no expert takes; for
+    /// the plain MLP and both gated units, against candle's ops and autograd.
     #[test]
     fn outputs_and_every_gradient_match_candles_ops() {
         // 40 tokens: every expert's input gradient transposed; 300 tokens over 3 experts: row-major.
-        for (n, experts_n) in [(40, 3), (40, 9), (300, 3), (300, 9)] {
+        let cases = [(40, 3), (40, 9), (300, 3), (300, 9)];
+        for ((n, experts_n), kind) in cases
+            .into_iter()
+            .flat_map(|c| FfnKind::ALL.into_iter().map(move |k| (c, k)))
+        {
             let dev = Device::Cpu;
             let (d, f) = (16, 24);
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap()).unwrap();
-            let weights: Vec<(Var, Var)> = (0..experts_n)
+            let matrix = |rows, cols| {
+                Var::from_tensor(&Tensor::randn(0f32, 0.3, (rows, cols), &dev).unwrap()).unwrap()
+            };
+            let weights: Vec<(Var, Var, Option<Var>)> = (0..experts_n)
                 .map(|_| {
-                    let up = Tensor::randn(0f32, 0.3, (d, f), &dev).unwrap();
-                    let down = Tensor::randn(0f32, 0.3, (f, d), &dev).unwrap();
-                    (
-                        Var::from_tensor(&up).unwrap(),
-                        Var::from_tensor(&down).unwrap(),
-                    )
+                    let gate = kind.is_gated().then(|| matrix(d, f));
+                    (matrix(d, f), matrix(f, d), gate)
                 })
                 .collect();
             // Expert 1 gets nothing, token 5 goes nowhere, every other token to two experts
@@ -571,28 +691,35 @@ mod tests {
 
             let ew: Vec<ExpertWeights> = weights
                 .iter()
-                .map(|(u, dn)| ExpertWeights {
+                .map(|(u, dn, g)| ExpertWeights {
                     up: u.as_tensor().clone(),
                     down: dn.as_tensor().clone(),
+                    gate: g.as_ref().map(|g| g.as_tensor().clone()),
                 })
                 .collect();
-            let (ours, sink) = experts(x.as_tensor(), gates.as_tensor(), &ew, &rows).unwrap();
+            let (ours, sink) = experts(x.as_tensor(), gates.as_tensor(), &ew, &rows, kind).unwrap();
             let mut ga = weighted_sum_grads(&ours, &w);
             sink.move_into(&mut ga, &mut Default::default()).unwrap();
 
             let mut outs = Vec::new();
-            for (e, (up, down)) in weights.iter().enumerate() {
+            for (e, (up, down, gate)) in weights.iter().enumerate() {
                 if rows[e].is_empty() {
                     continue;
                 }
                 let r = Tensor::from_slice(&rows[e], rows[e].len(), &dev).unwrap();
-                let h = x
-                    .as_tensor()
-                    .index_select(&r, 0)
-                    .unwrap()
-                    .matmul(up.as_tensor())
-                    .unwrap();
-                outs.push(h.gelu_erf().unwrap().matmul(down.as_tensor()).unwrap());
+                let xe = x.as_tensor().index_select(&r, 0).unwrap();
+                let h = xe.matmul(up.as_tensor()).unwrap();
+                let z = match (kind, gate) {
+                    (FfnKind::Mlp, _) => h.gelu_erf().unwrap(),
+                    (FfnKind::Geglu, Some(g)) => {
+                        (xe.matmul(g.as_tensor()).unwrap().gelu_erf().unwrap() * h).unwrap()
+                    }
+                    (FfnKind::Swiglu, Some(g)) => {
+                        (xe.matmul(g.as_tensor()).unwrap().silu().unwrap() * h).unwrap()
+                    }
+                    _ => unreachable!("gated kinds have a gate"),
+                };
+                outs.push(z.matmul(down.as_tensor()).unwrap());
             }
             let scaled = Tensor::cat(&outs, 0)
                 .unwrap()
@@ -605,21 +732,24 @@ mod tests {
                 .unwrap();
             let gb = weighted_sum_grads(&theirs, &w);
 
-            assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5, "{kind:?}");
             for v in [&x, &gates] {
-                assert!(max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-4);
+                let diff = max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+                assert!(diff < 1e-4, "{kind:?}: {diff}");
             }
-            for (e, (up, down)) in weights.iter().enumerate() {
+            for (e, (up, down, gate)) in weights.iter().enumerate() {
+                let all = [up, down].into_iter().chain(gate);
                 if rows[e].is_empty() {
-                    assert!(ga.get(up.as_tensor()).is_none() && ga.get(down.as_tensor()).is_none());
+                    assert!(all.into_iter().all(|v| ga.get(v.as_tensor()).is_none()));
                     continue;
                 }
-                for v in [up, down] {
+                for v in all {
                     let (a, b) = (
                         ga.get(v.as_tensor()).unwrap(),
                         gb.get(v.as_tensor()).unwrap(),
                     );
-                    assert!(max_abs_diff(a, b) < 1e-4, "expert {e} of {experts_n}");
+                    let diff = max_abs_diff(a, b);
+                    assert!(diff < 1e-4, "{kind:?} expert {e} of {experts_n}: {diff}");
                 }
             }
         }

@@ -12,6 +12,7 @@ mod attention;
 mod block;
 mod experts;
 mod gelu;
+mod glu;
 pub mod math;
 mod norm;
 pub(crate) mod par;
@@ -19,7 +20,7 @@ mod side_grads;
 mod xent;
 
 pub use attention::{causal_attention, executed_score_pairs, Dims as AttentionDims, CAUSAL_BLOCK};
-pub use block::{attention_block, feed_forward_block, BlockNorm};
+pub use block::{attention_block, feed_forward_block, gated_feed_forward_block, BlockNorm};
 pub use experts::{experts, ExpertWeights};
 pub use gelu::gelu;
 pub use norm::{layer_norm, normalise_composed};
