@@ -106,7 +106,7 @@ fn run_probe(args: &Args) -> anyhow::Result<()> {
     );
     if let Some(bw) = m.memory_bytes_per_s {
         println!(
-            "memory bandwidth {:.1} GB/s (triad a = b + s c over 3 x {} MiB of f32 on {} threads, best pass, STREAM's byte count)",
+            "memory bandwidth {:.1} GB/s (a += s b in place over 2 x {} MiB of f32 on {} threads, best pass, 12 bytes an element)",
             bw / 1e9,
             (sparsewatt::project::probe::BANDWIDTH_ELEMENTS * 4) >> 20,
             m.threads
