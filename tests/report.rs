@@ -91,6 +91,9 @@ fn header(f: &Fixture) -> RunHeader {
             idle_seconds: 2.0,
             data: "embedded".into(),
             seed: 1,
+            eval_every: None,
+            until_loss: None,
+            target_loss: None,
         },
     }
 }
@@ -157,6 +160,7 @@ fn eval(role: Role, tokens: u64, loss: f64) -> Record {
         train_flops: tokens as f64 * per,
         train_joules: Some(tokens as f64 * if sparse { 0.02 } else { 0.04 }),
         val_loss: loss,
+        val_losses: Vec::new(),
     })
 }
 

@@ -21,16 +21,34 @@ const PHASES: [crate::runlog::Phase; 3] = [
 /// z of a two-sided 95% normal interval, for the approximate CI of a ratio of two means.
 const Z95: f64 = 1.959_963_984_540_054;
 
-/// Build the report of a run (finished or cut off).
+/// Build the report of a run (finished or cut off), its to-target figures at the loss the run
+/// asked for (`--target-loss` or `--until-loss`), else at the lowest loss both models reached.
 pub fn build(run: &RunData) -> Report {
-    let summary = crate::project::summarize_run(&run.header, &run.records);
+    build_with_target(run, None)
+}
+
+/// [`build`] with the to-target figures at `target_loss` (`report --target-loss`) when given.
+pub fn build_with_target(run: &RunData, target_loss: Option<f64>) -> Report {
+    let target = match target_loss {
+        Some(l) => Some((l, crate::runlog::TARGET_GIVEN)),
+        None => run.header.config.target(),
+    };
+    let summary = crate::project::summarize_run(&run.header, &run.records)
+        .with_target(&run.records, target);
     let steps: Vec<&StepRecord> = run.steps().collect();
     let phases = phase_rows(&summary);
     let source = summary.source.unwrap_or(run.header.sensor.source);
     Report {
         report_format_version: REPORT_FORMAT_VERSION,
         run: run_section(run, &summary, &steps),
-        answer: answer(&phases, source),
+        answer: Answer {
+            quality: summary.to_target.as_ref().map_or_else(
+                || vec!["No validation loss was recorded: no energy-to-quality comparison.".into()],
+                |t| super::quality::sentences(t, Some(trained_steps(&steps))),
+            ),
+            ..answer(&phases, source)
+        },
+        to_target: summary.to_target.clone(),
         models: run
             .header
             .models
@@ -56,6 +74,16 @@ pub fn build(run: &RunData) -> Report {
         phases,
         peak: summary.peak.clone(),
     }
+}
+
+/// Training steps the run did per model (the most of either).
+fn trained_steps(steps: &[&StepRecord]) -> u64 {
+    steps
+        .iter()
+        .filter(|s| s.phase == crate::runlog::Phase::Train)
+        .map(|s| s.step + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> RunSection {
@@ -279,6 +307,7 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
             .push("The run recorded no measured step: there is nothing to compare yet.".into());
     }
     Answer {
+        quality: Vec::new(),
         question: "What does a token cost, in joules and in FLOPs, on the sparse mixture-of-experts model against its dense baseline, for training, prefill and decode?".into(),
         sentences,
     }

@@ -415,9 +415,25 @@ pub fn render(r: &Report) -> String {
         format!("**{}**", r.run.status)
     };
     let _ = writeln!(o, "{status}\n");
+    let _ = writeln!(o, "## Energy to reach the same validation loss\n");
+    for s in &r.answer.quality {
+        let _ = writeln!(o, "- {s}");
+    }
+    if let Some(t) = &r.to_target {
+        let _ = writeln!(
+            o,
+            "\n{}",
+            table(
+                &super::quality::TABLE_HEADER,
+                &super::quality::table_rows(t)
+            )
+        );
+    } else {
+        let _ = writeln!(o);
+    }
     let _ = writeln!(
         o,
-        "## The question and the answer\n\n{}\n",
+        "## Per-token cost\n\n{}\n",
         r.answer.question
     );
     for s in &r.answer.sentences {

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::{Record, Role, StepRecord, FORMAT_VERSION};
+use super::record::{Record, Role, StepRecord, FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use crate::meter::EnergySource;
 use crate::profile::ModelProfile;
 
@@ -27,7 +27,7 @@ pub enum RunFolderError {
     },
     #[error("{path}: not a sparsewatt run header: {message}")]
     BadHeader { path: PathBuf, message: String },
-    #[error("{path}: run folder format {found}, this sparsewatt reads format {FORMAT_VERSION}")]
+    #[error("{path}: run folder format {found}, this sparsewatt reads formats {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
 }
 
@@ -90,6 +90,22 @@ pub struct RunConfig {
     /// The corpus trained on: "embedded" or a path.
     pub data: String,
     pub seed: u64,
+    /// Training steps between two evals, the stop rule's loss (`--until-loss`) and the
+    /// to-target loss (`--target-loss`); absent in older folders and when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_loss: Option<f64>,
+}
+
+impl RunConfig {
+    /// The to-target loss the run asked for (`--target-loss`, else `--until-loss`) and how it
+    /// was chosen; `None`: the lowest loss all models reached.
+    pub fn target(&self) -> Option<(f64, &'static str)> {
+        super::target::chosen_target(self.target_loss, self.until_loss)
+    }
 }
 
 /// `run.json`.
@@ -221,7 +237,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
-    if found != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&found) {
         return Err(RunFolderError::Version { path: hp, found });
     }
     let header: RunHeader =
@@ -302,6 +318,9 @@ pub(crate) mod tests {
                 idle_seconds: 0.0,
                 data: "embedded".into(),
                 seed: 0,
+                eval_every: None,
+                until_loss: None,
+                target_loss: None,
             },
         }
     }

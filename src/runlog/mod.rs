@@ -11,6 +11,7 @@ mod machine;
 mod peak;
 mod record;
 mod summary;
+mod target;
 
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
@@ -23,6 +24,10 @@ pub use peak::{
 };
 pub use record::{
     Energy, EvalRecord, GpuSample, IdleRecord, Phase, Record, Role, Sample, StepRecord, WindowInfo,
-    FORMAT_VERSION,
+    FORMAT_VERSION, OLDEST_READABLE_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};
+pub use target::{
+    at as interpolate_at, chosen_target, first_reach, to_target, Interval, LeadChange, ModelToTarget, TargetRatio,
+    ToTarget, REPLICATES, TARGET_GIVEN, TARGET_LOWEST_REACHED, TARGET_UNTIL,
+};

@@ -48,6 +48,51 @@ pub struct RunPlan {
     /// The most seconds lengthening may add to one phase (both models); a phase that would
     /// need more keeps its planned steps and its figure is reported as unresolved.
     pub max_lengthen_s: f64,
+    /// The stop rule: training ends at the first eval where every model's validation loss is at
+    /// or below this (`train_steps` stays the cap). Both models train, alternating, until both
+    /// have reached it, so neither runs alone on the machine; each one's cost is read at its
+    /// own first crossing.
+    pub until_loss: Option<f64>,
+    /// The target of `summary.json`'s `to_target` [default: `until_loss`, else the lowest
+    /// validation loss all models reached].
+    pub target_loss: Option<f64>,
+}
+
+impl RunPlan {
+    /// The to-target loss and how it was chosen, when the plan sets one.
+    pub fn target(&self) -> Option<(f64, &'static str)> {
+        crate::runlog::chosen_target(self.target_loss, self.until_loss)
+    }
+}
+
+/// Shapes of `sparsewatt run` a user picks by name; explicit flags override their figures.
+/// Both models get the same steps, evals, data and seed whatever the preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// A few minutes on a 2-core CPU: enough steps for both models to cross a common
+    /// validation loss.
+    Default,
+    /// Four times the steps, evals as often in tokens: where, or whether, the sparse model
+    /// pulls ahead later in training (docs/report.md gives its duration).
+    Long,
+}
+
+impl Preset {
+    /// Training steps per model (warm-up included).
+    pub fn steps(self) -> u64 {
+        match self {
+            Preset::Default => 200,
+            Preset::Long => 800,
+        }
+    }
+
+    /// Validate both models every this many training steps.
+    pub fn eval_every(self) -> u64 {
+        match self {
+            Preset::Default => 10,
+            Preset::Long => 20,
+        }
+    }
 }
 
 /// Default of [`RunPlan::min_windows`].
@@ -429,13 +474,20 @@ fn lengthened(
     }
 }
 
+/// Validates `w` and records it; returns the validation loss.
 fn evaluate(
     ctx: &mut Ctx,
     counts: &Counts,
     w: &mut dyn Workload,
     steps: u64,
-) -> anyhow::Result<()> {
-    let val_loss = w.validate()?;
+) -> anyhow::Result<f64> {
+    let val_losses = w.validate()?;
+    anyhow::ensure!(
+        !val_losses.is_empty(),
+        "{}: validation returned no loss",
+        w.name()
+    );
+    let val_loss = val_losses.iter().sum::<f64>() / val_losses.len() as f64;
     let (tokens, flops, joules) = counts
         .train_tokens
         .get(w.name())
@@ -450,12 +502,14 @@ fn evaluate(
         train_flops: flops,
         train_joules: Some(joules),
         val_loss,
+        val_losses,
     };
     ctx.progress.note(&format!(
         "{} after {steps} steps: validation loss {val_loss:.4}",
         w.name()
     ));
-    ctx.emit(Record::Eval(rec))
+    ctx.emit(Record::Eval(rec))?;
+    Ok(val_loss)
 }
 
 /// Run `plan` on the two models, measuring with `meter`, writing to `writer` and, if given,
@@ -515,7 +569,9 @@ pub fn execute(
     let t_s = ctx.t();
     ctx.emit(Record::End { t_s, reason })?;
     ctx.writer.flush()?;
-    let summary = summarize(&ctx.records).with_peak(plan.peak.as_ref());
+    let summary = summarize(&ctx.records)
+        .with_peak(plan.peak.as_ref())
+        .with_target(&ctx.records, plan.target());
     let path = ctx.writer.dir().join(crate::runlog::SUMMARY_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -616,8 +672,26 @@ fn run_workload(
         done += n;
         train_steps = train_steps.max(done);
         if done / eval_every > before / eval_every || done == train_steps {
-            evaluate(ctx, &counts, sparse, done)?;
-            evaluate(ctx, &counts, dense, done)?;
+            let ls = evaluate(ctx, &counts, sparse, done)?;
+            let ld = evaluate(ctx, &counts, dense, done)?;
+            if let Some(l) = plan.until_loss.filter(|&l| ls <= l && ld <= l) {
+                ctx.log(
+                    "info",
+                    format!(
+                        "stop rule: both models reached validation loss {l} after {done} steps \
+                         (validation {ls:.4} and {ld:.4}); training ends"
+                    ),
+                )?;
+                break;
+            }
+        }
+    }
+    if let Some(l) = plan.until_loss {
+        if done >= train_steps && !stopped() {
+            ctx.log(
+                "info",
+                format!("stop rule: {train_steps} steps (the cap) done before both models reached validation loss {l}"),
+            )?;
         }
     }
     // Inference: one warm-up step of each phase and model (its own window, the phase's first
@@ -744,8 +818,10 @@ mod tests {
                 ..StepOutcome::default()
             })
         }
-        fn validate(&mut self) -> anyhow::Result<f64> {
-            Ok(1.0)
+        fn validate(&mut self) -> anyhow::Result<Vec<f64>> {
+            // Falls with the steps trained, the same for both models.
+            let l = 5.0 / (1.0 + self.steps as f64);
+            Ok(vec![l * 0.9, l * 1.1])
         }
         fn can_decode(&self) -> bool {
             self.room > 0
@@ -804,6 +880,8 @@ mod tests {
             min_windows: 1,
             max_lengthen_s: 5.0,
             peak: None,
+            until_loss: None,
+            target_loss: None,
         };
         let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
