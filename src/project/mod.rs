@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod inference;
 pub mod probe;
+pub mod seed;
 pub mod table;
 pub mod training;
 
@@ -16,6 +17,7 @@ pub use calibrate::{
 pub use compare::{
     compare_inference, compare_training, dense_counterpart, InferenceComparison, TrainingComparison,
 };
+pub use seed::{seed_comparison, SeedComparison, SeedRow};
 pub use inference::{
     project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline,
 };

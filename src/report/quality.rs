@@ -19,11 +19,14 @@ pub fn with_interval(x: &Interval, show: fn(f64) -> String) -> String {
     )
 }
 
+fn source_of(t: &ToTarget) -> String {
+    source_label(t.source.map_or("unknown", |s| s.label()))
+}
+
 fn energy_label(t: &ToTarget) -> String {
-    let src = t.source.map_or("unknown", |s| s.label());
     match &t.scope {
-        Some(scope) => format!("{}, scope: {scope}", source_label(src)),
-        None => source_label(src),
+        Some(scope) => format!("{}, scope: {scope}", source_of(t)),
+        None => source_of(t),
     }
 }
 
@@ -31,7 +34,7 @@ fn energy_label(t: &ToTarget) -> String {
 /// dense model's Y J: ratio R [lo, hi] (source)". `None` without both roles.
 pub fn headline(t: &ToTarget) -> Option<String> {
     let (s, d) = (t.model(Role::Sparse)?, t.model(Role::Dense)?);
-    let label = energy_label(t);
+    let label = source_of(t);
     let joules = |m: &ModelToTarget| match &m.joules {
         Some(j) => format!("{} J", with_interval(j, num)),
         None => "an unmeasured amount of energy".into(),
@@ -112,8 +115,10 @@ pub fn crossover(t: &ToTarget, steps_run: Option<u64>) -> Option<String> {
             "Validation curves: the sparse model never pulled ahead{horizon} (no crossover); {end}."
         ),
         changes => {
-            let list: Vec<String> = changes
+            const SHOWN: usize = 4;
+            let mut list: Vec<String> = changes
                 .iter()
+                .take(SHOWN)
                 .map(|c| {
                     format!(
                         "step {:.0} (sparse {} after it)",
@@ -126,6 +131,9 @@ pub fn crossover(t: &ToTarget, steps_run: Option<u64>) -> Option<String> {
                     )
                 })
                 .collect();
+            if changes.len() > SHOWN {
+                list.push(format!("{} more", changes.len() - SHOWN));
+            }
             format!(
                 "Validation curves cross at {}; {end}, so the sparse model {} at the end of this run.",
                 list.join(", "),
@@ -139,15 +147,14 @@ pub fn crossover(t: &ToTarget, steps_run: Option<u64>) -> Option<String> {
 pub fn interval_note(t: &ToTarget) -> String {
     let val = if t.val_sequences > 0 {
         format!(
-            "the validation loss's noise (the {} eval sequences resampled, the same for every eval and both models)",
+            "over the validation loss's noise (the {} eval sequences resampled, the same for every eval and both models) and",
             t.val_sequences
         )
     } else {
-        "not the validation loss's noise (this folder did not record the eval sequences' losses)"
-            .into()
+        "(this folder did not record the eval sequences' losses, so the validation loss's noise is left out) over only".into()
     };
     format!(
-        "Target: {} ({}). Intervals: 95% percentile bootstrap ({} replicates) over {val} and the energy and time per token (the measurement windows resampled); they do not cover seed-to-seed variation of training (docs/report.md).",
+        "Target: {} ({}). Intervals: 95% percentile bootstrap ({} replicates) {val} the energy and time per token (the measurement windows resampled); they do not cover seed-to-seed variation of training (docs/report.md).",
         num(t.target_loss),
         t.target_from,
         t.replicates
@@ -275,7 +282,7 @@ mod tests {
         let t = target(iv(1.2, 1.1, 1.3), false, vec![]);
         let h = headline(&t).unwrap();
         assert!(h.starts_with("To reach validation loss 2.5000 nats/token"), "{h}");
-        assert!(h.contains("used 120 [108, 132] J against the dense model's (dense) 100 [90, 110] J: ratio 1.2 [1.1, 1.3] (rapl, scope: package"), "{h}");
+        assert!(h.contains("used 120 [108, 132] J against the dense model's (dense) 100 [90, 110] J: ratio 1.2 [1.1, 1.3] (rapl;"), "{h}");
     }
 
     #[test]
