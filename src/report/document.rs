@@ -353,6 +353,10 @@ pub struct ProjectionSection {
     pub rows: Vec<ProjectionRow>,
     /// This machine's projection against what the run measured.
     pub this_machine: Vec<ProjectionCheck>,
+    /// The seed's full-size comparison: GLaM 64B/64E against its dense base and GPT-3 175B,
+    /// with the published figures (absent when a profile does not load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_size: Option<crate::project::SeedComparison>,
 }
 
 /// One model and phase projected onto one chip of a hardware profile, at the profile's defaults.

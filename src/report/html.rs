@@ -254,6 +254,11 @@ pub fn render(r: &Report) -> String {
         o.push_str(&table(&md::EXPERT_HEADER, &md::expert_rows(e)));
     }
     o.push_str("<h2>Projections</h2>");
+    if let Some(c) = &r.projections.full_size {
+        let _ = writeln!(o, "<p>{}</p>", esc(md::FULL_SIZE_TITLE));
+        o.push_str(&table(&crate::project::seed::SEED_HEADER, &c.cells()));
+        list(&mut o, &md::full_size_lines(c));
+    }
     for n in &r.projections.notes {
         let _ = writeln!(o, "<p>{}</p>", esc(n));
     }
