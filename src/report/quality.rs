@@ -282,7 +282,7 @@ mod tests {
         let t = target(iv(1.2, 1.1, 1.3), false, vec![]);
         let h = headline(&t).unwrap();
         assert!(h.starts_with("To reach validation loss 2.5000 nats/token"), "{h}");
-        assert!(h.contains("used 120 [108, 132] J against the dense model's (dense) 100 [90, 110] J: ratio 1.2 [1.1, 1.3] (rapl;"), "{h}");
+        assert!(h.contains("used 120 [108, 132] J against the dense model's (dense) 100 [90.0, 110] J: ratio 1.20 [1.10, 1.30] (rapl;"), "{h}");
     }
 
     #[test]

@@ -982,4 +982,66 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_loss() {
+        // Fake validation: 5 / (1 + steps so far), for both; <= 1.0 from 4 steps on.
+        let plan = RunPlan {
+            train_steps: 40,
+            warmup_steps: 1,
+            prefill_steps: 0,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            eval_every: 2,
+            update_period: None,
+            min_windows: 1,
+            max_lengthen_s: 0.0,
+            peak: None,
+            until_loss: Some(1.0),
+            target_loss: None,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-until-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        let sensor = Coarse {
+            origin: epoch,
+            reads: 0,
+            fail: vec![],
+        };
+        let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let stop = AtomicBool::new(false);
+        let summary = execute(
+            &plan, &mut a, &mut b, &meter, &mut writer, None, &stop, &mut Quiet, epoch,
+        )
+        .unwrap();
+        drop(writer);
+        let run = read_run(&dir).unwrap();
+        for m in ["a", "b"] {
+            let trained = run
+                .steps()
+                .filter(|s| s.model == m && s.phase == Phase::Train)
+                .count();
+            // Evals at 0, 2 and 4 steps: 5/3 > 1, then 5/5 = 1 <= 1.
+            assert_eq!(trained, 4, "{m}");
+        }
+        assert!(run.records.iter().any(|r| matches!(r,
+            Record::Log { message, .. } if message.contains("stop rule: both models reached"))));
+        let t = summary.to_target.unwrap();
+        assert_eq!(
+            (t.target_loss, t.target_from.as_str()),
+            (1.0, crate::runlog::TARGET_UNTIL)
+        );
+        assert!(t.models.iter().all(|m| m.reached && m.joules.is_some()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
