@@ -406,13 +406,19 @@ fn the_report_carries_the_figures_computed_by_hand() {
         t["models"][0]["tokens"]["mean"].as_f64().unwrap(),
         2560.0
     ));
-    let idle = t["models"][1]["joules_idle_subtracted"]["mean"].as_f64().unwrap();
+    let idle = t["models"][1]["joules_idle_subtracted"]["mean"]
+        .as_f64()
+        .unwrap();
     assert!(close(idle, dj - 6.0 * IDLE_W * SECONDS));
-    assert!(close(t["ratio"]["joules"]["mean"].as_f64().unwrap(), sj / dj));
+    assert!(close(
+        t["ratio"]["joules"]["mean"].as_f64().unwrap(),
+        sj / dj
+    ));
     let q = v["answer"]["quality"][0].as_str().unwrap();
     assert!(
-        q.starts_with("To reach validation loss 2.5000 nats/token, the sparse model (glam-tiny) used")
-            && q.contains("(rapl;"),
+        q.starts_with(
+            "To reach validation loss 2.5000 nats/token, the sparse model (glam-tiny) used"
+        ) && q.contains("(rapl;"),
         "{q}"
     );
 
@@ -432,12 +438,17 @@ fn the_report_carries_the_figures_computed_by_hand() {
     let md = report(&[dir.to_str().unwrap()]);
     let head: Vec<&str> = md.lines().take(20).collect();
     assert!(
-        head.iter().any(|l| l.contains("To reach validation loss 2.5000")),
+        head.iter()
+            .any(|l| l.contains("To reach validation loss 2.5000")),
         "{}",
         head.join("\n")
     );
     let q = md.find("## Per-token cost").unwrap();
-    assert!(md.find("## Energy to reach the same validation loss").unwrap() < q);
+    assert!(
+        md.find("## Energy to reach the same validation loss")
+            .unwrap()
+            < q
+    );
     assert!(q < md.find("## Models").unwrap());
     let row = md
         .lines()

@@ -6,12 +6,12 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use sparsewatt::profile::{load_all_hardware, load_hardware, load_model, HardwareProfile};
 use sparsewatt::profile::{ModelProfile, Precision};
+use sparsewatt::project::seed::{GLAM_SOURCE, GPT3_SOURCE, SEED_HEADER};
 use sparsewatt::project::{
     calibrate_run, compare_inference, compare_training, dense_counterpart, project_inference,
     project_training, project_training_tokens, seed_comparison, table, Calibration,
     InferenceSettings, ProjectError, Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
 };
-use sparsewatt::project::seed::{GLAM_SOURCE, GPT3_SOURCE, SEED_HEADER};
 
 use super::BadInput;
 
@@ -88,7 +88,9 @@ fn print_seed(json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());
     }
-    println!("The seed's full-size comparison (GLaM 64B/64E against its dense base and GPT-3 175B):");
+    println!(
+        "The seed's full-size comparison (GLaM 64B/64E against its dense base and GPT-3 175B):"
+    );
     print!("{}", table::grid(&SEED_HEADER, &c.cells()));
     for l in c.summary_lines() {
         println!("{l}");

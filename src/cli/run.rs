@@ -185,7 +185,10 @@ fn check(a: &Args) -> Result<(), BadInput> {
             a.max_lengthen_s
         )));
     }
-    for (flag, v) in [("--until-loss", a.until_loss), ("--target-loss", a.target_loss)] {
+    for (flag, v) in [
+        ("--until-loss", a.until_loss),
+        ("--target-loss", a.target_loss),
+    ] {
         if let Some(l) = v.filter(|l| !(l.is_finite() && *l > 0.0)) {
             return Err(BadInput(format!(
                 "{flag} must be a validation loss above 0 (nats per token), got {l}"
@@ -277,9 +280,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // How often its counter updates: the shortest window it resolves.
     let update_period = detect_update_period(sensor.as_mut(), DETECT_FOR);
 
-    let warmup = a
-        .warmup
-        .unwrap_or(if steps >= 6 { 2 } else { steps / 3 });
+    let warmup = a.warmup.unwrap_or(if steps >= 6 { 2 } else { steps / 3 });
     let shape = InferenceShape {
         batch: a.infer_batch,
         prompt_len: a.prompt_len,

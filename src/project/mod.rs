@@ -17,10 +17,10 @@ pub use calibrate::{
 pub use compare::{
     compare_inference, compare_training, dense_counterpart, InferenceComparison, TrainingComparison,
 };
-pub use seed::{seed_comparison, SeedComparison, SeedRow};
 pub use inference::{
     project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline,
 };
+pub use seed::{seed_comparison, SeedComparison, SeedRow};
 pub use training::{
     implied_utilization, project_training, project_training_tokens, training_flops, Settings,
     TrainingProjection, Utilization,

@@ -135,7 +135,11 @@ fn forward(p: &ModelProfile) -> f64 {
 /// tokens each; GPT-3 on 10,000 V100 at the V100 profile's utilisation (Patterson's measured
 /// 24.6 TFLOP/s), 300B tokens. Power and PUE: each profile's measured system power and PUE.
 pub fn seed_comparison() -> Result<SeedComparison, ProjectError> {
-    let (glam, dense, gpt3) = (load_model(GLAM)?, load_model(GLAM_DENSE)?, load_model(GPT3)?);
+    let (glam, dense, gpt3) = (
+        load_model(GLAM)?,
+        load_model(GLAM_DENSE)?,
+        load_model(GPT3)?,
+    );
     let (tpu, v100) = (load_hardware("tpu-v4")?, load_hardware("v100")?);
     let u = implied_utilization(
         training_flops(&glam, GLAM_QUALITY_TOKENS),

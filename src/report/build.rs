@@ -33,8 +33,8 @@ pub fn build_with_target(run: &RunData, target_loss: Option<f64>) -> Report {
         Some(l) => Some((l, crate::runlog::TARGET_GIVEN)),
         None => run.header.config.target(),
     };
-    let summary = crate::project::summarize_run(&run.header, &run.records)
-        .with_target(&run.records, target);
+    let summary =
+        crate::project::summarize_run(&run.header, &run.records).with_target(&run.records, target);
     let steps: Vec<&StepRecord> = run.steps().collect();
     let phases = phase_rows(&summary);
     let source = summary.source.unwrap_or(run.header.sensor.source);

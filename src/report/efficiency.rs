@@ -90,7 +90,11 @@ fn first_reach(points: &[LossPoint], target: f64) -> Option<(f64, f64, Option<f6
         .map(|p| p.train_joules)
         .collect::<Option<Vec<f64>>>()
         .map(|j| crate::runlog::interpolate_at(&j, x));
-    Some((col(|p| p.train_tokens as f64), col(|p| p.train_flops), joules))
+    Some((
+        col(|p| p.train_tokens as f64),
+        col(|p| p.train_flops),
+        joules,
+    ))
 }
 
 fn same_loss(curves: &[LossCurve], energy: EnergySource, basis: &str) -> Option<SameLoss> {

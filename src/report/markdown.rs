@@ -447,11 +447,7 @@ pub fn render(r: &Report) -> String {
     } else {
         let _ = writeln!(o);
     }
-    let _ = writeln!(
-        o,
-        "## Per-token cost\n\n{}\n",
-        r.answer.question
-    );
+    let _ = writeln!(o, "## Per-token cost\n\n{}\n", r.answer.question);
     for s in &r.answer.sentences {
         let _ = writeln!(o, "- {s}");
     }

@@ -218,11 +218,7 @@ pub fn sentences(t: &ToTarget, steps_run: Option<u64>) -> Vec<String> {
         .into_iter()
         .flatten()
         .collect();
-    v.push(format!(
-        "Energy: {}. {}",
-        energy_label(t),
-        interval_note(t)
-    ));
+    v.push(format!("Energy: {}. {}", energy_label(t), interval_note(t)));
     v
 }
 
@@ -281,7 +277,10 @@ mod tests {
     fn the_headline_names_both_joules_the_ratio_and_the_source() {
         let t = target(iv(1.2, 1.1, 1.3), false, vec![]);
         let h = headline(&t).unwrap();
-        assert!(h.starts_with("To reach validation loss 2.5000 nats/token"), "{h}");
+        assert!(
+            h.starts_with("To reach validation loss 2.5000 nats/token"),
+            "{h}"
+        );
         assert!(h.contains("used 120 [108, 132] J against the dense model's (dense) 100 [90.0, 110] J: ratio 1.20 [1.10, 1.30] (rapl;"), "{h}");
     }
 
@@ -305,7 +304,11 @@ mod tests {
             }],
         );
         let c = crossover(&crossed, None).unwrap();
-        assert!(c.contains("cross at step 150 (sparse behind after it)") && c.contains("is behind at the end"), "{c}");
+        assert!(
+            c.contains("cross at step 150 (sparse behind after it)")
+                && c.contains("is behind at the end"),
+            "{c}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub use record::{
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};
 pub use target::{
-    at as interpolate_at, chosen_target, first_reach, to_target, Interval, LeadChange, ModelToTarget, TargetRatio,
-    ToTarget, REPLICATES, TARGET_GIVEN, TARGET_LOWEST_REACHED, TARGET_UNTIL,
+    at as interpolate_at, chosen_target, first_reach, to_target, Interval, LeadChange,
+    ModelToTarget, TargetRatio, ToTarget, REPLICATES, TARGET_GIVEN, TARGET_LOWEST_REACHED,
+    TARGET_UNTIL,
 };

@@ -181,14 +181,12 @@ fn curves(records: &[Record]) -> Vec<Curve> {
     let mut steps: BTreeMap<(Role, String), Vec<&StepRecord>> = BTreeMap::new();
     for r in records {
         match r {
-            Record::Eval(e) if e.val_loss.is_finite() => evals
-                .entry((e.role, e.model.clone()))
-                .or_default()
-                .push(e),
-            Record::Step(s) if s.phase == Phase::Train => steps
-                .entry((s.role, s.model.clone()))
-                .or_default()
-                .push(s),
+            Record::Eval(e) if e.val_loss.is_finite() => {
+                evals.entry((e.role, e.model.clone())).or_default().push(e)
+            }
+            Record::Step(s) if s.phase == Phase::Train => {
+                steps.entry((s.role, s.model.clone())).or_default().push(s)
+            }
             _ => {}
         }
     }
@@ -207,14 +205,15 @@ fn curves(records: &[Record]) -> Vec<Curve> {
                 t + s.tokens as f64,
                 f + s.flops,
                 j.zip(e).map(|(j, e)| j + e.joules),
-                idle.zip(e.and_then(|e| e.idle_joules))
-                    .map(|(a, b)| a + b),
+                idle.zip(e.and_then(|e| e.idle_joules)).map(|(a, b)| a + b),
                 sec + s.seconds,
             );
         }
         let at_eval = |e: &EvalRecord| cum[(e.train_steps as usize).min(n)];
         let pick = |f: fn(&(f64, f64, Option<f64>, Option<f64>, f64)) -> Option<f64>| {
-            es.iter().map(|e| f(&at_eval(e))).collect::<Option<Vec<f64>>>()
+            es.iter()
+                .map(|e| f(&at_eval(e)))
+                .collect::<Option<Vec<f64>>>()
         };
         // Measured windows (warm-up left out, as in the per-token figures): steps sharing a
         // window index are one sample.
@@ -331,9 +330,10 @@ pub fn to_target(records: &[Record], target: Option<(f64, &str)>) -> Option<ToTa
     let (source, scope) = records
         .iter()
         .find_map(|r| match r {
-            Record::Step(s) if s.phase == Phase::Train => {
-                s.energy.as_ref().map(|e| (Some(e.source), Some(e.scope.clone())))
-            }
+            Record::Step(s) if s.phase == Phase::Train => s
+                .energy
+                .as_ref()
+                .map(|e| (Some(e.source), Some(e.scope.clone()))),
             _ => None,
         })
         .unwrap_or((None, None));
@@ -354,13 +354,18 @@ pub fn to_target(records: &[Record], target: Option<(f64, &str)>) -> Option<ToTa
         .first()
         .and_then(|c| c.units.first())
         .map_or(0, Vec::len);
-    let units = if curves.iter().all(|c| c.units.first().map(Vec::len) == Some(units)) {
+    let units = if curves
+        .iter()
+        .all(|c| c.units.first().map(Vec::len) == Some(units))
+    {
         units
     } else {
         0
     };
     // Windows of the two models pair up (A then B) when they are as many.
-    let paired_windows = curves.windows(2).all(|w| w[0].windows.len() == w[1].windows.len());
+    let paired_windows = curves
+        .windows(2)
+        .all(|w| w[0].windows.len() == w[1].windows.len());
     let mut rng = crate::data::rng::SplitMix64::new(BOOTSTRAP_SEED);
     let mut reps: Vec<Vec<Option<Cost>>> = vec![Vec::with_capacity(REPLICATES); curves.len()];
     for b in 0..REPLICATES {
@@ -584,11 +589,7 @@ mod tests {
     fn run(sparse_j: f64) -> Vec<Record> {
         let mut r = Vec::new();
         for (role, j, evals) in [
-            (
-                Role::Sparse,
-                sparse_j,
-                [[5.0, 5.0], [3.0, 3.2], [2.0, 2.2]],
-            ),
+            (Role::Sparse, sparse_j, [[5.0, 5.0], [3.0, 3.2], [2.0, 2.2]]),
             (Role::Dense, 1.0, [[5.0, 5.0], [3.8, 4.0], [2.9, 3.1]]),
         ] {
             for s in 0..4 {

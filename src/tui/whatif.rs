@@ -7,9 +7,8 @@ use ratatui::crossterm::event::KeyCode;
 use crate::profile::{hardware_names, load_hardware, load_model, HardwareProfile, ModelProfile};
 use crate::project::{
     calibrate, compare_inference, project_training, project_training_tokens, seed_comparison,
-    Calibration, SeedComparison,
-    InferenceComparison, InferenceSettings, Settings, TrainingProjection, Utilization,
-    DEFAULT_GRID_KG_PER_KWH,
+    Calibration, InferenceComparison, InferenceSettings, SeedComparison, Settings,
+    TrainingProjection, Utilization, DEFAULT_GRID_KG_PER_KWH,
 };
 use crate::runlog::{Role, RunHeader, RunSummary};
 
@@ -59,9 +58,7 @@ impl ProjectionInputs {
         }
         match seed_comparison() {
             Ok(c) => out.seed = Some(c),
-            Err(e) => out
-                .errors
-                .push(format!("GLaM against GPT-3 skipped: {e}")),
+            Err(e) => out.errors.push(format!("GLaM against GPT-3 skipped: {e}")),
         }
         out
     }

@@ -1021,7 +1021,15 @@ mod tests {
         let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
         let stop = AtomicBool::new(false);
         let summary = execute(
-            &plan, &mut a, &mut b, &meter, &mut writer, None, &stop, &mut Quiet, epoch,
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            &mut writer,
+            None,
+            &stop,
+            &mut Quiet,
+            epoch,
         )
         .unwrap();
         drop(writer);

@@ -117,15 +117,22 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
         .collect();
     let mut lines = lines;
     if let Some(c) = &app.projection.seed {
-        let mwh = |m: &str| c.row(m).map_or("—".into(), |r| si(r.training.energy_mwh * 1e6, "Wh"));
+        let mwh = |m: &str| {
+            c.row(m)
+                .map_or("—".into(), |r| si(r.training.energy_mwh * 1e6, "Wh"))
+        };
+        let gflop = |m: &str| {
+            c.row(m).map_or("—".into(), |r| {
+                format!("{:.0}", r.inference_flops_per_token / 1e9)
+            })
+        };
+        let (glam, gpt3) = (crate::project::seed::GLAM, crate::project::seed::GPT3);
         lines.push(Line::from(format!(
-            "same quality: {} {} vs {} {} projected (published 456 vs 1,287 MWh) · GFLOP/tok {} vs {} (published 180 vs 350)",
-            crate::project::seed::GLAM,
-            mwh(crate::project::seed::GLAM),
-            crate::project::seed::GPT3,
-            mwh(crate::project::seed::GPT3),
-            c.row(crate::project::seed::GLAM).map_or("—".into(), |r| format!("{:.0}", r.inference_flops_per_token / 1e9)),
-            c.row(crate::project::seed::GPT3).map_or("—".into(), |r| format!("{:.0}", r.inference_flops_per_token / 1e9)),
+            "same quality: GLaM {} vs GPT-3 {} projected (published: 456 vs 1,287 MWh) · GFLOP/tok {} vs {} (published: 180 vs 350; Du et al. 2022)",
+            mwh(glam),
+            mwh(gpt3),
+            gflop(glam),
+            gflop(gpt3),
         )));
     }
     Paragraph::new(lines).render(inner, buf);
@@ -419,9 +426,8 @@ fn target_lines(app: &App) -> Vec<Line<'static>> {
 }
 
 fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
-    let block = Block::bordered().title(
-        " quality per joule, then per token: sparse ÷ dense (below 1×: sparse costs less) ",
-    );
+    let block = Block::bordered()
+        .title(" quality per joule, then per token: sparse ÷ dense (below 1×: sparse costs less) ");
     let inner = block.inner(area);
     block.render(area, buf);
     let ratios = app
