@@ -128,7 +128,7 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
         };
         let (glam, gpt3) = (crate::project::seed::GLAM, crate::project::seed::GPT3);
         lines.push(Line::from(format!(
-            "same quality: GLaM {} vs GPT-3 {} projected (published: 456 vs 1,287 MWh) · GFLOP/tok {} vs {} (published: 180 vs 350; Du et al. 2022)",
+            "same quality: GLaM {} vs GPT-3 {} projected, {} vs {} GFLOP/tok; published (Du et al. 2022): 456 vs 1,287 MWh, 180 vs 350",
             mwh(glam),
             mwh(gpt3),
             gflop(glam),
