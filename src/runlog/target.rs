@@ -172,8 +172,27 @@ struct Curve {
     joules: Option<Vec<f64>>,
     idle_joules: Option<Vec<f64>>,
     seconds: Vec<f64>,
-    /// Per measured training window: (joules, idle joules, seconds, tokens).
-    windows: Vec<(f64, Option<f64>, f64, u64)>,
+    windows: Vec<Window>,
+}
+
+/// Cumulative cost of a model's first n training steps.
+#[derive(Clone, Copy)]
+struct Cum {
+    tokens: f64,
+    flops: f64,
+    joules: Option<f64>,
+    idle_joules: Option<f64>,
+    seconds: f64,
+}
+
+/// One measured training window (steps sharing a window index).
+#[derive(Clone, Copy)]
+struct Window {
+    index: Option<u64>,
+    joules: f64,
+    idle_joules: Option<f64>,
+    seconds: f64,
+    tokens: u64,
 }
 
 fn curves(records: &[Record]) -> Vec<Curve> {
@@ -197,38 +216,54 @@ fn curves(records: &[Record]) -> Vec<Curve> {
         ss.sort_by_key(|s| s.step);
         // Cumulative cost after n steps, n = 0 ..= steps.
         let n = ss.len();
-        let mut cum = vec![(0.0, 0.0, Some(0.0), Some(0.0), 0.0); n + 1];
+        let zero = Cum {
+            tokens: 0.0,
+            flops: 0.0,
+            joules: Some(0.0),
+            idle_joules: Some(0.0),
+            seconds: 0.0,
+        };
+        let mut cum = vec![zero; n + 1];
         for (i, s) in ss.iter().enumerate() {
-            let (t, f, j, idle, sec) = cum[i];
+            let c = cum[i];
             let e = s.energy.as_ref();
-            cum[i + 1] = (
-                t + s.tokens as f64,
-                f + s.flops,
-                j.zip(e).map(|(j, e)| j + e.joules),
-                idle.zip(e.and_then(|e| e.idle_joules)).map(|(a, b)| a + b),
-                sec + s.seconds,
-            );
+            cum[i + 1] = Cum {
+                tokens: c.tokens + s.tokens as f64,
+                flops: c.flops + s.flops,
+                joules: c.joules.zip(e).map(|(j, e)| j + e.joules),
+                idle_joules: c
+                    .idle_joules
+                    .zip(e.and_then(|e| e.idle_joules))
+                    .map(|(a, b)| a + b),
+                seconds: c.seconds + s.seconds,
+            };
         }
         let at_eval = |e: &EvalRecord| cum[(e.train_steps as usize).min(n)];
-        let pick = |f: fn(&(f64, f64, Option<f64>, Option<f64>, f64)) -> Option<f64>| {
+        let pick = |f: fn(&Cum) -> Option<f64>| {
             es.iter()
                 .map(|e| f(&at_eval(e)))
                 .collect::<Option<Vec<f64>>>()
         };
         // Measured windows (warm-up left out, as in the per-token figures): steps sharing a
         // window index are one sample.
-        let mut windows: Vec<(Option<u64>, f64, Option<f64>, f64, u64)> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
         for s in ss.iter().filter(|s| !s.warmup && s.tokens > 0) {
             let Some(e) = &s.energy else { continue };
-            let id = e.window.as_ref().map(|w| w.index);
+            let index = e.window.as_ref().map(|w| w.index);
             match windows.last_mut() {
-                Some(w) if id.is_some() && w.0 == id => {
-                    w.1 += e.joules;
-                    w.2 = w.2.zip(e.idle_joules).map(|(a, b)| a + b);
-                    w.3 += s.seconds;
-                    w.4 += s.tokens;
+                Some(w) if index.is_some() && w.index == index => {
+                    w.joules += e.joules;
+                    w.idle_joules = w.idle_joules.zip(e.idle_joules).map(|(a, b)| a + b);
+                    w.seconds += s.seconds;
+                    w.tokens += s.tokens;
                 }
-                _ => windows.push((id, e.joules, e.idle_joules, s.seconds, s.tokens)),
+                _ => windows.push(Window {
+                    index,
+                    joules: e.joules,
+                    idle_joules: e.idle_joules,
+                    seconds: s.seconds,
+                    tokens: s.tokens,
+                }),
             }
         }
         let k = es.first().map_or(0, |e| e.val_losses.len());
@@ -243,15 +278,12 @@ fn curves(records: &[Record]) -> Vec<Curve> {
             } else {
                 Vec::new()
             },
-            tokens: pick(|c| Some(c.0)).unwrap_or_default(),
-            flops: pick(|c| Some(c.1)).unwrap_or_default(),
-            joules: pick(|c| c.2),
-            idle_joules: pick(|c| c.3),
-            seconds: pick(|c| Some(c.4)).unwrap_or_default(),
-            windows: windows
-                .into_iter()
-                .map(|(_, j, i, s, t)| (j, i, s, t))
-                .collect(),
+            tokens: pick(|c| Some(c.tokens)).unwrap_or_default(),
+            flops: pick(|c| Some(c.flops)).unwrap_or_default(),
+            joules: pick(|c| c.joules),
+            idle_joules: pick(|c| c.idle_joules),
+            seconds: pick(|c| Some(c.seconds)).unwrap_or_default(),
+            windows,
         });
     }
     out
@@ -269,16 +301,16 @@ struct Cost {
 
 /// Rates of one replicate's resampled windows over the run's own: (J/token, idle-subtracted
 /// J/token, s/token), each as a factor on the run's cumulative figures.
-fn rate_factors(w: &[(f64, Option<f64>, f64, u64)], pick: &[usize]) -> (f64, f64, f64) {
+fn rate_factors(w: &[Window], pick: &[usize]) -> (f64, f64, f64) {
     let sum = |idx: &mut dyn Iterator<Item = usize>| {
         let mut s = (0.0, 0.0, 0.0);
         let mut n = 0usize;
         for i in idx {
-            let (j, idle, sec, tok) = w[i];
-            let t = tok as f64;
-            s.0 += j / t;
-            s.1 += idle.map_or(0.0, |x| (j - x) / t);
-            s.2 += sec / t;
+            let x = w[i];
+            let t = x.tokens as f64;
+            s.0 += x.joules / t;
+            s.1 += x.idle_joules.map_or(0.0, |i| (x.joules - i) / t);
+            s.2 += x.seconds / t;
             n += 1;
         }
         (s.0 / n as f64, s.1 / n as f64, s.2 / n as f64)
