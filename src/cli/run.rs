@@ -464,6 +464,14 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: no report written: {e:#}"),
     }
     println!("run {} ({})", dir.display(), s.end_reason);
+    // The first answer: energy to the same validation loss.
+    if let Some(h) = s
+        .to_target
+        .as_ref()
+        .and_then(sparsewatt::report::quality::headline)
+    {
+        println!("{h}");
+    }
     println!(
         "{:<8} {:<8} {:>16} {:>22} {:>14} {:>12}",
         "phase", "role", "model", "J/token (95% CI)", "FLOPs/token", "tokens/s"
