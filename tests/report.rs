@@ -274,6 +274,32 @@ fn by_hand(joules: &[f64]) -> (f64, f64) {
 }
 
 #[test]
+fn report_target_loss_sets_the_loss_of_the_first_answer() {
+    let dir = fixture("target", &PLAIN);
+    let v: Value = serde_json::from_str(&report(&[
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        "--target-loss",
+        "3.25",
+    ]))
+    .unwrap();
+    let t = &v["to_target"];
+    assert_eq!(t["target_loss"].as_f64(), Some(3.25));
+    assert_eq!(t["target_from"], "given (--target-loss)");
+    // By hand: sparse evals 4.0 and 3.0 at 2 and 4 steps: 3.25 is 3/4 of the way, at 3.5 steps;
+    // dense evals 3.5, 2.5 at 4 and 6 steps: a quarter of the way, at 4.5 steps (2304 tokens).
+    let tokens = |k: usize| t["models"][k]["tokens"]["mean"].as_f64().unwrap();
+    assert!(
+        close(tokens(0), 3.5 * 512.0) && close(tokens(1), 4.5 * 512.0),
+        "{t}"
+    );
+    let bad = sparsewatt(&["report", dir.to_str().unwrap(), "--target-loss", "-1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_report_carries_the_figures_computed_by_hand() {
     let dir = fixture("figures", &PLAIN);
     let v = json_of(&dir);

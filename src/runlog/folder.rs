@@ -349,6 +349,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_format_1_folder_is_still_read() {
+        let dir = std::env::temp_dir().join(format!("sw-folder-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = serde_json::to_value(header()).unwrap();
+        h["format_version"] = 1.into();
+        // Format 1 headers have none of the fields added since.
+        for k in ["eval_every", "until_loss", "target_loss"] {
+            h["config"].as_object_mut().unwrap().remove(k);
+        }
+        std::fs::write(dir.join(HEADER_FILE), h.to_string()).unwrap();
+        std::fs::write(
+            dir.join(RECORDS_FILE),
+            "{\"kind\":\"eval\",\"t_s\":1.0,\"model\":\"m\",\"role\":\"dense\",\"train_steps\":0,\"train_tokens\":0,\"train_flops\":0.0,\"train_joules\":null,\"val_loss\":2.0}\n",
+        )
+        .unwrap();
+        let run = read_run(&dir).unwrap();
+        assert_eq!((run.header.format_version, run.records.len()), (1, 1));
+        assert_eq!(run.header.config.target(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn another_format_version_is_refused_with_the_file_named() {
         let dir = std::env::temp_dir().join(format!("sw-folder-v-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
