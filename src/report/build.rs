@@ -413,6 +413,7 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
             "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
             "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
+            "Energy to the target loss (the first answer): each model's training steps' joules (warm-up included, evaluation excluded), FLOPs, tokens and seconds summed up to its first crossing of the target, interpolated between the evals around it; 95% intervals from a paired percentile bootstrap over the eval sequences (the validation loss's noise) and the measurement windows (the energy's and time's noise), not over training seeds (docs/report.md, \"Energy to a target loss\").".into(),
             if paired.is_empty() {
                 "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96).".into()
             } else {
