@@ -35,8 +35,8 @@ pub struct Args {
     /// The dense baseline [default: the sparse profile's `dense_baseline`, else dense-tiny].
     #[arg(long)]
     baseline: Option<String>,
-    /// Shape of the run: `default` (200 steps, an eval every 10; about 2 minutes on a 2-core CPU)
-    /// or `long` (800 steps, an eval every 20: where, or whether, the sparse model pulls ahead).
+    /// Shape of the run: `default` (200 steps, an eval every 10) or `long` (800 steps, an eval
+    /// every 20: where, or whether, the sparse model pulls ahead); durations in docs/report.md.
     #[arg(long, value_enum, default_value_t = PresetArg::Default)]
     preset: PresetArg,
     /// Training steps per model, the first --warmup left out of per-token figures [default: the
