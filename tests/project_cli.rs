@@ -252,6 +252,9 @@ fn write_run(dir: &std::path::Path) {
             idle_seconds: 0.0,
             data: "embedded".into(),
             seed: 0,
+            eval_every: None,
+            until_loss: None,
+            target_loss: None,
         },
     };
     let mut w = RunWriter::create(dir, &header).unwrap();
@@ -402,6 +405,9 @@ fn write_roofline_run(dir: &std::path::Path) {
             idle_seconds: 0.0,
             data: "embedded".into(),
             seed: 0,
+            eval_every: None,
+            until_loss: None,
+            target_loss: None,
         },
     };
     let mut w = RunWriter::create(dir, &header).unwrap();

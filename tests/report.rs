@@ -92,6 +92,9 @@ fn header(f: &Fixture) -> RunHeader {
             idle_seconds: 2.0,
             data: "embedded".into(),
             seed: 1,
+            eval_every: None,
+            until_loss: None,
+            target_loss: None,
         },
     }
 }
@@ -159,6 +162,7 @@ fn eval(role: Role, tokens: u64, loss: f64) -> Record {
         train_flops: tokens as f64 * per,
         train_joules: Some(tokens as f64 * if sparse { 0.02 } else { 0.04 }),
         val_loss: loss,
+        val_losses: Vec::new(),
     })
 }
 
@@ -274,10 +278,36 @@ fn by_hand(joules: &[f64]) -> (f64, f64) {
 }
 
 #[test]
+fn report_target_loss_sets_the_loss_of_the_first_answer() {
+    let dir = fixture("target", &PLAIN);
+    let v: Value = serde_json::from_str(&report(&[
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        "--target-loss",
+        "3.25",
+    ]))
+    .unwrap();
+    let t = &v["to_target"];
+    assert_eq!(t["target_loss"].as_f64(), Some(3.25));
+    assert_eq!(t["target_from"], "given (--target-loss)");
+    // By hand: sparse evals 4.0 and 3.0 at 2 and 4 steps: 3.25 is 3/4 of the way, at 3.5 steps;
+    // dense evals 3.5, 2.5 at 4 and 6 steps: a quarter of the way, at 4.5 steps (2304 tokens).
+    let tokens = |k: usize| t["models"][k]["tokens"]["mean"].as_f64().unwrap();
+    assert!(
+        close(tokens(0), 3.5 * 512.0) && close(tokens(1), 4.5 * 512.0),
+        "{t}"
+    );
+    let bad = sparsewatt(&["report", dir.to_str().unwrap(), "--target-loss", "-1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_report_carries_the_figures_computed_by_hand() {
     let dir = fixture("figures", &PLAIN);
     let v = json_of(&dir);
-    assert_eq!(v["report_format_version"], 1);
+    assert_eq!(v["report_format_version"], 2);
     let train = &v["phases"][0];
     assert_eq!(train["phase"], "train");
     assert_eq!(train["denominator"], "tokens trained");
@@ -391,6 +421,37 @@ fn the_report_carries_the_figures_computed_by_hand() {
         2560.0 * 0.02 / (3072.0 * 0.04)
     ));
 
+    // To target (the first answer): the same crossing, with the steps' joules summed by hand
+    // (warm-up included): sparse at 5 steps, halfway between the evals after 4 and 6 steps;
+    // dense at 6.
+    let t = &v["to_target"];
+    assert_eq!(t["target_loss"].as_f64(), Some(2.5));
+    let sum = |j: &[f64]| j.iter().sum::<f64>();
+    let sj = sum(&SPARSE_TRAIN_J[..4]) + 0.5 * (SPARSE_TRAIN_J[4] + SPARSE_TRAIN_J[5]);
+    let dj = sum(&DENSE_TRAIN_J);
+    let tj = |k: usize| t["models"][k]["joules"]["mean"].as_f64().unwrap();
+    assert_eq!(t["models"][0]["role"], "sparse");
+    assert!(close(tj(0), sj) && close(tj(1), dj), "{t}");
+    assert!(close(
+        t["models"][0]["tokens"]["mean"].as_f64().unwrap(),
+        2560.0
+    ));
+    let idle = t["models"][1]["joules_idle_subtracted"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(close(idle, dj - 6.0 * IDLE_W * SECONDS));
+    assert!(close(
+        t["ratio"]["joules"]["mean"].as_f64().unwrap(),
+        sj / dj
+    ));
+    let q = v["answer"]["quality"][0].as_str().unwrap();
+    assert!(
+        q.starts_with(
+            "To reach validation loss 2.5000 nats/token, the sparse model (glam-tiny) used"
+        ) && q.contains("(rapl;"),
+        "{q}"
+    );
+
     assert!(close(
         v["idle"]["power_w"]["value"].as_f64().unwrap(),
         IDLE_W
@@ -402,9 +463,22 @@ fn the_report_carries_the_figures_computed_by_hand() {
     assert!(v["run"]["complete"].as_bool().unwrap());
     assert!(v["notes"][0].as_str().unwrap().contains("sensor read late"));
 
-    // The Markdown says the same, question first.
+    // The Markdown says the same: energy to the target first (within its first 20 lines), then
+    // per-token cost.
     let md = report(&[dir.to_str().unwrap()]);
-    let q = md.find("## The question and the answer").unwrap();
+    let head: Vec<&str> = md.lines().take(20).collect();
+    assert!(
+        head.iter()
+            .any(|l| l.contains("To reach validation loss 2.5000")),
+        "{}",
+        head.join("\n")
+    );
+    let q = md.find("## Per-token cost").unwrap();
+    assert!(
+        md.find("## Energy to reach the same validation loss")
+            .unwrap()
+            < q
+    );
     assert!(q < md.find("## Models").unwrap());
     let row = md
         .lines()

@@ -142,6 +142,21 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
     ))
     .unwrap();
     assert_close(&written, &again, "");
+    // The first answer: both models' cost to the lowest validation loss both reached, each eval
+    // with its sequences' losses behind the intervals.
+    let t = &written["to_target"];
+    assert_eq!(t["models"].as_array().unwrap().len(), 2);
+    for m in t["models"].as_array().unwrap() {
+        assert_eq!(m["reached"], true, "{m}");
+        let j = &m["joules"];
+        let (lo, mean, hi) = (
+            j["ci95"][0].as_f64().unwrap(),
+            j["mean"].as_f64().unwrap(),
+            j["ci95"][1].as_f64().unwrap(),
+        );
+        assert!(lo <= mean && mean <= hi && mean > 0.0, "{j}");
+    }
+    assert!(t["val_sequences"].as_u64().unwrap() >= 2);
     let s = summarize(&run.records);
     for role in [Role::Sparse, Role::Dense] {
         let m = s.model(role).unwrap();

@@ -10,10 +10,12 @@ use sparsewatt::profile::{ModelProfile, Precision};
 use sparsewatt::project::probe::{
     cache_dir, cached, model_dtype, probe_bandwidth, this_machine_key, BANDWIDTH_ELEMENTS,
 };
+use sparsewatt::project::seed::{GLAM_SOURCE, GPT3_SOURCE, SEED_HEADER};
 use sparsewatt::project::{
     calibrate_run, compare_inference, compare_training, dense_counterpart, fit_run,
-    project_inference, project_training, project_training_tokens, summarize_run, table,
-    Calibration, InferenceSettings, ProjectError, Settings, Utilization, DEFAULT_GRID_KG_PER_KWH,
+    project_inference, project_training, project_training_tokens, seed_comparison, summarize_run,
+    table, Calibration, InferenceSettings, ProjectError, Settings, Utilization,
+    DEFAULT_GRID_KG_PER_KWH,
 };
 use sparsewatt::runlog::{detect_machine, read_run};
 
@@ -82,6 +84,35 @@ pub struct Args {
     /// Print JSON: one object for one hardware profile, an array for several.
     #[arg(long)]
     json: bool,
+    /// The seed's full-size comparison: GLaM 64B/64E against its dense base and GPT-3 175B, each
+    /// as its published run was set up, beside the published MWh and GFLOPs per token (also
+    /// printed after a training projection of glam-64b-64e).
+    #[arg(long, conflicts_with_all = ["model", "flops", "inference", "calibrate"])]
+    seed: bool,
+}
+
+/// The seed's comparison as a table with its two answers and the published figures' sources.
+fn print_seed(json: bool) -> anyhow::Result<()> {
+    let c = seed_comparison().map_err(user_err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    println!(
+        "The seed's full-size comparison (GLaM 64B/64E against its dense base and GPT-3 175B):"
+    );
+    print!("{}", table::grid(&SEED_HEADER, &c.cells()));
+    for l in c.summary_lines() {
+        println!("{l}");
+    }
+    for r in &c.rows {
+        println!("{}: {}", r.model, r.setup);
+    }
+    println!("Published: {GLAM_SOURCE} (GLaM); {GPT3_SOURCE} (GPT-3).");
+    for n in &c.notes {
+        println!("note: {n}");
+    }
+    Ok(())
 }
 
 /// Settings errors are the user's input; profile errors keep their type (both exit 2).
@@ -202,6 +233,9 @@ fn with(mut base: Value, key: &str, extra: Value) -> Value {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.seed {
+        return print_seed(args.json);
+    }
     let hardware = hardware_list(&args.hardware)?;
     let calibration = match &args.calibrate {
         Some(dir) => Some(calibrate_run(dir, None).map_err(user_err)?),
@@ -301,6 +335,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for r in ratios {
         println!("{r}");
+    }
+    if model.name == sparsewatt::project::seed::GLAM {
+        println!();
+        print_seed(false)?;
     }
     Ok(())
 }

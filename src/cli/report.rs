@@ -30,11 +30,16 @@ pub struct Args {
     /// Write report.md, report.html and report.json into the run folder (as a run does at its end).
     #[arg(long, conflicts_with_all = ["other", "out", "format"])]
     write: bool,
+    /// The validation loss (nats per token) of the energy-to-target answer [default: the run's
+    /// --target-loss or --until-loss, else the lowest loss both models reached].
+    #[arg(long, value_name = "L", conflicts_with = "write")]
+    target_loss: Option<f64>,
 }
 
-fn load(dir: &Path) -> anyhow::Result<report::Report> {
+fn load(dir: &Path, target_loss: Option<f64>) -> anyhow::Result<report::Report> {
     // A missing or malformed run folder is the user's input being wrong: exit code 2.
-    report::load(dir).map_err(|e| anyhow::Error::new(BadInput(format!("reading run folder: {e}"))))
+    report::load_with_target(dir, target_loss)
+        .map_err(|e| anyhow::Error::new(BadInput(format!("reading run folder: {e}"))))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -56,11 +61,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(out)) => Format::from_path(out).unwrap_or(Format::Markdown),
         (None, None) => Format::Markdown,
     };
-    let a = load(&args.run)?;
+    if let Some(l) = args.target_loss.filter(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err(BadInput(format!(
+            "--target-loss must be a validation loss above 0 (nats per token), got {l}"
+        ))
+        .into());
+    }
+    let a = load(&args.run, args.target_loss)?;
     let text = match &args.other {
         None => report::render(&a, format),
         Some(other) => {
-            let b = load(other)?;
+            let b = load(other, args.target_loss)?;
             report::render_comparison(&report::compare(&a, &b), &a, &b, format)
         }
     };

@@ -23,7 +23,7 @@ use sparsewatt::runlog::{
     RunPeak, RunSummary, RunWriter, SensorInfo, StepRecord, FORMAT_VERSION, FROM_CACHE,
 };
 use sparsewatt::workload::run::{
-    execute, Progress, RunPlan, DEFAULT_MAX_LENGTHEN_S, DEFAULT_MIN_WINDOWS,
+    execute, Preset, Progress, RunPlan, DEFAULT_MAX_LENGTHEN_S, DEFAULT_MIN_WINDOWS,
 };
 use sparsewatt::workload::{InferenceShape, ModelWorkload, RunEvent};
 
@@ -39,9 +39,22 @@ pub struct Args {
     /// one expert's width, fewer FLOPs per token), or a profile name or path.
     #[arg(long, default_value = "matched")]
     baseline: String,
-    /// Training steps per model (the first --warmup are left out of summaries).
-    #[arg(long, default_value_t = 200)]
-    steps: u64,
+    /// Shape of the run: `default` (200 steps, an eval every 10) or `long` (800 steps, an eval
+    /// every 20: where, or whether, the sparse model pulls ahead); durations in docs/report.md.
+    #[arg(long, value_enum, default_value_t = PresetArg::Default)]
+    preset: PresetArg,
+    /// Training steps per model, the first --warmup left out of per-token figures [default: the
+    /// preset's]. With --until-loss, the cap.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Stop rule: train until both models' validation loss is at or below L (nats per token),
+    /// --steps at most; both keep training, alternating, until both have reached it.
+    #[arg(long, value_name = "L")]
+    until_loss: Option<f64>,
+    /// The validation loss the energy-to-target figures use [default: --until-loss, else the
+    /// lowest loss both models reached].
+    #[arg(long, value_name = "L")]
+    target_loss: Option<f64>,
     /// Warm-up steps per model [default: 2, or fewer for very short runs].
     #[arg(long)]
     warmup: Option<u64>,
@@ -61,12 +74,12 @@ pub struct Args {
     prompt_len: usize,
     #[arg(long, default_value_t = 16)]
     decode_tokens: usize,
-    /// Seconds of idle measurement before the workload (the baseline power).
+    /// Seconds of idle measurement before the workload and again after it (the baseline power).
     #[arg(long, default_value_t = 2.0)]
     idle_seconds: f64,
-    /// Validate both models every N training steps (and after the last).
-    #[arg(long, default_value_t = 25)]
-    eval_every: u64,
+    /// Validate both models every N training steps (and after the last) [default: the preset's].
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// The run folder [default: runs/<UTC time>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -103,6 +116,21 @@ pub struct Args {
     /// Run the models on the GPU when built with the `cuda` feature and one is present.
     #[arg(long)]
     gpu: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PresetArg {
+    Default,
+    Long,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Preset {
+        match p {
+            PresetArg::Default => Preset::Default,
+            PresetArg::Long => Preset::Long,
+        }
+    }
 }
 
 struct StderrProgress {
@@ -161,6 +189,16 @@ fn check(a: &Args) -> Result<(), BadInput> {
             a.max_lengthen_s
         )));
     }
+    for (flag, v) in [
+        ("--until-loss", a.until_loss),
+        ("--target-loss", a.target_loss),
+    ] {
+        if let Some(l) = v.filter(|l| !(l.is_finite() && *l > 0.0)) {
+            return Err(BadInput(format!(
+                "{flag} must be a validation loss above 0 (nats per token), got {l}"
+            )));
+        }
+    }
     if !(a.idle_seconds >= 0.0 && a.idle_seconds.is_finite()) {
         return Err(BadInput(format!(
             "--idle-seconds must be >= 0, got {}",
@@ -199,6 +237,9 @@ fn this_machines_peak(device: &candle_core::Device, device_name: &str) -> Option
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     check(&a)?;
+    let preset = Preset::from(a.preset);
+    let steps = a.steps.unwrap_or(preset.steps());
+    let eval_every = a.eval_every.unwrap_or(preset.eval_every()).max(1);
     let sparse_p = load_model(&a.model)?;
     let dense_p = Baseline::parse(&a.baseline).profile(&sparse_p)?;
     let choice: SensorChoice = a
@@ -245,16 +286,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // How often its counter updates: the shortest window it resolves.
     let update_period = detect_update_period(sensor.as_mut(), DETECT_FOR);
 
-    let warmup = a
-        .warmup
-        .unwrap_or(if a.steps >= 6 { 2 } else { a.steps / 3 });
+    let warmup = a.warmup.unwrap_or(if steps >= 6 { 2 } else { steps / 3 });
     let shape = InferenceShape {
         batch: a.infer_batch,
         prompt_len: a.prompt_len,
         decode_tokens_per_step: a.decode_tokens,
     };
     let workload = |p: &ModelProfile, role: Role| -> anyhow::Result<ModelWorkload> {
-        let mut tc = TrainConfig::for_profile(p, a.steps.max(1));
+        let mut tc = TrainConfig::for_profile(p, steps.max(1));
         tc.batch = a.batch;
         tc.seed = a.seed;
         // Two fixed validation batches keep evaluation short beside the measured steps.
@@ -307,7 +346,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
         ],
         config: RunConfig {
-            train_steps: a.steps,
+            train_steps: steps,
             warmup_steps: warmup,
             batch: a.batch,
             seq_len: sparse_p.seq_len,
@@ -319,17 +358,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             idle_seconds: a.idle_seconds,
             data: corpus.name().to_string(),
             seed: a.seed,
+            eval_every: Some(eval_every),
+            until_loss: a.until_loss,
+            target_loss: a.target_loss,
         },
     };
     let mut writer = RunWriter::create(&dir, &header)
         .with_context(|| format!("creating the run folder {}", dir.display()))?;
     let plan = RunPlan {
-        train_steps: a.steps,
+        train_steps: steps,
         warmup_steps: warmup,
         prefill_steps: a.prefill_steps,
         decode_steps: a.decode_steps,
         idle_seconds: a.idle_seconds,
-        eval_every: a.eval_every.max(1),
+        eval_every,
+        until_loss: a.until_loss,
+        target_loss: a.target_loss,
         peak: peak_of_run(&header),
         update_period,
         min_windows: a.min_windows.max(1),
@@ -433,6 +477,14 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: no report written: {e:#}"),
     }
     println!("run {} ({})", dir.display(), s.end_reason);
+    // The first answer: energy to the same validation loss.
+    if let Some(h) = s
+        .to_target
+        .as_ref()
+        .and_then(sparsewatt::report::quality::headline)
+    {
+        println!("{h}");
+    }
     println!(
         "{:<8} {:<8} {:>16} {:>22} {:>14} {:>12}",
         "phase", "role", "model", "J/token (95% CI)", "FLOPs/token", "tokens/s"

@@ -179,6 +179,24 @@ pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor) -> Result<Tenso
         .affine(-1.0 / rows as f64, 0.0)
 }
 
+/// Cross-entropy of each row group: `logits` (rows, vocab) of `sequences` sequences of equal
+/// length, the mean over each sequence's tokens (nats per token), from candle's ops. Their mean
+/// is [`cross_entropy_composed`].
+pub fn cross_entropy_per_sequence(
+    logits: &Tensor,
+    targets: &Tensor,
+    sequences: usize,
+) -> Result<Vec<f32>> {
+    let lp = log_softmax(&logits.to_dtype(DType::F32)?)?;
+    let picked = lp.gather(&targets.unsqueeze(1)?, 1)?; // (rows, 1)
+    let rows = picked.dim(0)?;
+    picked
+        .reshape((sequences, rows / sequences.max(1)))?
+        .mean(1)?
+        .neg()?
+        .to_vec1::<f32>()
+}
+
 /// The feed-forward block, d -> d_ff -> d: a dense layer's FFN and each expert. The plain MLP
 /// is `gelu(x up) down`; a gated unit (GLaM's dense layers; Shazeer 2020, arXiv 2002.05202) is
 /// `(act(x gate) * (x up)) down`, GELU for GEGLU and SiLU for SwiGLU.

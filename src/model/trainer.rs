@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::checkpoint::{self, CheckpointError, TrainerState};
-use super::layers::cross_entropy;
+use super::layers::{cross_entropy, cross_entropy_per_sequence};
 use super::optim::{AdamW, LrSchedule};
 use super::Model;
 use crate::accounting::{FlopCount, TRAIN_FORWARD_MULTIPLE};
@@ -225,6 +225,22 @@ impl Trainer {
         let loss = sum / self.val.len() as f64;
         self.last_val_loss = Some(loss);
         Ok(loss)
+    }
+
+    /// The loss of each validation sequence (nats per token; the same fixed sequences every
+    /// time), in batch order; their mean is the validation loss, which this records as the last.
+    pub fn validate_sequences(&mut self) -> anyhow::Result<Vec<f64>> {
+        let mut out = Vec::new();
+        for b in &self.val {
+            let (ids, targets) = self.batch_tensors(b)?;
+            let fwd = self.model.forward(&ids)?;
+            let per = cross_entropy_per_sequence(&fwd.logits.detach(), &targets, b.batch)?;
+            out.extend(per.into_iter().map(f64::from));
+        }
+        if !out.is_empty() {
+            self.last_val_loss = Some(out.iter().sum::<f64>() / out.len() as f64);
+        }
+        Ok(out)
     }
 
     /// Save the model, the optimiser's moments and the trainer's position into `dir`.

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod inference;
 pub mod local;
 pub mod probe;
+pub mod seed;
 pub mod table;
 pub mod training;
 
@@ -24,6 +25,7 @@ pub use inference::{
 pub use local::{
     fit_run, prefill_traffic, train_traffic, FitPoint, LocalFit, LocalPrediction, TrainTraffic,
 };
+pub use seed::{seed_comparison, SeedComparison, SeedRow};
 pub use training::{
     implied_utilization, project_training, project_training_tokens, training_flops, Settings,
     TrainingProjection, Utilization,

@@ -21,16 +21,34 @@ const PHASES: [crate::runlog::Phase; 3] = [
 /// z of a two-sided 95% normal interval, for the approximate CI of a ratio of two means.
 const Z95: f64 = 1.959_963_984_540_054;
 
-/// Build the report of a run (finished or cut off).
+/// Build the report of a run (finished or cut off), its to-target figures at the loss the run
+/// asked for (`--target-loss` or `--until-loss`), else at the lowest loss both models reached.
 pub fn build(run: &RunData) -> Report {
-    let summary = crate::project::summarize_run(&run.header, &run.records);
+    build_with_target(run, None)
+}
+
+/// [`build`] with the to-target figures at `target_loss` (`report --target-loss`) when given.
+pub fn build_with_target(run: &RunData, target_loss: Option<f64>) -> Report {
+    let target = match target_loss {
+        Some(l) => Some((l, crate::runlog::TARGET_GIVEN)),
+        None => run.header.config.target(),
+    };
+    let summary =
+        crate::project::summarize_run(&run.header, &run.records).with_target(&run.records, target);
     let steps: Vec<&StepRecord> = run.steps().collect();
     let phases = phase_rows(&summary);
     let source = summary.source.unwrap_or(run.header.sensor.source);
     Report {
         report_format_version: REPORT_FORMAT_VERSION,
         run: run_section(run, &summary, &steps),
-        answer: answer(&phases, source),
+        answer: Answer {
+            quality: summary.to_target.as_ref().map_or_else(
+                || vec!["No validation loss was recorded: no energy-to-quality comparison.".into()],
+                |t| super::quality::sentences(t, Some(trained_steps(&steps))),
+            ),
+            ..answer(&phases, source)
+        },
+        to_target: summary.to_target.clone(),
         models: run
             .header
             .models
@@ -56,6 +74,16 @@ pub fn build(run: &RunData) -> Report {
         phases,
         peak: summary.peak.clone(),
     }
+}
+
+/// Training steps the run did per model (the most of either).
+fn trained_steps(steps: &[&StepRecord]) -> u64 {
+    steps
+        .iter()
+        .filter(|s| s.phase == crate::runlog::Phase::Train)
+        .map(|s| s.step + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 fn run_section(run: &RunData, summary: &RunSummary, steps: &[&StepRecord]) -> RunSection {
@@ -285,6 +313,7 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
             .push("The run recorded no measured step: there is nothing to compare yet.".into());
     }
     Answer {
+        quality: Vec::new(),
         question: "What does a token cost, in joules and in FLOPs, on the sparse mixture-of-experts model against its dense baseline, for training, prefill and decode?".into(),
         sentences,
     }
@@ -400,6 +429,7 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
             "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
             "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
+            "Energy to the target loss (the first answer): each model's training steps' joules (warm-up included, evaluation excluded), FLOPs, tokens and seconds summed up to its first crossing of the target, interpolated between the evals around it; 95% intervals from a paired percentile bootstrap over the eval sequences (the validation loss's noise) and the measurement windows (the energy's and time's noise), not over training seeds (docs/report.md, \"Energy to a target loss\").".into(),
             if paired.is_empty() {
                 "Sparse/dense ratios: the ratio of the two phases' means, its 95% interval by the delta method (z = 1.96).".into()
             } else {

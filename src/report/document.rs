@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::runlog::{MachineInfo, Phase, Role, RunConfig};
 
 /// Version of the report's JSON schema (docs/report.md).
-pub const REPORT_FORMAT_VERSION: u32 = 1;
+pub const REPORT_FORMAT_VERSION: u32 = 2;
 
 /// Sources of figures that are not energy readings (energy figures carry `nvml`, `rapl` or
 /// `estimate`).
@@ -112,6 +112,10 @@ pub struct Report {
     pub report_format_version: u32,
     pub run: RunSection,
     pub answer: Answer,
+    /// The first answer's figures: each model's cost to the target validation loss with 95%
+    /// intervals (`summary.json`'s `to_target`; absent without evals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_target: Option<crate::runlog::ToTarget>,
     pub phases: Vec<PhaseRow>,
     pub models: Vec<ModelSection>,
     pub machine: MachineInfo,
@@ -154,6 +158,11 @@ pub struct RunSection {
 /// The question the run answers and the answer in sentences; the figures are in `phases`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
+    /// The first answer, quality per joule: the energy each model needed to reach the same
+    /// validation loss (sentences over `Report::to_target`).
+    #[serde(default)]
+    pub quality: Vec<String>,
+    /// The second answer, per-token cost: the question and its sentences.
     pub question: String,
     pub sentences: Vec<String>,
 }
@@ -359,6 +368,10 @@ pub struct ProjectionSection {
     pub rows: Vec<ProjectionRow>,
     /// This machine's projection against what the run measured.
     pub this_machine: Vec<ProjectionCheck>,
+    /// The seed's full-size comparison: GLaM 64B/64E against its dense base and GPT-3 175B,
+    /// with the published figures (absent when a profile does not load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_size: Option<crate::project::SeedComparison>,
 }
 
 /// One model and phase projected onto one chip of a hardware profile, at the profile's defaults.

@@ -77,25 +77,23 @@ fn training_curves(records: &[Record]) -> BTreeMap<(Role, String), Vec<LossPoint
     out
 }
 
-/// Where a curve first reaches `target`: interpolated linearly between the last point above it and
-/// the first at or below it; the first point's figures when that one is already at or below.
-/// Returns (tokens, FLOPs, joules).
-pub fn first_reach(points: &[LossPoint], target: f64) -> Option<(f64, f64, Option<f64>)> {
-    let i = points.iter().position(|p| p.loss_nats <= target)?;
-    let b = &points[i];
-    if i == 0 || points[i - 1].loss_nats == b.loss_nats {
-        return Some((b.train_tokens as f64, b.train_flops, b.train_joules));
-    }
-    let a = &points[i - 1];
-    let f = (a.loss_nats - target) / (a.loss_nats - b.loss_nats);
-    let lerp = |x: f64, y: f64| x + f * (y - x);
+/// Where a curve first reaches `target` (`runlog::first_reach`, the same crossing as
+/// `summary.json`'s `to_target`): (tokens, FLOPs, joules) interpolated between the evals around it.
+fn first_reach(points: &[LossPoint], target: f64) -> Option<(f64, f64, Option<f64>)> {
+    let losses: Vec<f64> = points.iter().map(|p| p.loss_nats).collect();
+    let x = crate::runlog::first_reach(&losses, target)?;
+    let col = |f: fn(&LossPoint) -> f64| -> f64 {
+        crate::runlog::interpolate_at(&points.iter().map(f).collect::<Vec<f64>>(), x)
+    };
+    let joules = points
+        .iter()
+        .map(|p| p.train_joules)
+        .collect::<Option<Vec<f64>>>()
+        .map(|j| crate::runlog::interpolate_at(&j, x));
     Some((
-        lerp(a.train_tokens as f64, b.train_tokens as f64),
-        lerp(a.train_flops, b.train_flops),
-        match (a.train_joules, b.train_joules) {
-            (Some(x), Some(y)) => Some(lerp(x, y)),
-            _ => None,
-        },
+        col(|p| p.train_tokens as f64),
+        col(|p| p.train_flops),
+        joules,
     ))
 }
 

@@ -192,9 +192,17 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "<h1>sparsewatt report: run {}</h1>", esc(&r.run.id));
     let class = if r.run.complete { "done" } else { "cutoff" };
     let _ = writeln!(o, "<p class=\"{class}\">{}</p>", esc(&r.run.status));
+    o.push_str("<h2>Energy to reach the same validation loss</h2>");
+    list(&mut o, &r.answer.quality);
+    if let Some(t) = &r.to_target {
+        o.push_str(&table(
+            &super::quality::TABLE_HEADER,
+            &super::quality::table_rows(t),
+        ));
+    }
     let _ = writeln!(
         o,
-        "<h2>The question and the answer</h2><p>{}</p>",
+        "<h2>Per-token cost</h2><p>{}</p>",
         esc(&r.answer.question)
     );
     list(&mut o, &r.answer.sentences);
@@ -246,6 +254,11 @@ pub fn render(r: &Report) -> String {
         o.push_str(&table(&md::EXPERT_HEADER, &md::expert_rows(e)));
     }
     o.push_str("<h2>Projections</h2>");
+    if let Some(c) = &r.projections.full_size {
+        let _ = writeln!(o, "<p>{}</p>", esc(md::FULL_SIZE_TITLE));
+        o.push_str(&table(&crate::project::seed::SEED_HEADER, &c.cells()));
+        list(&mut o, &md::full_size_lines(c));
+    }
     for n in &r.projections.notes {
         let _ = writeln!(o, "<p>{}</p>", esc(n));
     }

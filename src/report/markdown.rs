@@ -449,6 +449,22 @@ pub const CHECK_HEADER: [&str; 7] = [
     "measured / projected",
 ];
 
+/// Heading of the seed's full-size comparison table.
+pub const FULL_SIZE_TITLE: &str =
+    "The seed's full-size comparison (projections beside the published figures):";
+
+/// The sentences under the full-size table: both answers, the notes and the published sources.
+pub fn full_size_lines(c: &crate::project::SeedComparison) -> Vec<String> {
+    let mut v: Vec<String> = c.summary_lines().into_iter().collect();
+    v.extend(c.notes.iter().cloned());
+    v.push(format!(
+        "Published: {} (GLaM); {} (GPT-3).",
+        crate::project::seed::GLAM_SOURCE,
+        crate::project::seed::GPT3_SOURCE
+    ));
+    v
+}
+
 /// Render the whole report as Markdown.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
@@ -459,11 +475,23 @@ pub fn render(r: &Report) -> String {
         format!("**{}**", r.run.status)
     };
     let _ = writeln!(o, "{status}\n");
-    let _ = writeln!(
-        o,
-        "## The question and the answer\n\n{}\n",
-        r.answer.question
-    );
+    let _ = writeln!(o, "## Energy to reach the same validation loss\n");
+    for s in &r.answer.quality {
+        let _ = writeln!(o, "- {s}");
+    }
+    if let Some(t) = &r.to_target {
+        let _ = writeln!(
+            o,
+            "\n{}",
+            table(
+                &super::quality::TABLE_HEADER,
+                &super::quality::table_rows(t)
+            )
+        );
+    } else {
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "## Per-token cost\n\n{}\n", r.answer.question);
     for s in &r.answer.sentences {
         let _ = writeln!(o, "- {s}");
     }
@@ -541,6 +569,17 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(o, "## Projections\n");
+    if let Some(c) = &r.projections.full_size {
+        let _ = writeln!(
+            o,
+            "{FULL_SIZE_TITLE}\n\n{}",
+            table(&crate::project::seed::SEED_HEADER, &c.cells())
+        );
+        for l in full_size_lines(c) {
+            let _ = writeln!(o, "- {l}");
+        }
+        let _ = writeln!(o);
+    }
     for n in &r.projections.notes {
         let _ = writeln!(o, "{n}\n");
     }

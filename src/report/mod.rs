@@ -14,16 +14,16 @@ pub mod html;
 pub mod markdown;
 mod power;
 mod projection;
+pub mod quality;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-pub use build::{build, ratio_of};
+pub use build::{build, build_with_target, ratio_of};
 pub use compare::compare;
 pub use document::{Comparison, Figure, Report, REPORT_FORMAT_VERSION};
-pub use efficiency::first_reach;
 
 use crate::runlog::{read_run, RunFolderError, SUMMARY_FILE};
 
@@ -62,6 +62,11 @@ impl Format {
 /// Read a run folder and build its report.
 pub fn load(dir: &Path) -> Result<Report, RunFolderError> {
     Ok(build(&read_run(dir)?))
+}
+
+/// [`load`] with the to-target figures at `target_loss` when given.
+pub fn load_with_target(dir: &Path, target_loss: Option<f64>) -> Result<Report, RunFolderError> {
+    Ok(build_with_target(&read_run(dir)?, target_loss))
 }
 
 pub fn to_json<T: serde::Serialize>(x: &T) -> String {

@@ -124,10 +124,18 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
             Vec::new()
         }
     };
+    let full_size = match crate::project::seed_comparison() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            notes.push(format!("No full-size comparison: {e}"));
+            None
+        }
+    };
     ProjectionSection {
         notes,
         rows,
         this_machine,
+        full_size,
     }
 }
 

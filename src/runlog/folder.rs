@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::{Record, Role, StepRecord, FORMAT_VERSION};
+use super::record::{Record, Role, StepRecord, FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use crate::meter::EnergySource;
 use crate::profile::ModelProfile;
 
@@ -27,7 +27,7 @@ pub enum RunFolderError {
     },
     #[error("{path}: not a sparsewatt run header: {message}")]
     BadHeader { path: PathBuf, message: String },
-    #[error("{path}: run folder format {found}, this sparsewatt reads format {FORMAT_VERSION}")]
+    #[error("{path}: run folder format {found}, this sparsewatt reads formats {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
 }
 
@@ -94,6 +94,22 @@ pub struct RunConfig {
     /// The corpus trained on: "embedded" or a path.
     pub data: String,
     pub seed: u64,
+    /// Training steps between two evals, the stop rule's loss (`--until-loss`) and the
+    /// to-target loss (`--target-loss`); absent in older folders and when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_loss: Option<f64>,
+}
+
+impl RunConfig {
+    /// The to-target loss the run asked for (`--target-loss`, else `--until-loss`) and how it
+    /// was chosen; `None`: the lowest loss all models reached.
+    pub fn target(&self) -> Option<(f64, &'static str)> {
+        super::target::chosen_target(self.target_loss, self.until_loss)
+    }
 }
 
 /// `run.json`.
@@ -225,7 +241,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
-    if found != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&found) {
         return Err(RunFolderError::Version { path: hp, found });
     }
     let header: RunHeader =
@@ -307,6 +323,9 @@ pub(crate) mod tests {
                 idle_seconds: 0.0,
                 data: "embedded".into(),
                 seed: 0,
+                eval_every: None,
+                until_loss: None,
+                target_loss: None,
             },
         }
     }
@@ -331,6 +350,28 @@ pub(crate) mod tests {
         let run = read_run(&dir).unwrap();
         assert_eq!((run.records.len(), run.unreadable_lines), (1, 1));
         assert!(!run.complete());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_format_1_folder_is_still_read() {
+        let dir = std::env::temp_dir().join(format!("sw-folder-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = serde_json::to_value(header()).unwrap();
+        h["format_version"] = 1.into();
+        // Format 1 headers have none of the fields added since.
+        for k in ["eval_every", "until_loss", "target_loss"] {
+            h["config"].as_object_mut().unwrap().remove(k);
+        }
+        std::fs::write(dir.join(HEADER_FILE), h.to_string()).unwrap();
+        std::fs::write(
+            dir.join(RECORDS_FILE),
+            "{\"kind\":\"eval\",\"t_s\":1.0,\"model\":\"m\",\"role\":\"dense\",\"train_steps\":0,\"train_tokens\":0,\"train_flops\":0.0,\"train_joules\":null,\"val_loss\":2.0}\n",
+        )
+        .unwrap();
+        let run = read_run(&dir).unwrap();
+        assert_eq!((run.header.format_version, run.records.len()), (1, 1));
+        assert_eq!(run.header.config.target(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -12,6 +12,7 @@ mod machine;
 mod peak;
 mod record;
 mod summary;
+mod target;
 
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
@@ -25,6 +26,11 @@ pub use peak::{
 };
 pub use record::{
     Energy, EvalRecord, GpuSample, HostEnergy, IdleRecord, IdleWhen, Phase, Record, Role, Sample,
-    StepRecord, WindowInfo, FORMAT_VERSION,
+    StepRecord, WindowInfo, FORMAT_VERSION, OLDEST_READABLE_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};
+pub use target::{
+    at as interpolate_at, chosen_target, first_reach, to_target, Interval, LeadChange,
+    ModelToTarget, TargetRatio, ToTarget, REPLICATES, TARGET_GIVEN, TARGET_LOWEST_REACHED,
+    TARGET_UNTIL,
+};

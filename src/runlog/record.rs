@@ -8,7 +8,11 @@ use crate::accounting::Component;
 use crate::meter::EnergySource;
 
 /// Version of the run-folder format; bump on any incompatible change (docs/run-folder.md).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `to_target` to `summary.json` and `val_losses` to eval records; version 1
+/// folders stay readable ([`OLDEST_READABLE_VERSION`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest run-folder format this version reads (every field added since has a default).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Which side of the comparison a model is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -203,7 +207,12 @@ pub struct EvalRecord {
     pub train_tokens: u64,
     pub train_flops: f64,
     pub train_joules: Option<f64>,
+    /// Mean over `val_losses`.
     pub val_loss: f64,
+    /// Loss of each eval sequence (the same fixed sequences at every eval, nats per token), which
+    /// the to-target intervals resample; empty in folders of format 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_losses: Vec<f64>,
 }
 
 /// When an idle window was measured: before the workload (its power is the baseline the steps'

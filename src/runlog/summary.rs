@@ -115,11 +115,24 @@ pub struct RunSummary {
     /// The peak the phases' `utilization` divides by (absent when no peak is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak: Option<SummaryPeak>,
+    /// Each model's joules, FLOPs, tokens and seconds to a target validation loss, with 95%
+    /// intervals (format 2; absent without evals and in format 1 summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_target: Option<super::target::ToTarget>,
 }
 
 impl RunSummary {
     pub fn model(&self, role: Role) -> Option<&ModelSummary> {
         self.models.iter().find(|m| m.role == role)
+    }
+
+    /// The to-target figures for `target` (loss, how it was chosen) instead of the default (the
+    /// lowest loss all models reached); `None` keeps the default.
+    pub fn with_target(mut self, records: &[Record], target: Option<(f64, &str)>) -> RunSummary {
+        if target.is_some() {
+            self.to_target = super::target::to_target(records, target);
+        }
+        self
     }
 }
 
@@ -343,6 +356,7 @@ pub fn summarize(records: &[Record]) -> RunSummary {
         models,
         ratios,
         peak: None,
+        to_target: super::target::to_target(records, None),
     }
 }
 

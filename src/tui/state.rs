@@ -325,7 +325,8 @@ impl RunState {
     pub fn refresh_summary(&mut self) {
         if self.summary_stale {
             self.summary = Some(match &self.header {
-                Some(h) => crate::project::summarize_run(h, &self.summary_records),
+                Some(h) => crate::project::summarize_run(h, &self.summary_records)
+                    .with_target(&self.summary_records, h.config.target()),
                 None => summarize(&self.summary_records),
             });
             self.summary_stale = false;

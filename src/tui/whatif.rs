@@ -6,9 +6,9 @@ use ratatui::crossterm::event::KeyCode;
 
 use crate::profile::{hardware_names, load_hardware, load_model, HardwareProfile, ModelProfile};
 use crate::project::{
-    calibrate, compare_inference, project_training, project_training_tokens, Calibration,
-    InferenceComparison, InferenceSettings, Settings, TrainingProjection, Utilization,
-    DEFAULT_GRID_KG_PER_KWH,
+    calibrate, compare_inference, project_training, project_training_tokens, seed_comparison,
+    Calibration, InferenceComparison, InferenceSettings, SeedComparison, Settings,
+    TrainingProjection, Utilization, DEFAULT_GRID_KG_PER_KWH,
 };
 use crate::runlog::{Role, RunHeader, RunSummary};
 
@@ -37,6 +37,9 @@ pub struct ProjectionInputs {
     pub hardware: Vec<HardwareProfile>,
     /// (sparse, dense) full-size pair, when both profiles load.
     pub glam: Option<(ModelProfile, ModelProfile)>,
+    /// The seed's comparison: GLaM 64B/64E against its dense base and GPT-3 175B as their
+    /// published runs were set up (the what-if keys do not apply), with the published figures.
+    pub seed: Option<SeedComparison>,
     pub errors: Vec<String>,
 }
 
@@ -52,6 +55,10 @@ impl ProjectionInputs {
         match (load_model(GLAM_SPARSE), load_model(GLAM_DENSE)) {
             (Ok(s), Ok(d)) => out.glam = Some((s, d)),
             (Err(e), _) | (_, Err(e)) => out.errors.push(format!("GLaM projection skipped: {e}")),
+        }
+        match seed_comparison() {
+            Ok(c) => out.seed = Some(c),
+            Err(e) => out.errors.push(format!("GLaM against GPT-3 skipped: {e}")),
         }
         out
     }

@@ -35,8 +35,9 @@ pub trait Workload: Send {
     fn role(&self) -> Role;
     /// Run one step of `phase`. Decode steps continue the sequence the last prefill started.
     fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome>;
-    /// Validation loss on the held-out split (nats per token).
-    fn validate(&mut self) -> anyhow::Result<f64>;
+    /// Validation loss on the held-out split, one figure per eval sequence (nats per token; the
+    /// same sequences every time): their mean is the validation loss.
+    fn validate(&mut self) -> anyhow::Result<Vec<f64>>;
     /// Whether a decode step can continue the current sequences (else a prefill must come first).
     fn can_decode(&self) -> bool;
     /// Waits until the work issued so far has finished (a GPU runs its kernels asynchronously).

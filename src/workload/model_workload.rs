@@ -185,8 +185,8 @@ impl Workload for ModelWorkload {
         }
     }
 
-    fn validate(&mut self) -> anyhow::Result<f64> {
-        self.trainer.validate()
+    fn validate(&mut self) -> anyhow::Result<Vec<f64>> {
+        self.trainer.validate_sequences()
     }
 
     fn can_decode(&self) -> bool {

@@ -48,6 +48,51 @@ pub struct RunPlan {
     /// The most seconds lengthening may add to one phase (both models); a phase that would
     /// need more keeps its planned steps and its figure is reported as unresolved.
     pub max_lengthen_s: f64,
+    /// The stop rule: training ends at the first eval where every model's validation loss is at
+    /// or below this (`train_steps` stays the cap). Both models train, alternating, until both
+    /// have reached it, so neither runs alone on the machine; each one's cost is read at its
+    /// own first crossing.
+    pub until_loss: Option<f64>,
+    /// The target of `summary.json`'s `to_target` [default: `until_loss`, else the lowest
+    /// validation loss all models reached].
+    pub target_loss: Option<f64>,
+}
+
+impl RunPlan {
+    /// The to-target loss and how it was chosen, when the plan sets one.
+    pub fn target(&self) -> Option<(f64, &'static str)> {
+        crate::runlog::chosen_target(self.target_loss, self.until_loss)
+    }
+}
+
+/// Shapes of `sparsewatt run` a user picks by name; explicit flags override their figures.
+/// Both models get the same steps, evals, data and seed whatever the preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// A few minutes on a 2-core CPU: enough steps for both models to cross a common
+    /// validation loss.
+    Default,
+    /// Four times the steps, an eval every 20: where, or whether, the sparse model pulls ahead
+    /// later in training (docs/report.md gives its duration).
+    Long,
+}
+
+impl Preset {
+    /// Training steps per model (warm-up included).
+    pub fn steps(self) -> u64 {
+        match self {
+            Preset::Default => 200,
+            Preset::Long => 800,
+        }
+    }
+
+    /// Validate both models every this many training steps.
+    pub fn eval_every(self) -> u64 {
+        match self {
+            Preset::Default => 10,
+            Preset::Long => 20,
+        }
+    }
 }
 
 /// Default of [`RunPlan::min_windows`].
@@ -447,13 +492,20 @@ fn lengthened(
     }
 }
 
+/// Validates `w` and records it; returns the validation loss.
 fn evaluate(
     ctx: &mut Ctx,
     counts: &Counts,
     w: &mut dyn Workload,
     steps: u64,
-) -> anyhow::Result<()> {
-    let val_loss = w.validate()?;
+) -> anyhow::Result<f64> {
+    let val_losses = w.validate()?;
+    anyhow::ensure!(
+        !val_losses.is_empty(),
+        "{}: validation returned no loss",
+        w.name()
+    );
+    let val_loss = val_losses.iter().sum::<f64>() / val_losses.len() as f64;
     let (tokens, flops, joules) = counts
         .train_tokens
         .get(w.name())
@@ -468,12 +520,14 @@ fn evaluate(
         train_flops: flops,
         train_joules: Some(joules),
         val_loss,
+        val_losses,
     };
     ctx.progress.note(&format!(
         "{} after {steps} steps: validation loss {val_loss:.4}",
         w.name()
     ));
-    ctx.emit(Record::Eval(rec))
+    ctx.emit(Record::Eval(rec))?;
+    Ok(val_loss)
 }
 
 /// Run `plan` on the two models, measuring with `meter`, writing to `writer` and, if given,
@@ -535,7 +589,9 @@ pub fn execute(
     let t_s = ctx.t();
     ctx.emit(Record::End { t_s, reason })?;
     ctx.writer.flush()?;
-    let summary = summarize(&ctx.records).with_peak(plan.peak.as_ref());
+    let summary = summarize(&ctx.records)
+        .with_peak(plan.peak.as_ref())
+        .with_target(&ctx.records, plan.target());
     let path = ctx.writer.dir().join(crate::runlog::SUMMARY_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -673,6 +729,8 @@ fn run_workload(
     let mut train_steps = plan.train_steps;
     let mut done = 0;
     let (mut sized, mut grow) = (false, false);
+    // Whether the stop rule ended training (both models at or below `until_loss`).
+    let mut reached = false;
     while done < train_steps {
         if stopped() {
             return Ok(());
@@ -702,8 +760,27 @@ fn run_workload(
         done += n;
         train_steps = train_steps.max(done);
         if done / eval_every > before / eval_every || done == train_steps {
-            evaluate(ctx, &counts, sparse, done)?;
-            evaluate(ctx, &counts, dense, done)?;
+            let ls = evaluate(ctx, &counts, sparse, done)?;
+            let ld = evaluate(ctx, &counts, dense, done)?;
+            if let Some(l) = plan.until_loss.filter(|&l| ls <= l && ld <= l) {
+                reached = true;
+                ctx.log(
+                    "info",
+                    format!(
+                        "stop rule: both models reached validation loss {l} after {done} steps \
+                         (validation {ls:.4} and {ld:.4}); training ends"
+                    ),
+                )?;
+                break;
+            }
+        }
+    }
+    if let Some(l) = plan.until_loss {
+        if !reached && !stopped() {
+            ctx.log(
+                "info",
+                format!("stop rule: {train_steps} steps (the cap) done before both models reached validation loss {l}"),
+            )?;
         }
     }
     // Inference: one warm-up step of each phase and model (its own window, the phase's first
@@ -830,8 +907,10 @@ mod tests {
                 ..StepOutcome::default()
             })
         }
-        fn validate(&mut self) -> anyhow::Result<f64> {
-            Ok(1.0)
+        fn validate(&mut self) -> anyhow::Result<Vec<f64>> {
+            // Falls with the steps trained, the same for both models.
+            let l = 5.0 / (1.0 + self.steps as f64);
+            Ok(vec![l * 0.9, l * 1.1])
         }
         fn can_decode(&self) -> bool {
             self.room > 0
@@ -890,6 +969,8 @@ mod tests {
             min_windows: 1,
             max_lengthen_s: 5.0,
             peak: None,
+            until_loss: None,
+            target_loss: None,
         };
         let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1025,6 +1106,8 @@ mod tests {
             min_windows: 1,
             max_lengthen_s: 1.0,
             peak: None,
+            until_loss: None,
+            target_loss: None,
         };
         let dir = std::env::temp_dir().join(format!("sw-idle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1149,6 +1232,8 @@ mod tests {
             min_windows: 1,
             max_lengthen_s: 1.0,
             peak: None,
+            until_loss: None,
+            target_loss: None,
         };
         let dir = std::env::temp_dir().join(format!("sw-host-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1209,6 +1294,77 @@ mod tests {
         let report =
             crate::report::render(&crate::report::build(&run), crate::report::Format::Markdown);
         assert!(report.contains("Host CPU beside the GPU"), "{report}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_loss() {
+        // Fake validation: 5 / (1 + steps so far), for both; <= 1.0 from 4 steps on.
+        let plan = RunPlan {
+            train_steps: 40,
+            warmup_steps: 1,
+            prefill_steps: 0,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            eval_every: 2,
+            update_period: None,
+            min_windows: 1,
+            max_lengthen_s: 0.0,
+            peak: None,
+            until_loss: Some(1.0),
+            target_loss: None,
+        };
+        let dir = std::env::temp_dir().join(format!("sw-until-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
+        let epoch = Instant::now();
+        let sensor = Coarse {
+            origin: epoch,
+            reads: 0,
+            fail: vec![],
+        };
+        let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let stop = AtomicBool::new(false);
+        let summary = execute(
+            &plan,
+            &mut a,
+            &mut b,
+            &meter,
+            None,
+            &mut writer,
+            None,
+            &stop,
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        let run = read_run(&dir).unwrap();
+        for m in ["a", "b"] {
+            let trained = run
+                .steps()
+                .filter(|s| s.model == m && s.phase == Phase::Train)
+                .count();
+            // Evals at 0, 2 and 4 steps: 5/3 > 1, then 5/5 = 1 <= 1.
+            assert_eq!(trained, 4, "{m}");
+        }
+        assert!(run.records.iter().any(|r| matches!(r,
+            Record::Log { message, .. } if message.contains("stop rule: both models reached"))));
+        let t = summary.to_target.unwrap();
+        assert_eq!(
+            (t.target_loss, t.target_from.as_str()),
+            (1.0, crate::runlog::TARGET_UNTIL)
+        );
+        assert!(t.models.iter().all(|m| m.reached && m.joules.is_some()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

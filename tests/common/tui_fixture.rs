@@ -89,6 +89,9 @@ pub fn header() -> RunHeader {
             idle_seconds: 1.0,
             data: "embedded".into(),
             seed: 7,
+            eval_every: None,
+            until_loss: None,
+            target_loss: None,
         },
     }
 }
@@ -210,6 +213,7 @@ impl Gen {
             train_flops: flops,
             train_joules: None,
             val_loss: 2.6 + 3.0 * (-rate * (steps - 1) as f64).exp(),
+            val_losses: Vec::new(),
         }));
     }
 }

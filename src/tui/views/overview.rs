@@ -34,7 +34,7 @@ const TWO_COLUMNS_WIDTH: u16 = 136;
 pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let [top, ratios, note] = Layout::vertical([
         Constraint::Min(8),
-        Constraint::Length(5),
+        Constraint::Length(7),
         Constraint::Length(2),
     ])
     .areas(area);
@@ -48,10 +48,11 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
     let x = [0.0, s.t_s.max(1.0)];
     if area.width >= TWO_COLUMNS_WIDTH {
         let shown = projected_rows(app);
+        let seed_lines = u16::from(app.projection.seed.is_some());
         let proj_h = if shown.is_empty() || area.height < 36 {
             0
         } else {
-            shown.len() as u16 + 2
+            shown.len() as u16 + 2 + seed_lines
         };
         let [top, proj] =
             Layout::vertical([Constraint::Min(8), Constraint::Length(proj_h)]).areas(top);
@@ -114,6 +115,26 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
             ])
         })
         .collect();
+    let mut lines = lines;
+    if let Some(c) = &app.projection.seed {
+        let mwh = |m: &str| {
+            c.row(m)
+                .map_or("—".into(), |r| si(r.training.energy_mwh * 1e6, "Wh"))
+        };
+        let gflop = |m: &str| {
+            c.row(m).map_or("—".into(), |r| {
+                format!("{:.0}", r.inference_flops_per_token / 1e9)
+            })
+        };
+        let (glam, gpt3) = (crate::project::seed::GLAM, crate::project::seed::GPT3);
+        lines.push(Line::from(format!(
+            "same quality: GLaM {} vs GPT-3 {} projected, {} vs {} GFLOP/tok; published (Du et al. 2022): 456 vs 1,287 MWh, 180 vs 350",
+            mwh(glam),
+            mwh(gpt3),
+            gflop(glam),
+            gflop(gpt3),
+        )));
+    }
     Paragraph::new(lines).render(inner, buf);
 }
 
@@ -340,8 +361,73 @@ fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
     .render(area, buf);
 }
 
+/// The first answer: each model's energy to the target validation loss and their ratio, with
+/// 95% intervals (`summary.json`'s `to_target`), and where the validation curves stand.
+fn target_lines(app: &App) -> Vec<Line<'static>> {
+    let Some(t) = app.state.summary().and_then(|s| s.to_target.as_ref()) else {
+        return vec![Line::styled(
+            "to target: no validation loss of both models yet",
+            theme::dim(),
+        )];
+    };
+    let iv = |x: Option<&crate::runlog::Interval>| {
+        x.map_or("not reached".into(), |x| {
+            format!(
+                "{} [{}, {}{}]",
+                si(x.mean, "J").trim_end(),
+                si(x.ci95[0], "").trim_end(),
+                si(x.ci95[1], "").trim_end(),
+                if x.open_above { "+" } else { "" }
+            )
+        })
+    };
+    let joules = |r: Role| iv(t.model(r).and_then(|m| m.joules.as_ref()));
+    let ratio = t
+        .ratio
+        .as_ref()
+        .and_then(|r| r.joules.as_ref())
+        .map_or("—".into(), |r| {
+            format!(
+                "{} [{}, {}]",
+                format::ratio(r.mean),
+                format::ratio(r.ci95[0]),
+                format::ratio(r.ci95[1])
+            )
+        });
+    let src = match t.source {
+        Some(EnergySource::Estimate) => "estimate, not measured".to_string(),
+        Some(s) => s.label().to_string(),
+        None => "no energy".into(),
+    };
+    let lead = match t.sparse_ahead_at_end {
+        Some(true) => "sparse ahead at the end",
+        Some(false) => "sparse BEHIND at the end",
+        None => "",
+    };
+    vec![
+        Line::from(vec![
+            Span::styled(
+                format!("to val loss {:.3}: ", t.target_loss),
+                theme::header(),
+            ),
+            Span::styled(format!("sparse {}", joules(Role::Sparse)), theme::role(Role::Sparse)),
+            Span::raw(" · "),
+            Span::styled(format!("dense {}", joules(Role::Dense)), theme::role(Role::Dense)),
+            Span::raw(format!(" · S÷D {ratio} ({src})")),
+        ]),
+        Line::styled(
+            format!(
+                "  training steps' energy, warm-up in, evals out; 95% CI over eval sequences and windows; {} curve crossing(s), {lead}",
+                t.lead_changes.len()
+            ),
+            theme::dim(),
+        ),
+    ]
+}
+
 fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
-    let block = Block::bordered().title(" sparse ÷ dense (below 1×: sparse costs less) ");
+    let block = Block::bordered()
+        .title(" quality per joule, then per token: sparse ÷ dense (below 1×: sparse costs less) ");
     let inner = block.inner(area);
     block.render(area, buf);
     let ratios = app
@@ -366,6 +452,7 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
             ),
         })
         .collect();
+    let lines: Vec<Line> = target_lines(app).into_iter().chain(lines).collect();
     Paragraph::new(lines).render(inner, buf);
 }
 

@@ -41,13 +41,18 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let n = inputs.hardware.len() as u16;
-    let [settings, glam, measured, detail] = Layout::vertical([
+    let seed_h = inputs.seed.as_ref().map_or(0, |c| c.rows.len() as u16 + 4);
+    let [settings, glam, seed, measured, detail] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(n + 4),
+        Constraint::Length(seed_h),
         Constraint::Length(n + 4),
         Constraint::Min(0),
     ])
     .areas(area);
+    if let Some(c) = &inputs.seed {
+        seed_block(c, seed, buf);
+    }
     settings_line(app, settings, buf);
     let names = inputs
         .glam
@@ -88,6 +93,54 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         buf,
     );
     detail_lines(app, detail, buf);
+}
+
+/// GLaM 64B/64E against its dense base and GPT-3 175B, projected beside the published figures.
+fn seed_block(c: &crate::project::SeedComparison, area: Rect, buf: &mut Buffer) {
+    let block = Block::bordered().title(
+        " full size at the same quality: GLaM vs GPT-3 (as published runs were set up; what-if keys do not apply) ",
+    );
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [body, line] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
+    let rows = c.cells().into_iter().map(Row::new);
+    Table::new(
+        rows,
+        [
+            Constraint::Length(15),
+            Constraint::Length(24),
+            Constraint::Length(7),
+            Constraint::Length(14),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(10),
+        ],
+    )
+    .header(
+        Row::new([
+            "model",
+            "compared as",
+            "tokens",
+            "chips",
+            "MWh proj.",
+            "MWh publ.",
+            "GFLOP/tok",
+            "GFLOP publ.",
+        ])
+        .style(theme::header()),
+    )
+    .render(body, buf);
+    Line::styled(
+        format!(
+            "GLaM ÷ GPT-3 energy {} projected, {} published (Du et al. 2022, Table 1); GLaM ÷ its dense base {} per token at the same width",
+            format::ratio(c.energy_vs_gpt3),
+            format::ratio(c.published_energy_vs_gpt3),
+            format::ratio(c.energy_vs_dense)
+        ),
+        theme::dim(),
+    )
+    .render(line, buf);
 }
 
 fn settings_line(app: &App, area: Rect, buf: &mut Buffer) {
