@@ -232,6 +232,244 @@ mod tests {
         }
     }
 
+    /// Deterministic draws (candle's `randn` is seeded per thread), `std` times uniform in
+    /// [-sqrt 3, sqrt 3) (unit variance).
+    fn draws(seed: u64, count: usize, std: f64) -> Vec<f32> {
+        let mut rng = crate::data::rng::SplitMix64::new(seed);
+        (0..count)
+            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 3f64.sqrt() * std) as f32)
+            .collect()
+    }
+
+    /// A MoE layer of `e` experts (top 2) on weights given as tensors: d 16, d_ff 24, a router
+    /// wide enough (std 0.5) that its probabilities differ clearly between experts.
+    fn layer(router: &Tensor, experts: &[(Tensor, Tensor)]) -> Moe {
+        Moe {
+            router: Linear { w: router.clone() },
+            experts: experts
+                .iter()
+                .map(|(up, down)| Mlp {
+                    up: Linear { w: up.clone() },
+                    down: Linear { w: down.clone() },
+                })
+                .collect(),
+            top_k: 2,
+            capacity_factor: None,
+        }
+    }
+
+    /// `sum(y * w) + 0.5 x balance loss` in f64, and the routing, for one forward pass.
+    fn probe_loss(moe: &Moe, x: &Tensor, w: &Tensor) -> (f64, Vec<u32>) {
+        let out = moe.forward(x, 0, &mut FlopCount::default()).unwrap();
+        let y: Vec<f32> = out.y.flatten_all().unwrap().to_vec1().unwrap();
+        let w: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let main: f64 = y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let aux = out.balance_loss.to_scalar::<f32>().unwrap() as f64;
+        (main + 0.5 * aux, out.routing.experts)
+    }
+
+    /// Central differences of [`probe_loss`] against the gradients the real (fused) path gives
+    /// the router, every expert matrix and the input: each router weight one by one, the rest
+    /// along a random direction. This is the check that the language-model loss reaches the
+    /// router through the gates of the fused experts op, with the right values.
+    #[test]
+    fn router_gate_and_expert_gradients_match_finite_differences_through_the_fused_op() {
+        let dev = candle_core::Device::Cpu;
+        let (n, d, f, e) = (48, 16, 24, 6);
+        let t = |seed: u64, shape: (usize, usize), std: f64| {
+            Tensor::from_vec(draws(seed, shape.0 * shape.1, std), shape, &dev).unwrap()
+        };
+        let x0 = t(1, (n, d), 1.0);
+        let w = t(2, (n, d), 1.0);
+        let router0 = t(3, (d, e), 0.5);
+        let experts0: Vec<(Tensor, Tensor)> = (0..e as u64)
+            .map(|i| (t(10 + i, (d, f), 0.3), t(20 + i, (f, d), 0.3)))
+            .collect();
+
+        // The gradients, through the fused op (the input is on the graph).
+        let xv = candle_core::Var::from_tensor(&x0).unwrap();
+        let rv = candle_core::Var::from_tensor(&router0).unwrap();
+        let ev: Vec<(candle_core::Var, candle_core::Var)> = experts0
+            .iter()
+            .map(|(u, dn)| {
+                (
+                    candle_core::Var::from_tensor(u).unwrap(),
+                    candle_core::Var::from_tensor(dn).unwrap(),
+                )
+            })
+            .collect();
+        let ew: Vec<(Tensor, Tensor)> = ev
+            .iter()
+            .map(|(u, dn)| (u.as_tensor().clone(), dn.as_tensor().clone()))
+            .collect();
+        let moe = layer(rv.as_tensor(), &ew);
+        let out = moe
+            .forward(xv.as_tensor(), 0, &mut FlopCount::default())
+            .unwrap();
+        let sink = out.expert_grads.clone().expect("the fused experts op ran");
+        let loss = (out.y.mul(&w).unwrap().sum_all().unwrap()
+            + (out.balance_loss.clone() * 0.5).unwrap())
+        .unwrap();
+        let mut grads = loss.backward().unwrap();
+        sink.move_into(&mut grads, &mut Default::default()).unwrap();
+        let grad = |v: &Tensor| -> Vec<f32> {
+            grads
+                .get(v)
+                .expect("a gradient")
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let g_router = grad(rv.as_tensor());
+        let routing = out.routing.experts.clone();
+        let used = out.routing.tokens_per_expert.iter().filter(|&&c| c > 0);
+        assert_eq!(used.count(), e, "every expert should get tokens");
+
+        // f32 forward passes, summed in f64. A step of 1e-2 along one router weight, 1e-3 along
+        // a random direction of unit variance per element (hundreds of elements): truncation
+        // and rounding errors both stay near 1e-4 of the derivatives here.
+        let bumped = |base: &Tensor, dir: &[f32], s: f64| -> Tensor {
+            let dir = Tensor::from_slice(dir, base.shape(), &dev).unwrap();
+            (base + (dir * s).unwrap()).unwrap()
+        };
+        let central = |h: f64, eval: &dyn Fn(f64) -> (f64, Vec<u32>)| -> f64 {
+            let ((up, r_up), (down, r_down)) = (eval(h), eval(-h));
+            assert_eq!(
+                r_up, routing,
+                "a step of the difference changed the routing"
+            );
+            assert_eq!(
+                r_down, routing,
+                "a step of the difference changed the routing"
+            );
+            (up - down) / (2.0 * h)
+        };
+        let scale = g_router.iter().fold(0f32, |m, g| m.max(g.abs())) as f64;
+        assert!(
+            scale > 0.1,
+            "the router's gradient is {scale}: too small to test"
+        );
+        for i in 0..d * e {
+            let mut dir = vec![0f32; d * e];
+            dir[i] = 1.0;
+            let fd = central(1e-2, &|s| {
+                probe_loss(&layer(&bumped(&router0, &dir, s), &experts0), &x0, &w)
+            });
+            let err = (fd - g_router[i] as f64).abs();
+            assert!(
+                err < 2e-3 * scale,
+                "router weight {i}: finite difference {fd}, gradient {}",
+                g_router[i]
+            );
+        }
+
+        // Each expert matrix and the input along a random direction: the derivative there is
+        // the dot product of the gradient with the direction.
+        let along = |g: &[f32], dir: &[f32]| -> f64 {
+            g.iter().zip(dir).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        for (i, (up, down)) in ev.iter().enumerate() {
+            for (which, v) in [(0, up), (1, down)] {
+                let dir = draws(100 + 2 * i as u64 + which, v.elem_count(), 1.0);
+                let fd = central(1e-3, &|s| {
+                    let mut ex = experts0.clone();
+                    let m = if which == 0 {
+                        &mut ex[i].0
+                    } else {
+                        &mut ex[i].1
+                    };
+                    *m = bumped(m, &dir, s);
+                    probe_loss(&layer(&router0, &ex), &x0, &w)
+                });
+                let an = along(&grad(v.as_tensor()), &dir);
+                assert!(
+                    (fd - an).abs() < 1e-3 * an.abs().max(1.0),
+                    "expert {i} matrix {which}: finite difference {fd}, gradient {an}"
+                );
+            }
+        }
+        let dir = draws(99, n * d, 1.0);
+        let fd = central(1e-3, &|s| {
+            probe_loss(&layer(&router0, &experts0), &bumped(&x0, &dir, s), &w)
+        });
+        let an = along(&grad(xv.as_tensor()), &dir);
+        assert!(
+            (fd - an).abs() < 1e-3 * an.abs().max(1.0),
+            "input: finite difference {fd}, gradient {an}"
+        );
+    }
+
+    /// The router's gradient through the fused experts op equals candle's autograd on the
+    /// composed ops (the path the GPU takes: `index_select`, each expert, `index_add`).
+    #[test]
+    fn router_gradient_of_the_fused_path_equals_the_composed_one() {
+        let dev = candle_core::Device::Cpu;
+        let (n, d, f, e) = (64, 16, 24, 8);
+        let t = |seed: u64, shape: (usize, usize), std: f64| {
+            Tensor::from_vec(draws(seed, shape.0 * shape.1, std), shape, &dev).unwrap()
+        };
+        let x0 = t(1, (n, d), 1.0);
+        let w = t(2, (n, d), 1.0);
+        let rv = candle_core::Var::from_tensor(&t(3, (d, e), 0.5)).unwrap();
+        let experts: Vec<(Tensor, Tensor)> = (0..e as u64)
+            .map(|i| (t(10 + i, (d, f), 0.3), t(20 + i, (f, d), 0.3)))
+            .collect();
+        let moe = layer(rv.as_tensor(), &experts);
+        let router_grad = |x: &Tensor, fused_expected: bool| -> Vec<f32> {
+            let out = moe.forward(x, 0, &mut FlopCount::default()).unwrap();
+            assert_eq!(out.expert_grads.is_some(), fused_expected);
+            let loss = (out.y.mul(&w).unwrap().sum_all().unwrap()
+                + (out.balance_loss * 0.5).unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let g = grads.get(rv.as_tensor()).expect("a router gradient");
+            g.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        // On the graph, the input takes the fused op; a constant input with trainable expert
+        // weights would not reach them through it, so a constant one takes the composed ops
+        // (the experts here are constants, which is what lets both paths run).
+        let fused = router_grad(
+            candle_core::Var::from_tensor(&x0).unwrap().as_tensor(),
+            true,
+        );
+        let experts_vars: Vec<(Tensor, Tensor)> = experts
+            .iter()
+            .map(|(u, dn)| {
+                (
+                    candle_core::Var::from_tensor(u)
+                        .unwrap()
+                        .as_tensor()
+                        .clone(),
+                    candle_core::Var::from_tensor(dn)
+                        .unwrap()
+                        .as_tensor()
+                        .clone(),
+                )
+            })
+            .collect();
+        let composed_moe = layer(rv.as_tensor(), &experts_vars);
+        let out = composed_moe
+            .forward(&x0, 0, &mut FlopCount::default())
+            .unwrap();
+        assert!(out.expert_grads.is_none(), "the composed path should run");
+        let loss = (out.y.mul(&w).unwrap().sum_all().unwrap() + (out.balance_loss * 0.5).unwrap())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let composed: Vec<f32> = grads
+            .get(rv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = composed.iter().fold(0f32, |m, g| m.max(g.abs()));
+        assert!(scale > 0.1);
+        for (a, b) in fused.iter().zip(&composed) {
+            assert!((a - b).abs() < 1e-4 * scale, "fused {a}, composed {b}");
+        }
+    }
+
     #[test]
     fn capacity_follows_gshard() {
         assert_eq!(capacity(Some(1.0), 64, 2, 8), Some(16));
