@@ -251,6 +251,8 @@ mod tests {
                 .map(|(up, down)| Mlp {
                     up: Linear { w: up.clone() },
                     down: Linear { w: down.clone() },
+                    gate: None,
+                    kind: crate::profile::FfnKind::Mlp,
                 })
                 .collect(),
             top_k: 2,

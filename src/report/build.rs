@@ -215,8 +215,26 @@ fn phase_rows(summary: &RunSummary) -> Vec<PhaseRow> {
             let ratio = match (&sparse, &dense) {
                 (Some(s), Some(d)) => {
                     let both = |f: fn(&PhaseFigures) -> Option<&Figure>| ratio_of(f(s)?, f(d)?);
+                    // J/token: the ratio of means with its interval from the paired windows
+                    // where there are two pairs or more; the delta method otherwise.
+                    let paired = summary
+                        .ratios
+                        .iter()
+                        .find(|r| r.phase == phase)
+                        .and_then(|r| r.joules_per_token_ratio_paired);
+                    let jpt = both(|p| p.joules_per_token.as_ref()).map(|f| match paired {
+                        Some(e) => Figure {
+                            source: format!(
+                                "{}; 95% interval from {} paired windows (Student t)",
+                                f.source, e.n
+                            ),
+                            ..Figure::from_estimate(&e, "ratio", "")
+                        }
+                        .per_opt(f.per.as_deref()),
+                        None => f,
+                    });
                     Some(RatioFigures {
-                        joules_per_token: both(|p| p.joules_per_token.as_ref()),
+                        joules_per_token: jpt,
                         joules_per_token_idle_subtracted: both(|p| {
                             p.joules_per_token_idle_subtracted.as_ref()
                         }),
@@ -427,7 +445,7 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
             "Idle-subtracted: the idle baseline's share of each window (idle watts x seconds) is taken off before dividing. The baseline is measured in sub-windows before the workload and again after it, pooled; its 95% interval (scaled to a token) is added to the windows' in quadrature, and the drift between the two is reported.".into(),
             "Denominators: training figures are per token trained, prefill per prompt token, decode per generated token.".into(),
             "FLOPs per token: FLOPs executed (from the shapes the model ran and the tokens each expert received; a multiply-add is 2 FLOPs; training counts forward and backward) summed over measured steps, over their tokens.".into(),
-            "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The ratio's 95% interval is approximate (delta method, normal quantile).".into(),
+            "Ratios are sparse / dense of the means; below 1 the sparse model is cheaper. The J/token ratio's 95% interval comes from the paired windows (sparse window i and the dense window i run right after it): the linearised standard error of the ratio of means, sd(s_i - R d_i) / (sqrt(n) mean(d)), Student t over the pairs; with fewer than two pairs, and for the other ratios, the delta method on the two means (normal quantile, approximate).".into(),
             "Data efficiency: the target is the lowest loss both models reached; tokens, FLOPs and joules to first reach it are interpolated linearly between the two evals around the crossing.".into(),
             "Energy to the target loss (the first answer): each model's training steps' joules (warm-up included, evaluation excluded), FLOPs, tokens and seconds summed up to its first crossing of the target, interpolated between the evals around it; 95% intervals from a paired percentile bootstrap over the eval sequences (the validation loss's noise) and the measurement windows (the energy's and time's noise), not over training seeds (docs/report.md, \"Energy to a target loss\").".into(),
             if paired.is_empty() {

@@ -82,6 +82,12 @@ impl Figure {
         self
     }
 
+    /// [`Figure::per`] where there is a denominator.
+    pub fn per_opt(mut self, denominator: Option<&str>) -> Figure {
+        self.per = denominator.map(str::to_string);
+        self
+    }
+
     /// True when the figure is an estimate rather than a sensor reading.
     pub fn is_estimate(&self) -> bool {
         self.source == crate::meter::EnergySource::Estimate.label()
@@ -215,7 +221,8 @@ pub struct PhaseFigures {
 /// Sparse over dense; below 1 means the sparse model is cheaper (or slower, for tokens/s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RatioFigures {
-    /// With an approximate 95% CI (delta method on the two means).
+    /// J/token: the ratio of means with its 95% CI from the paired windows (two or more pairs),
+    /// else by the delta method on the two means; the others by the delta method.
     pub joules_per_token: Option<Figure>,
     pub joules_per_token_idle_subtracted: Option<Figure>,
     pub flops_per_token: Option<Figure>,

@@ -8,7 +8,7 @@ use super::idle::{with_baseline_spread, IdleBaseline};
 use super::peak::SummaryPeak;
 use super::record::{IdleWhen, Phase, Record, Role, StepRecord, WindowInfo, FORMAT_VERSION};
 use crate::meter::EnergySource;
-use crate::stats::{estimate, Estimate};
+use crate::stats::{estimate, paired_ratio_of_means, Estimate};
 
 /// Energy per token, total and with the idle baseline subtracted. Denominator: the phase's tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +94,11 @@ pub struct Ratio {
     /// with a Student-t 95% interval over the pairs (`n` = pairs). Absent without two pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joules_per_token_paired: Option<Estimate>,
+    /// `joules_per_token` (the ratio of the two means over the paired windows) with its 95%
+    /// interval from the pairs ([`crate::stats::paired_ratio_of_means`]); absent without two
+    /// pairs. The report's J/token ratio uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_token_ratio_paired: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,16 +379,21 @@ fn ratios(models: &[ModelSummary]) -> Vec<Ratio> {
         .filter_map(|p| {
             let (sp, dp) = (s.phase(p)?, d.phase(p)?);
             let jpt = |x: &PhaseSummary| x.joules_per_token.as_ref().map(|j| j.total.mean);
-            let pairs: Vec<f64> = sp
+            let windows: Vec<(f64, f64)> = sp
                 .window_joules_per_token
                 .iter()
-                .zip(&dp.window_joules_per_token)
-                .filter(|(_, &d)| d > 0.0)
+                .copied()
+                .zip(dp.window_joules_per_token.iter().copied())
+                .collect();
+            let pairs: Vec<f64> = windows
+                .iter()
+                .filter(|(_, d)| *d > 0.0)
                 .map(|(a, b)| a / b)
                 .collect();
             Some(Ratio {
                 phase: p,
                 joules_per_token_paired: (pairs.len() >= 2).then(|| estimate(&pairs)).flatten(),
+                joules_per_token_ratio_paired: paired_ratio_of_means(&windows),
                 joules_per_token: div(jpt(sp), jpt(dp)),
                 flops_per_token: div(Some(sp.flops_per_token), Some(dp.flops_per_token)),
                 tokens_per_s: div(
@@ -495,6 +505,9 @@ mod tests {
         assert!((paired.mean - (1.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
         assert!((r.joules_per_token.unwrap() - 0.375).abs() < 1e-12);
         assert!(paired.ci95.is_some());
+        // The ratio of means over the same pairs, with the pairs' interval.
+        let rm = r.joules_per_token_ratio_paired.unwrap();
+        assert!((rm.mean - 1.5 / 4.0).abs() < 1e-12 && rm.n == 2);
         // Steps without a recorded window (older folders) are each their own sample.
         let old = summarize(&[
             step(Role::Dense, Phase::Train, false, 10, 10.0),

@@ -921,6 +921,42 @@ mod tests {
         }
     }
 
+    /// `plan` run on two fakes (`a` sparse, `b` dense) metered by `meter` (and `host`), written to
+    /// `dir`: the fakes after the run, its summary and the folder read back.
+    fn run_fakes(
+        plan: &RunPlan,
+        meter: &Meter,
+        host: Option<&Meter>,
+        dir: &std::path::Path,
+        epoch: Instant,
+    ) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
+        let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+        let summary = execute(
+            plan,
+            &mut a,
+            &mut b,
+            meter,
+            host,
+            &mut writer,
+            None,
+            &AtomicBool::new(false),
+            &mut Quiet,
+            epoch,
+        )
+        .unwrap();
+        drop(writer);
+        (a, b, summary, read_run(dir).unwrap())
+    }
+
     /// A counter at 100 W that updates every 5 ms; reads numbered in `fail` fail.
     struct Coarse {
         origin: Instant,
@@ -974,7 +1010,6 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
         let epoch = Instant::now();
         // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
         let sensor = Coarse {
@@ -983,33 +1018,9 @@ mod tests {
             fail: vec![3, 4],
         };
         let meter = Meter::start(Box::new(sensor), 0.0, epoch);
-        let fake = |name, role| Fake {
-            name,
-            role,
-            room: 0,
-            synced: 0,
-            steps: 0,
-            seen: Vec::new(),
-        };
-        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
-        let stop = AtomicBool::new(false);
-        execute(
-            &plan,
-            &mut a,
-            &mut b,
-            &meter,
-            None,
-            &mut writer,
-            None,
-            &stop,
-            &mut Quiet,
-            epoch,
-        )
-        .unwrap();
-        drop(writer);
+        let (a, b, _, run) = run_fakes(&plan, &meter, None, &dir, epoch);
         // Every step synchronised before its time was taken.
         assert_eq!((a.synced, b.synced), (a.steps, b.steps));
-        let run = read_run(&dir).unwrap();
         let steps: Vec<&StepRecord> = run.steps().collect();
         // The first window's end could not be read: unmeasured, and the run went on.
         assert!(steps[0].energy.is_none() && steps[0].warmup);
@@ -1111,33 +1122,9 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("sw-idle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
         let epoch = Instant::now();
         let meter = Meter::start(Box::new(Ramp { origin: epoch }), 0.0, epoch);
-        let fake = |name, role| Fake {
-            name,
-            role,
-            room: 0,
-            synced: 0,
-            steps: 0,
-            seen: Vec::new(),
-        };
-        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
-        let summary = execute(
-            &plan,
-            &mut a,
-            &mut b,
-            &meter,
-            None,
-            &mut writer,
-            None,
-            &AtomicBool::new(false),
-            &mut Quiet,
-            epoch,
-        )
-        .unwrap();
-        drop(writer);
-        let run = read_run(&dir).unwrap();
+        let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
         let idles: Vec<&IdleRecord> = run
             .records
             .iter()
@@ -1237,7 +1224,6 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("sw-host-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
         let epoch = Instant::now();
         let steady = |watts, source| Steady {
             origin: epoch,
@@ -1246,30 +1232,7 @@ mod tests {
         };
         let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
         let host = Meter::start(Box::new(steady(30.0, EnergySource::Rapl)), 0.0, epoch);
-        let fake = |name, role| Fake {
-            name,
-            role,
-            room: 0,
-            synced: 0,
-            steps: 0,
-            seen: Vec::new(),
-        };
-        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
-        let summary = execute(
-            &plan,
-            &mut a,
-            &mut b,
-            &meter,
-            Some(&host),
-            &mut writer,
-            None,
-            &AtomicBool::new(false),
-            &mut Quiet,
-            epoch,
-        )
-        .unwrap();
-        drop(writer);
-        let run = read_run(&dir).unwrap();
+        let (_, _, summary, run) = run_fakes(&plan, &meter, Some(&host), &dir, epoch);
         for s in run.steps() {
             let e = s.energy.as_ref().unwrap();
             let h = e.host.as_ref().unwrap();
@@ -1316,7 +1279,6 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("sw-until-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut writer = RunWriter::create(&dir, &crate::runlog::test_header()).unwrap();
         let epoch = Instant::now();
         let sensor = Coarse {
             origin: epoch,
@@ -1324,31 +1286,7 @@ mod tests {
             fail: vec![],
         };
         let meter = Meter::start(Box::new(sensor), 0.0, epoch);
-        let fake = |name, role| Fake {
-            name,
-            role,
-            room: 0,
-            synced: 0,
-            steps: 0,
-            seen: Vec::new(),
-        };
-        let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
-        let stop = AtomicBool::new(false);
-        let summary = execute(
-            &plan,
-            &mut a,
-            &mut b,
-            &meter,
-            None,
-            &mut writer,
-            None,
-            &stop,
-            &mut Quiet,
-            epoch,
-        )
-        .unwrap();
-        drop(writer);
-        let run = read_run(&dir).unwrap();
+        let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
         for m in ["a", "b"] {
             let trained = run
                 .steps()
