@@ -921,6 +921,32 @@ mod tests {
         }
     }
 
+    /// A plan of one warm-up step, no inference, no idle window and no evaluation but the first
+    /// and the last; tests set what they measure.
+    fn test_plan() -> RunPlan {
+        RunPlan {
+            train_steps: 4,
+            warmup_steps: 1,
+            prefill_steps: 0,
+            decode_steps: 0,
+            idle_seconds: 0.0,
+            eval_every: 1000,
+            update_period: None,
+            min_windows: 1,
+            max_lengthen_s: 1.0,
+            peak: None,
+            until_loss: None,
+            target_loss: None,
+        }
+    }
+
+    /// An empty temporary folder named for this test and process.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     /// `plan` run on two fakes (`a` sparse, `b` dense) metered by `meter` (and `host`), written to
     /// `dir`: the fakes after the run, its summary and the folder read back.
     fn run_fakes(
@@ -996,20 +1022,13 @@ mod tests {
         };
         let plan = RunPlan {
             train_steps: 8,
-            warmup_steps: 1,
             prefill_steps: 2,
             decode_steps: 2,
-            idle_seconds: 0.0,
-            eval_every: 1000,
             update_period: Some(period),
-            min_windows: 1,
             max_lengthen_s: 5.0,
-            peak: None,
-            until_loss: None,
-            target_loss: None,
+            ..test_plan()
         };
-        let dir = std::env::temp_dir().join(format!("sw-blocks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("sw-blocks");
         let epoch = Instant::now();
         // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
         let sensor = Coarse {
@@ -1108,20 +1127,10 @@ mod tests {
     fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_reported() {
         let plan = RunPlan {
             train_steps: 4,
-            warmup_steps: 1,
-            prefill_steps: 0,
-            decode_steps: 0,
             idle_seconds: 0.6,
-            eval_every: 1000,
-            update_period: None,
-            min_windows: 1,
-            max_lengthen_s: 1.0,
-            peak: None,
-            until_loss: None,
-            target_loss: None,
+            ..test_plan()
         };
-        let dir = std::env::temp_dir().join(format!("sw-idle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("sw-idle");
         let epoch = Instant::now();
         let meter = Meter::start(Box::new(Ramp { origin: epoch }), 0.0, epoch);
         let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
@@ -1210,20 +1219,10 @@ mod tests {
     fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
         let plan = RunPlan {
             train_steps: 6,
-            warmup_steps: 1,
             prefill_steps: 2,
-            decode_steps: 0,
-            idle_seconds: 0.0,
-            eval_every: 1000,
-            update_period: None,
-            min_windows: 1,
-            max_lengthen_s: 1.0,
-            peak: None,
-            until_loss: None,
-            target_loss: None,
+            ..test_plan()
         };
-        let dir = std::env::temp_dir().join(format!("sw-host-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("sw-host");
         let epoch = Instant::now();
         let steady = |watts, source| Steady {
             origin: epoch,
@@ -1265,20 +1264,12 @@ mod tests {
         // Fake validation: 5 / (1 + steps so far), for both; <= 1.0 from 4 steps on.
         let plan = RunPlan {
             train_steps: 40,
-            warmup_steps: 1,
-            prefill_steps: 0,
-            decode_steps: 0,
-            idle_seconds: 0.0,
             eval_every: 2,
-            update_period: None,
-            min_windows: 1,
             max_lengthen_s: 0.0,
-            peak: None,
             until_loss: Some(1.0),
-            target_loss: None,
+            ..test_plan()
         };
-        let dir = std::env::temp_dir().join(format!("sw-until-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("sw-until");
         let epoch = Instant::now();
         let sensor = Coarse {
             origin: epoch,
