@@ -445,7 +445,7 @@ fn print_calibration(args: &Args, c: &Calibration) -> anyhow::Result<()> {
                 .filter_map(|p| Some(format!(
                     "{} {} {:.1}%",
                     p.model,
-                    format!("{:?}", p.phase).to_lowercase(),
+                    p.phase.label(),
                     100.0 * p.run_utilization?
                 )))
                 .collect::<Vec<_>>()

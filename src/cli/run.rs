@@ -149,7 +149,7 @@ impl Progress for StderrProgress {
             "[{:>6.1}s] {:<6} {:<7} {:<14} step {:>3}{} {:>5} tokens {:.3} s {}{}",
             self.start.elapsed().as_secs_f64(),
             format!("{:?}", r.role).to_lowercase(),
-            format!("{:?}", r.phase).to_lowercase(),
+            r.phase.label(),
             r.model,
             r.step,
             if r.warmup { " (warm-up)" } else { "" },
@@ -502,7 +502,7 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into());
             println!(
                 "{:<8} {:<8} {:>16} {:>22} {:>14.3e} {:>12.0}",
-                format!("{phase:?}").to_lowercase(),
+                phase.label(),
                 format!("{:?}", m.role).to_lowercase(),
                 m.model,
                 j,
@@ -514,7 +514,7 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
     for r in &s.ratios {
         println!(
             "sparse/dense {:<8} J/token {}  FLOPs/token {}",
-            format!("{:?}", r.phase).to_lowercase(),
+            r.phase.label(),
             r.joules_per_token.map_or("-".into(), |x| format!("{x:.3}")),
             r.flops_per_token.map_or("-".into(), |x| format!("{x:.3}"))
         );

@@ -34,6 +34,13 @@ impl Kind {
             Kind::Hardware => "hardware",
         }
     }
+    /// The kind as an error message names it: "no model profile named ...".
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::Hardware => "hardware",
+        }
+    }
     fn env_var(self) -> &'static str {
         match self {
             Kind::Model => "SPARSEWATT_PROFILES",
@@ -120,7 +127,7 @@ pub fn find(kind: Kind, name_or_path: &str) -> Result<ProfileText, ProfileError>
         });
     }
     Err(ProfileError::NotFound {
-        kind: kind.dir(),
+        kind: kind.noun(),
         name: name_or_path.to_string(),
         known: names(kind).join(", "),
     })
@@ -197,6 +204,22 @@ mod tests {
         let p = load_model("dense-tiny").unwrap();
         assert_eq!(p.moe_layers(), 0);
         assert!(!p.is_sparse());
+    }
+
+    #[test]
+    fn an_unknown_name_says_which_kind_of_profile_and_lists_the_known_ones() {
+        let e = load_model("no-such-model").unwrap_err().to_string();
+        assert!(
+            e.starts_with("no model profile named `no-such-model`"),
+            "{e}"
+        );
+        assert!(e.contains("glam-tiny"), "{e}");
+        let e = load_hardware("no-such-chip").unwrap_err().to_string();
+        assert!(
+            e.starts_with("no hardware profile named `no-such-chip`"),
+            "{e}"
+        );
+        assert!(e.contains("h100-sxm"), "{e}");
     }
 
     #[test]

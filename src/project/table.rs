@@ -275,7 +275,7 @@ pub fn calibration_table(c: &Calibration) -> String {
         .map(|p| {
             vec![
                 p.model.clone(),
-                format!("{:?}", p.phase).to_lowercase(),
+                p.phase.label().to_string(),
                 sig3(p.measured_flops_per_s / 1e9),
                 sig3(p.projected_flops_per_s / 1e9),
                 sig3(p.utilization_ratio),

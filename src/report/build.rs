@@ -427,7 +427,7 @@ fn method(run: &RunData, summary: &RunSummary) -> Method {
                 .unwrap_or_default();
             Some(format!(
                 "{} {:.3}{ci} over {} pairs",
-                format!("{:?}", r.phase).to_lowercase(),
+                r.phase.label(),
                 e.mean,
                 e.n
             ))
@@ -509,7 +509,7 @@ fn window_warnings(run: &RunData, summary: &RunSummary) -> Vec<String> {
                 "energy unresolved: {} {} {}: {} of {} measurement windows spanned fewer than {} updates of the sensor's counter{period} (fewest {:.1}); its joules per token are not trustworthy.",
                 format!("{:?}", m.role).to_lowercase(),
                 m.model,
-                format!("{:?}", p.phase).to_lowercase(),
+                p.phase.label(),
                 p.short_windows,
                 p.windows,
                 crate::meter::SAFE_UPDATES_PER_WINDOW,

@@ -20,11 +20,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn phase_title(p: Phase) -> &'static str {
-    match p {
-        Phase::Train => "train",
-        Phase::Prefill => "prefill",
-        Phase::Decode => "decode",
-    }
+    p.label()
 }
 
 pub fn role_title(r: Role) -> &'static str {

@@ -257,7 +257,7 @@ impl RunState {
                     message: format!(
                         "{} {}: a window of {} step(s) spanned {:.1} counter updates, under the {} the sensor resolves: energy unresolved",
                         s.model,
-                        format!("{:?}", s.phase).to_lowercase(),
+                        s.phase.label(),
                         w.steps,
                         w.updates.unwrap_or(0.0),
                         crate::meter::SAFE_UPDATES_PER_WINDOW

@@ -303,7 +303,7 @@ fn measured_block(
                     "{}: window {index} ({} {} steps) unmeasured: {err}",
                     w.name(),
                     done.len(),
-                    format!("{phase:?}").to_lowercase()
+                    phase.label()
                 ),
             )?;
             (Vec::new(), None, None)
@@ -463,7 +463,7 @@ fn lengthened(
     let step_s = counts.mean_step_s(a.name(), phase).unwrap_or(0.0)
         + counts.mean_step_s(b.name(), phase).unwrap_or(0.0);
     let extra_s = (want - planned) as f64 * step_s;
-    let name = format!("{phase:?}").to_lowercase();
+    let name = phase.label();
     let period_ms = ctx.update_period.map_or(0.0, |p| p.period_s * 1e3);
     if extra_s <= plan.max_lengthen_s {
         ctx.log(

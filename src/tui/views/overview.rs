@@ -21,11 +21,7 @@ use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM
 pub const PHASES: [Phase; 3] = [Phase::Train, Phase::Prefill, Phase::Decode];
 
 pub fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Train => "train",
-        Phase::Prefill => "prefill",
-        Phase::Decode => "decode",
-    }
+    p.label()
 }
 
 /// Below this width the two models' columns no longer fit side by side; one table holds both.
