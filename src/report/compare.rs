@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::document::*;
 use super::format::{num, opt, source_label, with_ci};
-use super::markdown::{phase_title, role_title, table};
+use super::markdown::{role_title, table};
 use super::{html, svg};
 use crate::runlog::{Phase, Role};
 
@@ -155,7 +155,7 @@ fn rows(c: &Comparison) -> Vec<Vec<String>> {
         .iter()
         .map(|r| {
             vec![
-                phase_title(r.phase).into(),
+                r.phase.label().into(),
                 r.role.clone(),
                 r.metric.clone(),
                 opt(r.a.as_ref(), with_ci),
@@ -261,7 +261,7 @@ pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
         }
         if !bars.is_empty() {
             o.push_str(&svg::bar_chart(
-                &format!("J/token, {}, A against B, 95% CI", phase_title(phase)),
+                &format!("J/token, {}, A against B, 95% CI", phase.label()),
                 "J/token",
                 &bars,
             ));

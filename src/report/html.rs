@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::document::*;
-use super::markdown::{self as md, phase_title, role_title};
+use super::markdown::{self as md, role_title};
 use super::svg::{self, esc, Bar, HLine, Series, DENSE, SPARSE};
 use crate::runlog::Role;
 
@@ -67,7 +67,7 @@ pub fn jpt_charts(phases: &[PhaseRow]) -> Vec<String> {
             let title = format!(
                 "J per {}, {} ({}), 95% CI",
                 per_one(row.phase),
-                phase_title(row.phase),
+                row.phase.label(),
                 super::format::source_label(&source)
             );
             // Three phases side by side: each chart a third of the page wide.
@@ -154,7 +154,7 @@ pub fn expert_chart(e: &ExpertLoad) -> String {
         .map(|l| l.tokens_per_expert.clone())
         .collect();
     svg::heatmap(
-        &format!("Expert load, {} {}", e.model, phase_title(e.phase)),
+        &format!("Expert load, {} {}", e.model, e.phase.label()),
         &labels,
         &rows,
     )

@@ -19,10 +19,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn phase_title(p: Phase) -> &'static str {
-    p.label()
-}
-
 pub fn role_title(r: Role) -> &'static str {
     match r {
         Role::Sparse => "sparse",
@@ -61,7 +57,7 @@ pub fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
             };
             let ratio = r.ratio.as_ref();
             vec![
-                format!("{} (per {})", phase_title(r.phase), per_one(r.phase)),
+                format!("{} (per {})", r.phase.label(), per_one(r.phase)),
                 jpt(s),
                 jpt(d),
                 format!("{}, {}", n(s), n(d)),
@@ -97,7 +93,7 @@ pub fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
         for (role, p) in [(Role::Sparse, &r.sparse), (Role::Dense, &r.dense)] {
             let Some(p) = p else { continue };
             rows.push(vec![
-                phase_title(r.phase).into(),
+                r.phase.label().into(),
                 format!("{} ({})", p.model, role_title(role)),
                 format!("{} ({})", p.steps, p.warmup_steps_excluded),
                 human(p.tokens.value),
@@ -325,7 +321,7 @@ pub fn expert_summary(e: &ExpertLoad) -> String {
         "{} ({}), {}, {} measured steps: {} of {} expert assignments dropped ({}).",
         e.model,
         role_title(e.role),
-        phase_title(e.phase),
+        e.phase.label(),
         e.steps,
         human(e.dropped.value),
         human(e.assignments.value),
@@ -420,7 +416,7 @@ pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
             vec![
                 c.hardware.clone(),
                 role_title(c.role).into(),
-                phase_title(c.phase).into(),
+                c.phase.label().into(),
                 c.metric.clone(),
                 format!("{} {}", num(c.projected.value), c.projected.unit),
                 format!(

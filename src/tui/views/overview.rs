@@ -20,10 +20,6 @@ use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM
 
 pub const PHASES: [Phase; 3] = [Phase::Train, Phase::Prefill, Phase::Decode];
 
-pub fn phase_name(p: Phase) -> &'static str {
-    p.label()
-}
-
 /// Below this width the two models' columns no longer fit side by side; one table holds both.
 const TWO_COLUMNS_WIDTH: u16 = 136;
 
@@ -285,9 +281,9 @@ fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
                 .map(|u| format!("{:.1}%", 100.0 * u.min(1.0)));
             let jpf = ph.and_then(|x| x.joules_per_flop).map(|j| si(j, "J"));
             let label = if roles.len() > 1 {
-                format!("{} {}", theme::role_name(role), phase_name(p))
+                format!("{} {}", theme::role_name(role), p.label())
             } else {
-                phase_name(p).to_string()
+                p.label().to_string()
             };
             let row = Row::new([
                 label,
@@ -327,7 +323,7 @@ fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
             let v = phase_of(app, role, p)
                 .and_then(|x| x.joules_per_token.as_ref()?.idle_subtracted)
                 .map(|e| si(e.mean, "J"));
-            format!("{} {}", phase_name(p), or_dash(v))
+            format!("{} {}", p.label(), or_dash(v))
         })
         .collect();
     let model = s.summary().and_then(|x| x.model(role));
@@ -340,7 +336,7 @@ fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
         .map(|&p| {
             format!(
                 "{} {}",
-                phase_name(p),
+                p.label(),
                 s.steps.get(&(role, p)).copied().unwrap_or(0)
             )
         })
@@ -437,13 +433,13 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
         .map(|&p| match ratios.iter().find(|r| r.phase == p) {
             Some(r) => Line::from(format!(
                 "{:<8} J/tok {:<8} FLOP/tok {:<8} tok/s {}",
-                phase_name(p),
+                p.label(),
                 fmt(r.joules_per_token),
                 fmt(r.flops_per_token),
                 fmt(r.tokens_per_s)
             )),
             None => Line::styled(
-                format!("{:<8} not measured for both models yet", phase_name(p)),
+                format!("{:<8} not measured for both models yet", p.label()),
                 theme::dim(),
             ),
         })
