@@ -1102,22 +1102,37 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    /// A continuous counter whose power ramps up with time: 10 W + 40 W/s x t.
-    struct Ramp {
+    /// A continuous counter: `energy_j` of the seconds since `origin`.
+    struct Continuous {
         origin: Instant,
+        source: EnergySource,
+        energy_j: Box<dyn Fn(f64) -> f64 + Send>,
     }
 
-    impl Sensor for Ramp {
+    impl Continuous {
+        fn new(
+            origin: Instant,
+            source: EnergySource,
+            f: impl Fn(f64) -> f64 + Send + 'static,
+        ) -> Self {
+            Continuous {
+                origin,
+                source,
+                energy_j: Box::new(f),
+            }
+        }
+    }
+
+    impl Sensor for Continuous {
         fn source(&self) -> EnergySource {
-            EnergySource::Rapl
+            self.source
         }
         fn scope(&self) -> String {
-            "ramp".into()
+            "test".into()
         }
         fn read(&mut self) -> Result<Reading, MeterError> {
-            let t = self.origin.elapsed().as_secs_f64();
             Ok(Reading {
-                energy_j: Some(10.0 * t + 20.0 * t * t),
+                energy_j: Some((self.energy_j)(self.origin.elapsed().as_secs_f64())),
                 ..Reading::default()
             })
         }
@@ -1132,7 +1147,9 @@ mod tests {
         };
         let dir = fresh_dir("sw-idle");
         let epoch = Instant::now();
-        let meter = Meter::start(Box::new(Ramp { origin: epoch }), 0.0, epoch);
+        // Power ramps up with time: 10 W + 40 W/s x t.
+        let ramp = Continuous::new(epoch, EnergySource::Rapl, |t| 10.0 * t + 20.0 * t * t);
+        let meter = Meter::start(Box::new(ramp), 0.0, epoch);
         let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
         let idles: Vec<&IdleRecord> = run
             .records
@@ -1193,28 +1210,6 @@ mod tests {
         assert_eq!(idle_subwindows(4.0, Some(&coarse)), 2);
         assert_eq!(idle_subwindows(100.0, None), MAX_IDLE_SUBWINDOWS);
     }
-    /// A continuous counter at a constant power.
-    struct Steady {
-        origin: Instant,
-        watts: f64,
-        source: EnergySource,
-    }
-
-    impl Sensor for Steady {
-        fn source(&self) -> EnergySource {
-            self.source
-        }
-        fn scope(&self) -> String {
-            format!("steady {} W", self.watts)
-        }
-        fn read(&mut self) -> Result<Reading, MeterError> {
-            Ok(Reading {
-                energy_j: Some(self.watts * self.origin.elapsed().as_secs_f64()),
-                ..Reading::default()
-            })
-        }
-    }
-
     #[test]
     fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
         let plan = RunPlan {
@@ -1224,11 +1219,7 @@ mod tests {
         };
         let dir = fresh_dir("sw-host");
         let epoch = Instant::now();
-        let steady = |watts, source| Steady {
-            origin: epoch,
-            watts,
-            source,
-        };
+        let steady = |watts: f64, source| Continuous::new(epoch, source, move |t| watts * t);
         let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
         let host = Meter::start(Box::new(steady(30.0, EnergySource::Rapl)), 0.0, epoch);
         let (_, _, summary, run) = run_fakes(&plan, &meter, Some(&host), &dir, epoch);
