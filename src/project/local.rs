@@ -37,9 +37,9 @@ pub const ADAMW_BYTES_PER_PARAM: f64 = 7.0 * 4.0;
 /// written (weight gradient).
 const TRAIN_WEIGHT_PASSES: f64 = 3.0;
 
-/// What a training step of `p` costs per token: FLOPs and bytes, at `batch` sequences.
+/// What a step (training or prefill) costs per token: FLOPs and bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrainTraffic {
+pub struct StepTraffic {
     pub flops_per_token: f64,
     pub bytes_per_token: f64,
     /// Of `bytes_per_token`, the optimiser's share.
@@ -53,23 +53,23 @@ pub fn prefill_traffic(
     batch: usize,
     prompt_len: usize,
     act_bytes: f64,
-) -> TrainTraffic {
+) -> StepTraffic {
     let b = bytes_per_token(p, Phase::Prefill, batch, prompt_len, 4.0, act_bytes);
-    TrainTraffic {
+    StepTraffic {
         flops_per_token: prefill_flops_per_token(p, prompt_len).total(),
         bytes_per_token: b.total(),
         optimizer_bytes_per_token: 0.0,
     }
 }
 
-/// [`TrainTraffic`] of `p` at `batch` sequences of its `seq_len`; activations of `act_bytes` each.
-pub fn train_traffic(p: &ModelProfile, batch: usize, act_bytes: f64) -> TrainTraffic {
+/// [`StepTraffic`] of `p` at `batch` sequences of its `seq_len`; activations of `act_bytes` each.
+pub fn train_traffic(p: &ModelProfile, batch: usize, act_bytes: f64) -> StepTraffic {
     let tokens = (batch.max(1) * p.seq_len.max(1)) as f64;
     // bytes_per_token counts the two weight reads; the gradient write is a third pass.
     let b = bytes_per_token(p, Phase::Train, batch, p.seq_len, 4.0, act_bytes);
     let weights = b.weights_read * TRAIN_WEIGHT_PASSES / 2.0;
     let optimizer = params(p).total * ADAMW_BYTES_PER_PARAM / tokens;
-    TrainTraffic {
+    StepTraffic {
         flops_per_token: train_flops_per_token(p).total(),
         bytes_per_token: weights + b.activations + optimizer,
         optimizer_bytes_per_token: optimizer,
@@ -81,7 +81,7 @@ pub fn train_traffic(p: &ModelProfile, batch: usize, act_bytes: f64) -> TrainTra
 pub struct FitPoint {
     pub model: String,
     pub phase: Phase,
-    pub traffic: TrainTraffic,
+    pub traffic: StepTraffic,
     pub measured_tokens_per_s: f64,
     pub fitted_tokens_per_s: f64,
 }
@@ -113,7 +113,7 @@ pub struct LocalFit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalPrediction {
     pub model: String,
-    pub traffic: TrainTraffic,
+    pub traffic: StepTraffic,
     pub tokens_per_s: f64,
     /// Denominator: tokens trained. Absent when the run carried no energy.
     pub joules_per_token: Option<f64>,
@@ -203,7 +203,7 @@ fn act_bytes_of(summary: &RunSummary) -> f64 {
 }
 
 /// The fit's columns for one point: training FLOPs, prefill FLOPs, bytes.
-fn columns(phase: Phase, t: &TrainTraffic) -> Vec<f64> {
+fn columns(phase: Phase, t: &StepTraffic) -> Vec<f64> {
     let f = t.flops_per_token;
     match phase {
         Phase::Train => vec![f, 0.0, t.bytes_per_token],

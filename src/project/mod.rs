@@ -23,7 +23,7 @@ pub use inference::{
     project_inference, Bound, InferenceProjection, InferenceSettings, PhaseRoofline,
 };
 pub use local::{
-    fit_run, prefill_traffic, train_traffic, FitPoint, LocalFit, LocalPrediction, TrainTraffic,
+    fit_run, prefill_traffic, train_traffic, FitPoint, LocalFit, LocalPrediction, StepTraffic,
 };
 pub use seed::{seed_comparison, SeedComparison, SeedRow};
 pub use training::{

@@ -26,7 +26,7 @@ pub fn local_table(p: &LocalPrediction) -> String {
             _ => "fitted",
         }
     );
-    let row = |model: &str, t: &super::local::TrainTraffic, measured: Option<f64>, fitted: f64| {
+    let row = |model: &str, t: &super::local::StepTraffic, measured: Option<f64>, fitted: f64| {
         vec![
             model.to_string(),
             sig3(t.flops_per_token / 1e6),
