@@ -206,14 +206,19 @@ fn hardware_and_profiles_list_key_figures() {
     );
 }
 
-/// A run folder with two measured training steps of the sparse model on this machine (estimate).
-fn write_run(dir: &std::path::Path) {
-    use sparsewatt::meter::EnergySource;
-    use sparsewatt::profile::load_model;
+/// A run header on a 2-CPU machine without a measured peak: `models`, `source`, and a run of
+/// `batch` sequences of 8 tokens whose prefill serves `infer_batch` prompts of `prompt_len`.
+fn header(
+    models: Vec<sparsewatt::runlog::RunModel>,
+    source: sparsewatt::meter::EnergySource,
+    batch: usize,
+    prompt_len: usize,
+    infer_batch: Option<usize>,
+) -> sparsewatt::runlog::RunHeader {
     use sparsewatt::runlog::*;
-    let header = RunHeader {
+    RunHeader {
         format_version: FORMAT_VERSION,
-        id: "calib".into(),
+        id: "test".into(),
         started_unix_s: 0.0,
         command: "test".into(),
         sparsewatt_version: "0".into(),
@@ -227,7 +232,7 @@ fn write_run(dir: &std::path::Path) {
             peak: None,
         },
         sensor: SensorInfo {
-            source: EnergySource::Estimate,
+            source,
             scope: "test".into(),
             fallbacks: vec![],
             sample_hz: 10.0,
@@ -235,19 +240,16 @@ fn write_run(dir: &std::path::Path) {
             update_energy_j: None,
             host_scope: None,
         },
-        models: vec![RunModel {
-            role: Role::Sparse,
-            profile: load_model("glam-tiny").unwrap(),
-        }],
+        models,
         config: RunConfig {
             train_steps: 2,
             warmup_steps: 0,
-            batch: 1,
+            batch,
             seq_len: 8,
             prefill_steps: 0,
-            prompt_len: 4,
+            prompt_len,
             decode_steps: 0,
-            infer_batch: None,
+            infer_batch,
             decode_tokens_per_step: None,
             idle_seconds: 0.0,
             data: "embedded".into(),
@@ -256,36 +258,74 @@ fn write_run(dir: &std::path::Path) {
             until_loss: None,
             target_loss: None,
         },
-    };
+    }
+}
+
+/// A measured step of `tokens` in `seconds`, executing `flops` and drawing `joules` by `source`.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    model: &str,
+    role: sparsewatt::runlog::Role,
+    phase: sparsewatt::runlog::Phase,
+    step: u64,
+    tokens: u64,
+    seconds: f64,
+    flops: f64,
+    (joules, source): (f64, sparsewatt::meter::EnergySource),
+) -> sparsewatt::runlog::Record {
+    use sparsewatt::runlog::*;
+    Record::Step(StepRecord {
+        t_s: step as f64,
+        model: model.into(),
+        role,
+        phase,
+        step,
+        warmup: false,
+        tokens,
+        seconds,
+        flops,
+        flops_by_component: Default::default(),
+        energy: Some(Energy {
+            joules,
+            idle_joules: None,
+            source,
+            scope: "test".into(),
+            window: None,
+            host: None,
+        }),
+        loss: None,
+        aux_loss: None,
+        expert_tokens: vec![],
+        dropped: 0,
+        domain_expert_tokens: Default::default(),
+    })
+}
+
+/// A run folder with two measured training steps of the sparse model on this machine (estimate).
+fn write_run(dir: &std::path::Path) {
+    use sparsewatt::meter::EnergySource;
+    use sparsewatt::profile::load_model;
+    use sparsewatt::runlog::*;
+    let models = vec![RunModel {
+        role: Role::Sparse,
+        profile: load_model("glam-tiny").unwrap(),
+    }];
+    let header = header(models, EnergySource::Estimate, 1, 4, None);
     let mut w = RunWriter::create(dir, &header).unwrap();
-    for step in 0..2 {
+    for i in 0..2 {
         // 28 GFLOP/s (half of cpu-generic's 0.4 x 140 GFLOP/s) at 3.5 W (half its 7 W).
-        w.append(&Record::Step(StepRecord {
-            t_s: step as f64,
-            model: "glam-tiny".into(),
-            role: Role::Sparse,
-            phase: Phase::Train,
-            step,
-            warmup: false,
-            tokens: 100,
-            seconds: 1.0,
-            flops: 28e9,
-            flops_by_component: Default::default(),
-            energy: Some(Energy {
-                joules: 3.5,
-                idle_joules: None,
-                source: EnergySource::Estimate,
-                scope: "test".into(),
-                window: None,
-                host: None,
-            }),
-            loss: None,
-            aux_loss: None,
-            expert_tokens: vec![],
-            dropped: 0,
-            domain_expert_tokens: Default::default(),
-        }))
-        .unwrap();
+        let energy = (3.5, EnergySource::Estimate);
+        let r = step(
+            "glam-tiny",
+            Role::Sparse,
+            Phase::Train,
+            i,
+            100,
+            1.0,
+            28e9,
+            energy,
+        );
+        w.append(&r).unwrap();
     }
     w.flush().unwrap();
 }
@@ -353,101 +393,39 @@ fn write_roofline_run(dir: &std::path::Path) {
         measured_unix_s: 0.0,
         memory_bytes_per_s: Some(20e9),
     };
-    let header = RunHeader {
-        format_version: FORMAT_VERSION,
-        id: "roofline".into(),
-        started_unix_s: 0.0,
-        command: "test".into(),
-        sparsewatt_version: "0".into(),
-        machine: MachineInfo {
-            hostname: "elsewhere".into(),
-            cpu_model: "not this machine's".into(),
-            logical_cpus: 999,
-            os: "linux".into(),
-            device: "cpu".into(),
-            hardware_profile: None,
-            peak: Some(RunPeak {
-                flops_per_s: 100e9,
-                dtype: "f32".into(),
-                from: FROM_PROBE.into(),
-                measurement: Some(measurement),
-            }),
-        },
-        sensor: SensorInfo {
-            source: EnergySource::Rapl,
-            scope: "test".into(),
-            fallbacks: vec![],
-            sample_hz: 10.0,
-            update_period_s: None,
-            update_energy_j: None,
-            host_scope: None,
-        },
-        models: vec![
-            RunModel {
-                role: Role::Sparse,
-                profile: sparse.clone(),
-            },
-            RunModel {
-                role: Role::Dense,
-                profile: dense.clone(),
-            },
-        ],
-        config: RunConfig {
-            train_steps: 3,
-            warmup_steps: 0,
-            batch: 8,
-            seq_len: 128,
-            prefill_steps: 3,
-            prompt_len: 64,
-            decode_steps: 0,
-            infer_batch: Some(4),
-            decode_tokens_per_step: None,
-            idle_seconds: 0.0,
-            data: "embedded".into(),
-            seed: 0,
-            eval_every: None,
-            until_loss: None,
-            target_loss: None,
-        },
-    };
+    let models = [(Role::Sparse, &sparse), (Role::Dense, &dense)]
+        .map(|(role, p)| RunModel {
+            role,
+            profile: p.clone(),
+        })
+        .to_vec();
+    let mut header = header(models, EnergySource::Rapl, 8, 64, Some(4));
+    // Not this machine: the bandwidth must come from the header, not from a probe now.
+    header.machine.hostname = "elsewhere".into();
+    header.machine.cpu_model = "not this machine's".into();
+    header.machine.logical_cpus = 999;
+    header.machine.peak = Some(RunPeak {
+        flops_per_s: 100e9,
+        dtype: "f32".into(),
+        from: FROM_PROBE.into(),
+        measurement: Some(measurement),
+    });
+    header.config.seq_len = 128;
     let mut w = RunWriter::create(dir, &header).unwrap();
-    let mut step = 0;
+    let mut i = 0;
     for (role, p) in [(Role::Sparse, &sparse), (Role::Dense, &dense)] {
         let phases = [
             (Phase::Train, 8 * 128, train_traffic(p, 8, 4.0), 50e9),
             (Phase::Prefill, 4 * 64, prefill_traffic(p, 4, 64, 4.0), 80e9),
         ];
         for (phase, tokens, t, rate) in phases {
-            let s_per_token = t.flops_per_token / rate + t.bytes_per_token / 20e9;
+            let seconds = (t.flops_per_token / rate + t.bytes_per_token / 20e9) * tokens as f64;
             for _ in 0..3 {
-                let seconds = s_per_token * tokens as f64;
-                w.append(&Record::Step(StepRecord {
-                    t_s: step as f64,
-                    model: p.name.clone(),
-                    role,
-                    phase,
-                    step,
-                    warmup: false,
-                    tokens,
-                    seconds,
-                    flops: t.flops_per_token * tokens as f64,
-                    flops_by_component: Default::default(),
-                    energy: Some(Energy {
-                        joules: 4.0 * seconds,
-                        idle_joules: None,
-                        source: EnergySource::Rapl,
-                        scope: "test".into(),
-                        window: None,
-                        host: None,
-                    }),
-                    loss: None,
-                    aux_loss: None,
-                    expert_tokens: vec![],
-                    dropped: 0,
-                    domain_expert_tokens: Default::default(),
-                }))
-                .unwrap();
-                step += 1;
+                let flops = t.flops_per_token * tokens as f64;
+                let energy = (4.0 * seconds, EnergySource::Rapl);
+                let r = step(&p.name, role, phase, i, tokens, seconds, flops, energy);
+                w.append(&r).unwrap();
+                i += 1;
             }
         }
     }
