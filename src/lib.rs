@@ -1,6 +1,6 @@
 //! sparsewatt: what a token costs, in FLOPs and joules, on a sparse mixture-of-experts model against
 //! a dense one, measured here and projected onto hardware that is not on the desk.
-//! See docs/ and the design card for the data flow.
+//! The modules are layers, each importing only those below it: docs/architecture.md.
 
 pub mod accounting;
 pub mod data;
@@ -12,6 +12,7 @@ pub mod report;
 pub mod runlog;
 pub mod stats;
 pub mod tui;
+pub mod vocab;
 pub mod workload;
 
 // `model::tune_cpu_runtime` sets an option of mimalloc's C library: link it into every binary

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sparsewatt::meter::{
-    detect_update_period, open_sensor, EnergySource, EstimateParams, GpuSelector, Meter,
-    NvmlSensor, Sensor, SensorChoice, Workplace, DETECT_FOR, NVML_LIB_ENV, POWERCAP_ROOT_ENV,
-    SAFE_UPDATES_PER_WINDOW,
+    detect_update_period, open_sensor, EstimateParams, GpuSelector, Meter, NvmlSensor, Sensor,
+    SensorChoice, Workplace, DETECT_FOR, NVML_LIB_ENV, POWERCAP_ROOT_ENV, SAFE_UPDATES_PER_WINDOW,
 };
-use sparsewatt::runlog::{read_run, summarize, GpuSample, Phase, Record, Role};
+use sparsewatt::runlog::{read_run, summarize, Record};
+use sparsewatt::vocab::EnergySource;
+use sparsewatt::vocab::{GpuSample, Phase, Role};
 
 #[path = "common/small_run.rs"]
 mod small_run;

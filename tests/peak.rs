@@ -375,8 +375,8 @@ fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     let run = read_run(&dir).unwrap();
     let train: Vec<_> = run
         .steps()
-        .filter(|s| !s.warmup && s.phase == sparsewatt::runlog::Phase::Train)
-        .filter(|s| s.role == sparsewatt::runlog::Role::Sparse)
+        .filter(|s| !s.warmup && s.phase == sparsewatt::vocab::Phase::Train)
+        .filter(|s| s.role == sparsewatt::vocab::Role::Sparse)
         .collect();
     let achieved =
         train.iter().map(|s| s.flops).sum::<f64>() / train.iter().map(|s| s.seconds).sum::<f64>();

@@ -210,7 +210,7 @@ fn hardware_and_profiles_list_key_figures() {
 /// `batch` sequences of 8 tokens whose prefill serves `infer_batch` prompts of `prompt_len`.
 fn header(
     models: Vec<sparsewatt::runlog::RunModel>,
-    source: sparsewatt::meter::EnergySource,
+    source: sparsewatt::vocab::EnergySource,
     batch: usize,
     prompt_len: usize,
     infer_batch: Option<usize>,
@@ -265,13 +265,13 @@ fn header(
 #[allow(clippy::too_many_arguments)]
 fn step(
     model: &str,
-    role: sparsewatt::runlog::Role,
-    phase: sparsewatt::runlog::Phase,
+    role: sparsewatt::vocab::Role,
+    phase: sparsewatt::vocab::Phase,
     step: u64,
     tokens: u64,
     seconds: f64,
     flops: f64,
-    (joules, source): (f64, sparsewatt::meter::EnergySource),
+    (joules, source): (f64, sparsewatt::vocab::EnergySource),
 ) -> sparsewatt::runlog::Record {
     use sparsewatt::runlog::*;
     Record::Step(StepRecord {
@@ -303,9 +303,9 @@ fn step(
 
 /// A run folder with two measured training steps of the sparse model on this machine (estimate).
 fn write_run(dir: &std::path::Path) {
-    use sparsewatt::meter::EnergySource;
     use sparsewatt::profile::load_model;
     use sparsewatt::runlog::*;
+    use sparsewatt::vocab::{EnergySource, Phase, Role};
     let models = vec![RunModel {
         role: Role::Sparse,
         profile: load_model("glam-tiny").unwrap(),
@@ -372,10 +372,10 @@ fn calibration_reports_this_machine_and_carries_on_request() {
 /// training 50 GFLOP/s, prefill 80 GFLOP/s, 20 GB/s of memory (probed at the start, in the
 /// header), drawing 4 W.
 fn write_roofline_run(dir: &std::path::Path) {
-    use sparsewatt::meter::EnergySource;
     use sparsewatt::profile::load_model;
     use sparsewatt::project::{prefill_traffic, train_traffic};
     use sparsewatt::runlog::*;
+    use sparsewatt::vocab::{EnergySource, Phase, Role};
     let (sparse, dense) = (
         load_model("glam-tiny").unwrap(),
         load_model("dense-tiny").unwrap(),

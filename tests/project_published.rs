@@ -8,7 +8,7 @@ use sparsewatt::project::{
     implied_utilization, project_inference, project_training, project_training_tokens,
     training_flops, Bound, InferenceSettings, Settings, Utilization,
 };
-use sparsewatt::runlog::Phase;
+use sparsewatt::vocab::Phase;
 
 fn within(got: f64, want: f64, tol: f64) -> bool {
     ((got - want) / want).abs() <= tol

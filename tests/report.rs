@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use sparsewatt::meter::EnergySource;
 use sparsewatt::profile::load_model;
 use sparsewatt::runlog::*;
+use sparsewatt::vocab::*;
 
 const TOKENS: u64 = 512;
 const SECONDS: f64 = 0.5;

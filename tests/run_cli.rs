@@ -11,7 +11,8 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::model::CAUSAL_BLOCK;
 use sparsewatt::profile::load_model;
-use sparsewatt::runlog::{read_run, summarize, IdleWhen, Phase, Record, Role};
+use sparsewatt::runlog::{read_run, summarize, IdleWhen, Record};
+use sparsewatt::vocab::{Phase, Role};
 
 #[path = "common/small_run.rs"]
 mod small_run;

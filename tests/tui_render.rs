@@ -11,8 +11,9 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use sparsewatt::project::summarize_run;
-use sparsewatt::runlog::{read_run, summarize, Phase, Record, Role, RunData};
+use sparsewatt::runlog::{read_run, summarize, Record, RunData};
 use sparsewatt::tui::{buffer_text, render, App, Status, View};
+use sparsewatt::vocab::{Phase, Role};
 use sparsewatt::workload::RunEvent;
 
 fn updating() -> bool {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{ffn_params, params};
 use crate::profile::ModelProfile;
-use crate::runlog::Phase;
+use crate::vocab::Phase;
 
 /// Bytes moved per token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use super::bytes::{bytes_per_token, ByteCount};
 use super::params::{params, ComponentParams};
 use super::{Component, FlopCount};
 use crate::profile::{FfnKind, ModelProfile};
-use crate::runlog::Phase;
+use crate::vocab::Phase;
 
 /// What to account at. `Default` is the profile's seq_len, batch 1, bf16 weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq)]

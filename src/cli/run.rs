@@ -19,9 +19,10 @@ use sparsewatt::model::{gpu_identity, pick_device, Model, TrainConfig};
 use sparsewatt::profile::{load_model, ModelProfile};
 use sparsewatt::project::peak_of_run;
 use sparsewatt::runlog::{
-    detect_machine, run_id, unix_now, MachineInfo, Phase, Role, RunConfig, RunHeader, RunModel,
-    RunPeak, RunSummary, RunWriter, SensorInfo, StepRecord, FORMAT_VERSION, FROM_CACHE,
+    detect_machine, run_id, unix_now, MachineInfo, RunConfig, RunHeader, RunModel, RunPeak,
+    RunSummary, RunWriter, SensorInfo, StepRecord, FORMAT_VERSION, FROM_CACHE,
 };
+use sparsewatt::vocab::{Phase, Role};
 use sparsewatt::workload::run::{
     execute, Preset, Progress, RunPlan, DEFAULT_MAX_LENGTHEN_S, DEFAULT_MIN_WINDOWS,
 };
@@ -148,7 +149,7 @@ impl Progress for StderrProgress {
         eprintln!(
             "[{:>6.1}s] {:<6} {:<7} {:<14} step {:>3}{} {:>5} tokens {:.3} s {}{}",
             self.start.elapsed().as_secs_f64(),
-            format!("{:?}", r.role).to_lowercase(),
+            r.role.to_string(),
             r.phase.label(),
             r.model,
             r.step,
@@ -503,7 +504,7 @@ fn finish(dir: &std::path::Path, s: &RunSummary) -> anyhow::Result<()> {
             println!(
                 "{:<8} {:<8} {:>16} {:>22} {:>14.3e} {:>12.0}",
                 phase.label(),
-                format!("{:?}", m.role).to_lowercase(),
+                m.role.to_string(),
                 m.model,
                 j,
                 p.flops_per_token,

@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use super::sensor::{EstimateParams, Reading, Sensor};
-use super::{EnergySource, MeterError};
+use super::MeterError;
+use crate::vocab::EnergySource;
 
 /// Where the process CPU time comes from; replaceable in tests.
 type CpuClock = Box<dyn FnMut() -> Result<f64, MeterError> + Send>;

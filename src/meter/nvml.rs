@@ -16,8 +16,9 @@ use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
 
 use super::sensor::{GpuSelector, Reading, Sensor};
-use super::{EnergySource, MeterError};
-use crate::runlog::GpuSample;
+use super::MeterError;
+use crate::vocab::EnergySource;
+use crate::vocab::GpuSample;
 
 /// Path of the NVML library to load instead of the system's `libnvidia-ml.so.1` (tests load a
 /// stub through it).

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::sensor::Sensor;
-use super::EnergySource;
+use crate::vocab::EnergySource;
 
 /// Counter updates a window must span to be trusted: the worst-case quantisation error of one
 /// window is one update, so 20 updates bound it at 5%.

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::sensor::{Reading, Sensor};
-use super::{EnergySource, MeterError};
+use super::MeterError;
+use crate::vocab::EnergySource;
 
 pub const POWERCAP_ROOT_ENV: &str = "SPARSEWATT_POWERCAP_ROOT";
 pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::sensor::{Reading, Sensor};
 use super::window::{trapezoid_step_j, Position, Window, WindowEnergy};
-use super::{EnergySource, MeterError};
-use crate::runlog::Sample;
+use super::MeterError;
+use crate::vocab::EnergySource;
+use crate::vocab::Sample;
 
 /// The sampling rate when none is given, Hz.
 pub const DEFAULT_SAMPLE_HZ: f64 = 10.0;

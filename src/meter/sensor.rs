@@ -5,8 +5,9 @@ use std::str::FromStr;
 use super::estimate::EstimateSensor;
 use super::nvml::NvmlSensor;
 use super::rapl::RaplSensor;
-use super::{EnergySource, MeterError};
-use crate::runlog::GpuSample;
+use super::MeterError;
+use crate::vocab::EnergySource;
+use crate::vocab::GpuSample;
 
 /// One reading of a sensor. A quantity the sensor does not measure is `None`, never `0.0`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use super::{EnergySource, MeterError};
+use super::MeterError;
+use crate::vocab::EnergySource;
 
 /// The meter's energy position at the start of a window, from [`super::Meter::begin`].
 #[derive(Debug)]

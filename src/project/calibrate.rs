@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use super::training::{Settings, Utilization};
 use super::ProjectError;
-use crate::meter::EnergySource;
 use crate::profile::{load_hardware, HardwareKind, HardwareProfile, PowerScope, Precision};
 use crate::runlog::{
-    effective_peak, read_run, summarize, MachineInfo, Phase, Record, Role, RunData, RunHeader,
-    RunPeak, RunSummary, SummaryPeak,
+    effective_peak, read_run, summarize, MachineInfo, Record, RunData, RunHeader, RunPeak,
+    RunSummary, SummaryPeak,
 };
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 /// Profile used for a CPU run that names none: the generic CPU, as the local estimate does.
 pub const DEFAULT_LOCAL_HARDWARE: &str = "cpu-generic";

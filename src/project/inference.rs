@@ -22,7 +22,7 @@ use crate::accounting::{
     ByteCount,
 };
 use crate::profile::{HardwareProfile, ModelProfile, PowerScope, Precision};
-use crate::runlog::Phase;
+use crate::vocab::Phase;
 
 /// What an inference projection is asked for. `None` fields take the hardware profile's default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

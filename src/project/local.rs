@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ProjectError;
 use crate::accounting::{bytes_per_token, params, prefill_flops_per_token, train_flops_per_token};
-use crate::meter::EnergySource;
 use crate::profile::ModelProfile;
-use crate::runlog::{Phase, RunData, RunSummary};
+use crate::runlog::{RunData, RunSummary};
+use crate::vocab::EnergySource;
+use crate::vocab::Phase;
 
 /// Bytes AdamW moves per parameter and step: parameter, gradient, first and second moment read;
 /// parameter and both moments written; f32 (the master weights are f32 on every device).

@@ -2,9 +2,10 @@
 //! sentences that state the answer.
 
 use crate::accounting::params;
-use crate::meter::EnergySource;
-use crate::runlog::{IdleWhen, PhaseSummary, Record, Role, RunData, RunSummary, StepRecord};
+use crate::runlog::{IdleWhen, PhaseSummary, Record, RunData, RunSummary, StepRecord};
 use crate::stats::Estimate;
+use crate::vocab::EnergySource;
+use crate::vocab::Role;
 
 use super::document::*;
 use super::efficiency::data_efficiency;
@@ -12,10 +13,10 @@ use super::experts::expert_load;
 use super::format::num;
 use super::power::power_series;
 
-const PHASES: [crate::runlog::Phase; 3] = [
-    crate::runlog::Phase::Train,
-    crate::runlog::Phase::Prefill,
-    crate::runlog::Phase::Decode,
+const PHASES: [crate::vocab::Phase; 3] = [
+    crate::vocab::Phase::Train,
+    crate::vocab::Phase::Prefill,
+    crate::vocab::Phase::Decode,
 ];
 
 /// z of a two-sided 95% normal interval, for the approximate CI of a ratio of two means.
@@ -80,7 +81,7 @@ pub fn build_with_target(run: &RunData, target_loss: Option<f64>) -> Report {
 fn trained_steps(steps: &[&StepRecord]) -> u64 {
     steps
         .iter()
-        .filter(|s| s.phase == crate::runlog::Phase::Train)
+        .filter(|s| s.phase == crate::vocab::Phase::Train)
         .map(|s| s.step + 1)
         .max()
         .unwrap_or(0)
@@ -255,11 +256,11 @@ fn phase_rows(summary: &RunSummary) -> Vec<PhaseRow> {
         .collect()
 }
 
-fn phase_name(p: crate::runlog::Phase) -> &'static str {
+fn phase_name(p: crate::vocab::Phase) -> &'static str {
     match p {
-        crate::runlog::Phase::Train => "Training",
-        crate::runlog::Phase::Prefill => "Prefill",
-        crate::runlog::Phase::Decode => "Decode",
+        crate::vocab::Phase::Train => "Training",
+        crate::vocab::Phase::Prefill => "Prefill",
+        crate::vocab::Phase::Decode => "Decode",
     }
 }
 
@@ -507,7 +508,7 @@ fn window_warnings(run: &RunData, summary: &RunSummary) -> Vec<String> {
         for p in m.phases.iter().filter(|p| p.short_windows > 0) {
             out.push(format!(
                 "energy unresolved: {} {} {}: {} of {} measurement windows spanned fewer than {} updates of the sensor's counter{period} (fewest {:.1}); its joules per token are not trustworthy.",
-                format!("{:?}", m.role).to_lowercase(),
+                m.role.to_string(),
                 m.model,
                 p.phase.label(),
                 p.short_windows,
@@ -526,7 +527,8 @@ mod tests {
 
     #[test]
     fn a_window_too_short_for_its_sensor_is_warned_about_and_long_ones_are_not() {
-        use crate::runlog::{Energy, Phase, Role, WindowInfo};
+        use crate::runlog::{Energy, WindowInfo};
+        use crate::vocab::{Phase, Role};
         let mut header = crate::runlog::test_header();
         header.sensor.source = EnergySource::Nvml;
         header.sensor.update_period_s = Some(0.1);

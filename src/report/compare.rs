@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use super::document::*;
 use super::format::{num, opt, source_label, with_ci};
-use super::markdown::{role_title, table};
+use super::markdown::table;
 use super::{html, svg};
-use crate::runlog::{Phase, Role};
+use crate::vocab::{Phase, Role};
 
 fn run_ref(r: &Report) -> RunRef {
     RunRef {
@@ -76,7 +76,7 @@ pub fn compare(a: &Report, b: &Report) -> Comparison {
             for (metric, pick) in METRICS {
                 rows.extend(row(
                     phase,
-                    role_title(role),
+                    role.label(),
                     metric,
                     sa.and_then(pick),
                     sb.and_then(pick),
@@ -141,7 +141,7 @@ fn warnings(a: &Report, b: &Report) -> Vec<String> {
         if na != nb {
             w.push(format!(
                 "The {} models differ (A: {}, B: {}).",
-                role_title(role),
+                role.label(),
                 na.unwrap_or_else(|| "none".into()),
                 nb.unwrap_or_else(|| "none".into())
             ));
@@ -248,7 +248,7 @@ pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
                     continue;
                 };
                 bars.push(svg::Bar {
-                    label: format!("{name} {}", role_title(role)),
+                    label: format!("{name} {}", role.label()),
                     color: if role == Role::Sparse {
                         svg::SPARSE
                     } else {

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::runlog::{MachineInfo, Phase, Role, RunConfig};
+use crate::runlog::{MachineInfo, RunConfig};
+use crate::vocab::{Phase, Role};
 
 /// Version of the report's JSON schema (docs/report.md).
 pub const REPORT_FORMAT_VERSION: u32 = 2;
@@ -90,7 +91,7 @@ impl Figure {
 
     /// True when the figure is an estimate rather than a sensor reading.
     pub fn is_estimate(&self) -> bool {
-        self.source == crate::meter::EnergySource::Estimate.label()
+        self.source == crate::vocab::EnergySource::Estimate.label()
     }
 }
 

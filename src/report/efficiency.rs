@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::meter::EnergySource;
-use crate::runlog::{Phase, Record, Role};
+use crate::runlog::Record;
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 use super::document::{source, DataEfficiency, Figure, LossCurve, LossPoint, Reach, SameLoss};
 

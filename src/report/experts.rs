@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::runlog::{Phase, Role, RunHeader, StepRecord};
+use crate::runlog::{RunHeader, StepRecord};
+use crate::vocab::{Phase, Role};
 
 use super::document::{source, ExpertLoad, Figure, LayerLoad};
 

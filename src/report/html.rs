@@ -5,9 +5,9 @@
 use std::fmt::Write;
 
 use super::document::*;
-use super::markdown::{self as md, role_title};
+use super::markdown as md;
 use super::svg::{self, esc, Bar, HLine, Series, DENSE, SPARSE};
-use crate::runlog::Role;
+use crate::vocab::Role;
 
 pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -50,7 +50,7 @@ pub fn jpt_charts(phases: &[PhaseRow]) -> Vec<String> {
                     let p = row.side(role)?;
                     let j = p.joules_per_token.as_ref()?;
                     Some(Bar {
-                        label: format!("{} ({})", p.model, role_title(role)),
+                        label: format!("{} ({})", p.model, role.label()),
                         color: side_colour(role),
                         value: j.value,
                         ci95: j.ci95,
@@ -114,7 +114,7 @@ pub fn loss_charts(de: &DataEfficiency) -> Vec<String> {
         de.curves
             .iter()
             .map(|c| Series {
-                name: format!("{} ({})", c.model, role_title(c.role)),
+                name: format!("{} ({})", c.model, c.role.label()),
                 color: side_colour(c.role),
                 points: c.points.iter().map(|p| (x(p), p.loss_nats)).collect(),
             })

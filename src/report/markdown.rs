@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::document::*;
 use super::format::{interval, num, opt, plain, source_label, with_ci};
 use crate::accounting::human;
-use crate::runlog::{Phase, Role};
+use crate::vocab::{Phase, Role};
 
 /// A Markdown table; `|` in cells is escaped.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -17,13 +17,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out
-}
-
-pub fn role_title(r: Role) -> &'static str {
-    match r {
-        Role::Sparse => "sparse",
-        Role::Dense => "dense",
-    }
 }
 
 /// The answer table: J/token and FLOPs/token of both models per phase, with the ratios.
@@ -94,7 +87,7 @@ pub fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
             let Some(p) = p else { continue };
             rows.push(vec![
                 r.phase.label().into(),
-                format!("{} ({})", p.model, role_title(role)),
+                format!("{} ({})", p.model, role.label()),
                 format!("{} ({})", p.steps, p.warmup_steps_excluded),
                 human(p.tokens.value),
                 num(p.seconds.value),
@@ -135,7 +128,7 @@ pub fn model_rows(models: &[ModelSection]) -> Vec<Vec<String>> {
         .iter()
         .map(|m| {
             vec![
-                role_title(m.role).into(),
+                m.role.label().into(),
                 m.name.clone(),
                 human(m.total_params.value),
                 human(m.active_params.value),
@@ -298,7 +291,7 @@ pub fn same_loss_rows(s: &SameLoss) -> Vec<Vec<String>> {
         .iter()
         .map(|r| {
             vec![
-                format!("{} ({})", r.model, role_title(r.role)),
+                format!("{} ({})", r.model, r.role.label()),
                 human(r.tokens.value),
                 human(r.flops.value),
                 opt(r.joules.as_ref(), |f| {
@@ -320,7 +313,7 @@ pub fn expert_summary(e: &ExpertLoad) -> String {
     format!(
         "{} ({}), {}, {} measured steps: {} of {} expert assignments dropped ({}).",
         e.model,
-        role_title(e.role),
+        e.role.label(),
         e.phase.label(),
         e.steps,
         human(e.dropped.value),
@@ -378,7 +371,7 @@ pub fn projection_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
             rows.push(vec![
                 r.hardware.clone(),
                 format!("{} x PUE {}", r.power_scope, num(r.pue)),
-                format!("{} ({})", r.model, role_title(r.role)),
+                format!("{} ({})", r.model, r.role.label()),
                 "–".into(),
                 "–".into(),
                 "–".into(),
@@ -415,7 +408,7 @@ pub fn check_rows(p: &ProjectionSection) -> Vec<Vec<String>> {
         .map(|c| {
             vec![
                 c.hardware.clone(),
-                role_title(c.role).into(),
+                c.role.label().into(),
                 c.phase.label().into(),
                 c.metric.clone(),
                 format!("{} {}", num(c.projected.value), c.projected.unit),
@@ -527,7 +520,7 @@ pub fn render(r: &Report) -> String {
             o,
             "{} ({}):\n\n{}",
             c.model,
-            role_title(c.role),
+            c.role.label(),
             table(
                 &["tokens trained", "FLOPs", "joules", "loss (nats/token)"],
                 &rows

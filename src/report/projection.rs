@@ -7,7 +7,8 @@ use crate::project::{
     calibrate, machine_hardware, project_inference, project_training_tokens, summarize_run,
     InferenceSettings, Settings,
 };
-use crate::runlog::{Phase, RunData};
+use crate::runlog::RunData;
+use crate::vocab::Phase;
 
 use super::document::{
     denominator, Figure, PhaseRow, ProjectionCheck, ProjectionRow, ProjectionSection,
@@ -22,7 +23,7 @@ fn label(hw: &HardwareProfile) -> String {
 
 fn rows_for(
     hw: &HardwareProfile,
-    role: crate::runlog::Role,
+    role: crate::vocab::Role,
     m: &ModelProfile,
     batch: usize,
     context: usize,
@@ -108,7 +109,7 @@ pub fn projections(run: &RunData, phases: &[PhaseRow]) -> ProjectionSection {
             Vec::new()
         }
         Some(Ok(hw)) => {
-            if run.header.sensor.source == crate::meter::EnergySource::Estimate {
+            if run.header.sensor.source == crate::vocab::EnergySource::Estimate {
                 notes.push(format!(
                     "This run's energy is an estimate made from a CPU power model, so its power against {}'s is not an independent check; FLOP/s is.",
                     hw.name

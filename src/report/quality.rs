@@ -3,7 +3,8 @@
 //! sentences and one table. Per-token cost is the second answer.
 
 use crate::accounting::human;
-use crate::runlog::{Interval, ModelToTarget, Role, ToTarget};
+use crate::runlog::{Interval, ModelToTarget, ToTarget};
+use crate::vocab::Role;
 
 use super::format::{num, source_label};
 
@@ -181,7 +182,7 @@ pub fn table_rows(t: &ToTarget) -> Vec<Vec<String>> {
         .map(|m| {
             if !m.reached {
                 return vec![
-                    format!("{} ({:?}): not reached", m.model, m.role).to_lowercase(),
+                    format!("{} ({}): not reached", m.model, m.role),
                     "–".into(),
                     "–".into(),
                     "–".into(),
@@ -190,7 +191,7 @@ pub fn table_rows(t: &ToTarget) -> Vec<Vec<String>> {
                 ];
             }
             vec![
-                format!("{} ({})", m.model, format!("{:?}", m.role).to_lowercase()),
+                format!("{} ({})", m.model, m.role),
                 cell(m.joules.as_ref(), num),
                 cell(m.joules_idle_subtracted.as_ref(), num),
                 cell(m.flops.as_ref(), human),
@@ -256,7 +257,7 @@ mod tests {
         ToTarget {
             target_loss: 2.5,
             target_from: crate::runlog::TARGET_LOWEST_REACHED.into(),
-            source: Some(crate::meter::EnergySource::Rapl),
+            source: Some(crate::vocab::EnergySource::Rapl),
             scope: Some("package".into()),
             models: vec![model(Role::Sparse, 120.0), model(Role::Dense, 100.0)],
             ratio: Some(TargetRatio {
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn an_estimate_is_labelled_as_not_measured() {
         let mut t = target(iv(1.2, 1.1, 1.3), false, vec![]);
-        t.source = Some(crate::meter::EnergySource::Estimate);
+        t.source = Some(crate::vocab::EnergySource::Estimate);
         assert!(headline(&t).unwrap().contains("estimate (not measured)"));
     }
 }

@@ -9,9 +9,10 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::record::{Record, Role, StepRecord, FORMAT_VERSION, OLDEST_READABLE_VERSION};
-use crate::meter::EnergySource;
+use super::record::{Record, StepRecord, FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use crate::profile::ModelProfile;
+use crate::vocab::EnergySource;
+use crate::vocab::Role;
 
 pub const HEADER_FILE: &str = "run.json";
 pub const RECORDS_FILE: &str = "records.jsonl";

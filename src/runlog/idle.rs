@@ -93,7 +93,7 @@ pub fn with_baseline_spread(e: Estimate, baseline: &Estimate, seconds_per_token:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::EnergySource;
+    use crate::vocab::EnergySource;
 
     fn idle(when: IdleWhen, w: &[f64]) -> IdleRecord {
         let power_w = w.iter().sum::<f64>() / w.len() as f64;

@@ -25,8 +25,8 @@ pub use peak::{
     FROM_PROBE,
 };
 pub use record::{
-    Energy, EvalRecord, GpuSample, HostEnergy, IdleRecord, IdleWhen, Phase, Record, Role, Sample,
-    StepRecord, WindowInfo, FORMAT_VERSION, OLDEST_READABLE_VERSION,
+    Energy, EvalRecord, HostEnergy, IdleRecord, IdleWhen, Record, StepRecord, WindowInfo,
+    FORMAT_VERSION, OLDEST_READABLE_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};
 pub use target::{

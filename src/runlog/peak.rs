@@ -154,7 +154,8 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runlog::{summarize, test_step, Phase, Record, Role, StepRecord};
+    use crate::runlog::{summarize, test_step, Record, StepRecord};
+    use crate::vocab::{Phase, Role};
 
     fn step(role: Role, phase: Phase, seconds: f64, flops: f64) -> Record {
         Record::Step(StepRecord {

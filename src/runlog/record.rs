@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::accounting::Component;
-use crate::meter::EnergySource;
+use crate::vocab::{EnergySource, Phase, Role, Sample};
 
 /// Version of the run-folder format; bump on any incompatible change (docs/run-folder.md).
 /// Version 2 added `to_target` to `summary.json` and `val_losses` to eval records; version 1
@@ -13,35 +13,6 @@ use crate::meter::EnergySource;
 pub const FORMAT_VERSION: u32 = 2;
 /// The oldest run-folder format this version reads (every field added since has a default).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
-
-/// Which side of the comparison a model is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Sparse,
-    Dense,
-}
-
-/// What a step did. Denominators: `Train` counts tokens trained, `Prefill` prompt tokens,
-/// `Decode` generated tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Train,
-    Prefill,
-    Decode,
-}
-
-impl Phase {
-    /// The phase as the records, tables and logs spell it: "train", "prefill", "decode".
-    pub fn label(self) -> &'static str {
-        match self {
-            Phase::Train => "train",
-            Phase::Prefill => "prefill",
-            Phase::Decode => "decode",
-        }
-    }
-}
 
 /// Energy over one window, with where it comes from and what it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +98,7 @@ pub(crate) fn test_energy(joules: f64) -> Energy {
     Energy {
         joules,
         idle_joules: None,
-        source: crate::meter::EnergySource::Estimate,
+        source: crate::vocab::EnergySource::Estimate,
         scope: "test".into(),
         window: None,
         host: None,
@@ -165,35 +136,6 @@ pub struct StepRecord {
     /// domains; empty otherwise).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub domain_expert_tokens: BTreeMap<String, Vec<Vec<u64>>>,
-}
-
-/// A reading of the sensor by the sampler thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub t_s: f64,
-    /// Average power over the sensor's own window (NVML's ~1 s average, RAPL or the estimate
-    /// between two readings), watts.
-    pub power_w: Option<f64>,
-    /// Instant power where the sensor has it (NVML field 186), watts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instant_power_w: Option<f64>,
-    /// Running energy total since the run started, joules.
-    pub energy_j: Option<f64>,
-    pub source: EnergySource,
-    /// Per-GPU readings (NVML only; empty otherwise).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gpus: Vec<GpuSample>,
-}
-
-/// One GPU's state at a sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpuSample {
-    pub index: u32,
-    pub power_w: Option<f64>,
-    pub utilization_pct: Option<u32>,
-    pub sm_clock_mhz: Option<u32>,
-    pub temperature_c: Option<u32>,
-    pub memory_used_bytes: Option<u64>,
 }
 
 /// Validation loss of one model at a point of its training.

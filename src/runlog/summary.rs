@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use super::idle::{with_baseline_spread, IdleBaseline};
 use super::peak::SummaryPeak;
-use super::record::{IdleWhen, Phase, Record, Role, StepRecord, WindowInfo, FORMAT_VERSION};
-use crate::meter::EnergySource;
+use super::record::{IdleWhen, Record, StepRecord, WindowInfo, FORMAT_VERSION};
 use crate::stats::{estimate, paired_ratio_of_means, Estimate};
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 /// Energy per token, total and with the idle baseline subtracted. Denominator: the phase's tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

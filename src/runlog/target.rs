@@ -12,8 +12,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use super::record::{EvalRecord, Phase, Record, Role, StepRecord};
-use crate::meter::EnergySource;
+use super::record::{EvalRecord, Record, StepRecord};
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 /// Bootstrap replicates behind every interval (the first is the run itself).
 pub const REPLICATES: usize = 2000;

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::meter::EnergySource;
-use crate::runlog::{summarize, IdleWhen, Phase, Record, Role, RunHeader, RunSummary, StepRecord};
+use crate::runlog::{summarize, IdleWhen, Record, RunHeader, RunSummary, StepRecord};
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 /// A loss curve point, against what training had consumed when it was measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -343,7 +344,8 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runlog::{Energy, Sample};
+    use crate::runlog::Energy;
+    use crate::vocab::Sample;
 
     fn sample(t: f64, w: f64) -> Record {
         Record::Sample(Sample {

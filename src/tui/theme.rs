@@ -2,20 +2,13 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
-use crate::runlog::Role;
+use crate::vocab::Role;
 
 pub fn role(r: Role) -> Style {
     Style::new().fg(match r {
         Role::Sparse => Color::Cyan,
         Role::Dense => Color::Magenta,
     })
-}
-
-pub fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Sparse => "sparse",
-        Role::Dense => "dense",
-    }
 }
 
 pub fn title() -> Style {

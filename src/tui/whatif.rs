@@ -10,7 +10,8 @@ use crate::project::{
     Calibration, InferenceComparison, InferenceSettings, SeedComparison, Settings,
     TrainingProjection, Utilization, DEFAULT_GRID_KG_PER_KWH,
 };
-use crate::runlog::{Role, RunHeader, RunSummary};
+use crate::runlog::{RunHeader, RunSummary};
+use crate::vocab::Role;
 
 use super::state::RunState;
 

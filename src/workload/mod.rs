@@ -10,7 +10,8 @@ pub use model_workload::{InferenceShape, ModelWorkload};
 use std::collections::BTreeMap;
 
 use crate::accounting::FlopCount;
-use crate::runlog::{Phase, Record, Role, RunHeader, RunSummary};
+use crate::runlog::{Record, RunHeader, RunSummary};
+use crate::vocab::{Phase, Role};
 
 /// What one step did, as the run records it (timing and energy are added by the caller).
 #[derive(Debug, Clone, Default)]

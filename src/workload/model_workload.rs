@@ -7,7 +7,7 @@ use super::{StepOutcome, Workload};
 use crate::accounting::FlopCount;
 use crate::data::Corpus;
 use crate::model::{add_loads, KvCache, Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
-use crate::runlog::{Phase, Role};
+use crate::vocab::{Phase, Role};
 
 /// Shapes of the inference steps.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -21,9 +21,10 @@ use crate::meter::{
     attribute_by_duration, block_steps, Meter, UpdatePeriod, BLOCK_MARGIN, SAFE_UPDATES_PER_WINDOW,
 };
 use crate::runlog::{
-    summarize, Energy, EvalRecord, HostEnergy, IdleBaseline, IdleRecord, IdleWhen, Phase, Record,
+    summarize, Energy, EvalRecord, HostEnergy, IdleBaseline, IdleRecord, IdleWhen, Record,
     RunSummary, RunWriter, StepRecord, WindowInfo,
 };
+use crate::vocab::Phase;
 
 /// How many steps of what.
 #[derive(Debug, Clone, PartialEq)]
@@ -862,8 +863,10 @@ fn run_workload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::{EnergySource, MeterError, Reading, Sensor};
-    use crate::runlog::{read_run, Role};
+    use crate::meter::{MeterError, Reading, Sensor};
+    use crate::runlog::read_run;
+    use crate::vocab::EnergySource;
+    use crate::vocab::Role;
     use std::collections::BTreeMap;
 
     /// A workload whose steps sleep a fixed time, the first of each phase 3x as long (a slow

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use sparsewatt::accounting::{
     decode_flops_per_token, prefill_flops_per_token, train_flops_per_token, Component,
 };
-use sparsewatt::meter::EnergySource;
 use sparsewatt::profile::{load_model, ModelProfile};
 use sparsewatt::runlog::{
-    Energy, EvalRecord, IdleRecord, IdleWhen, MachineInfo, Phase, Record, Role, RunConfig,
-    RunHeader, RunModel, Sample, SensorInfo, StepRecord, FORMAT_VERSION,
+    Energy, EvalRecord, IdleRecord, IdleWhen, MachineInfo, Record, RunConfig, RunHeader, RunModel,
+    SensorInfo, StepRecord, FORMAT_VERSION,
 };
+use sparsewatt::vocab::EnergySource;
+use sparsewatt::vocab::{Phase, Role, Sample};
 
 pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/run-small")

@@ -6,10 +6,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table, Widget};
 
-use crate::runlog::Role;
 use crate::tui::format::{or_dash, si};
 use crate::tui::state::{imbalance, ExpertLoad, RunState};
 use crate::tui::theme;
+use crate::vocab::Role;
 
 /// Rows a layer's bar chart needs to be readable.
 const LAYER_ROWS: u16 = 7;
@@ -85,7 +85,7 @@ fn summary_lines(s: &RunState, role: Role, load: &ExpertLoad, area: Rect, buf: &
         Line::from(format!(
             "{shape}{} assignments per MoE layer over {} training steps",
             si(total as f64, "").trim_end(),
-            load.aux_loss.len().max(s.steps.get(&(role, crate::runlog::Phase::Train)).copied().unwrap_or(0) as usize)
+            load.aux_loss.len().max(s.steps.get(&(role, crate::vocab::Phase::Train)).copied().unwrap_or(0) as usize)
         )),
         Line::styled(
             format!(

@@ -18,7 +18,7 @@ use ratatui::Frame;
 use super::app::{App, Status, View};
 use super::format;
 use super::theme;
-use crate::meter::EnergySource;
+use crate::vocab::EnergySource;
 
 /// The smallest terminal the views are laid out for.
 pub const MIN_WIDTH: u16 = 80;

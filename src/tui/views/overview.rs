@@ -10,13 +10,14 @@ use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, 
 
 use super::charts::{axis, bounds, thin, Series};
 use crate::accounting::params;
-use crate::meter::EnergySource;
 use crate::project::TrainingProjection;
-use crate::runlog::{Phase, PhaseSummary, Role};
+use crate::runlog::PhaseSummary;
 use crate::tui::app::App;
 use crate::tui::format::{self, or_dash, si};
 use crate::tui::theme;
 use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM_TOKENS};
+use crate::vocab::EnergySource;
+use crate::vocab::{Phase, Role};
 
 pub const PHASES: [Phase; 3] = [Phase::Train, Phase::Prefill, Phase::Decode];
 
@@ -138,7 +139,7 @@ fn compact(app: &App, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Bu
             .iter()
             .flat_map(|&r| {
                 [
-                    Span::styled(format!(" {} ", theme::role_name(r)), theme::role(r)),
+                    Span::styled(format!(" {} ", r.label()), theme::role(r)),
                     Span::raw(format!("{} ", app.state.model_name(r).unwrap_or("—"))),
                 ]
             })
@@ -156,7 +157,7 @@ fn compact(app: &App, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Bu
 fn column(app: &App, role: Role, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, buf: &mut Buffer) {
     let s = &app.state;
     let mut title = vec![Span::styled(
-        format!(" {} ", theme::role_name(role)),
+        format!(" {} ", role.label()),
         theme::role(role).add_modifier(ratatui::style::Modifier::BOLD),
     )];
     match s.header.as_ref().and_then(|h| h.model(role)) {
@@ -218,11 +219,7 @@ fn power_chart(
         .collect();
     let mut datasets = Vec::new();
     for (role, readings, steps) in &series {
-        let name = if roles.len() > 1 {
-            theme::role_name(*role)
-        } else {
-            ""
-        };
+        let name = if roles.len() > 1 { role.label() } else { "" };
         datasets.push(
             Dataset::default()
                 .name(format!("{name} sensor W").trim_start().to_string())
@@ -281,7 +278,7 @@ fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
                 .map(|u| format!("{:.1}%", 100.0 * u.min(1.0)));
             let jpf = ph.and_then(|x| x.joules_per_flop).map(|j| si(j, "J"));
             let label = if roles.len() > 1 {
-                format!("{} {}", theme::role_name(role), p.label())
+                format!("{} {}", role.label(), p.label())
             } else {
                 p.label().to_string()
             };

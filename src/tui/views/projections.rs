@@ -9,7 +9,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Widget};
 
 use crate::project::{InferenceComparison, TrainingProjection};
-use crate::runlog::{Phase, Role};
 use crate::tui::app::App;
 use crate::tui::format::{self, or_dash, si};
 use crate::tui::theme;
@@ -17,6 +16,7 @@ use crate::tui::whatif::{
     glam_inference, glam_rows, machine_calibration, measured_rows, ProjectionRow, GLAM_DENSE,
     GLAM_SPARSE, GLAM_TOKENS, SERVE_BATCH, SERVE_CHIPS, SERVE_CONTEXT,
 };
+use crate::vocab::{Phase, Role};
 
 /// Column widths: chip, then time, J/token, energy, CO2e for sparse and for dense, then the ratio.
 const WIDTHS: [u16; 10] = [12, 10, 9, 10, 9, 10, 9, 10, 9, 11];

@@ -8,10 +8,10 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
 
 use super::charts::{axis, bounds, thin, Series};
-use crate::runlog::Role;
 use crate::tui::format::{or_dash, si};
 use crate::tui::state::{LossPoint, RunState, TrainingCurve};
 use crate::tui::theme;
+use crate::vocab::Role;
 
 const ROLES: [Role; 2] = [Role::Sparse, Role::Dense];
 /// Training losses are averaged over this many steps before comparing models.
@@ -106,7 +106,7 @@ fn loss_chart(
     };
     let mut datasets = Vec::new();
     for (role, train, val) in &series {
-        let name = theme::role_name(*role);
+        let name = role.label();
         datasets.push(
             Dataset::default()
                 .name(format!("{name} train"))
@@ -154,7 +154,7 @@ fn efficiency_table(s: &RunState, area: Rect, buf: &mut Buffer) {
         let reach = common.map(|(_, a, b)| if r == Role::Sparse { a } else { b });
         Some(
             Row::new([
-                format!("{} {}", theme::role_name(r), s.model_name(r).unwrap_or("")),
+                format!("{} {}", r.label(), s.model_name(r).unwrap_or("")),
                 si(c.tokens as f64, "").trim_end().to_string(),
                 si(c.flops, ""),
                 or_dash(c.train_loss.last().map(|p| format!("{:.3}", p.loss))),
