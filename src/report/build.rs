@@ -508,7 +508,7 @@ fn window_warnings(run: &RunData, summary: &RunSummary) -> Vec<String> {
         for p in m.phases.iter().filter(|p| p.short_windows > 0) {
             out.push(format!(
                 "energy unresolved: {} {} {}: {} of {} measurement windows spanned fewer than {} updates of the sensor's counter{period} (fewest {:.1}); its joules per token are not trustworthy.",
-                m.role.to_string(),
+                m.role,
                 m.model,
                 p.phase.label(),
                 p.short_windows,
