@@ -19,16 +19,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sw-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn a_bad_profile_is_refused_with_the_file_and_key_and_exit_code_2() {
-    let d = temp("bad");
+    let d_dir = temp("bad");
+    let d = d_dir.path();
     let text = std::fs::read_to_string("profiles/glam-tiny.toml").unwrap();
     for (from, to, key) in [
         ("top_k = 2", "top_k = 9", "top_k"),
@@ -94,7 +95,8 @@ fn bench_json_reports_positive_throughputs_with_the_documented_keys() {
 
 #[test]
 fn train_writes_a_checkpoint_that_resumes_and_generates() {
-    let d = temp("train");
+    let d_dir = temp("train");
+    let d = d_dir.path();
     let ck = d.join("ck");
     let ck_s = ck.to_str().unwrap();
     let common = [
@@ -139,12 +141,12 @@ fn train_writes_a_checkpoint_that_resumes_and_generates() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("profile.toml"));
     assert!(Path::new(&d).exists());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
 fn train_on_a_user_file() {
-    let d = temp("data");
+    let d_dir = temp("data");
+    let d = d_dir.path();
     let f = d.join("notes.txt");
     std::fs::write(
         &f,
@@ -172,5 +174,4 @@ fn train_on_a_user_file() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.txt"));
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -244,7 +244,8 @@ fn gradient_squares_taken_in_the_ops_are_the_gradients_own() {
 fn checkpoint_round_trip_reproduces_the_logits_exactly() {
     let p = small("glam-tiny");
     let m = Model::new(&p, &Device::Cpu, 6).unwrap();
-    let dir = std::env::temp_dir().join(format!("sw-ckpt-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
     m.save(&dir).unwrap();
     let back = load_checkpoint(&dir, &Device::Cpu).unwrap();
     assert_eq!(back.profile(), m.profile());
@@ -263,7 +264,6 @@ fn checkpoint_round_trip_reproduces_the_logits_exactly() {
         .unwrap()
         .to_string();
     assert!(e.contains("model.safetensors") && e.contains("moe"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -281,7 +281,8 @@ fn resumed_training_continues_exactly_where_it_stopped() {
     for _ in 0..2 {
         a.train_step().unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("sw-resume-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("resume");
     a.save(&dir).unwrap();
     let want = a.train_step().unwrap();
     let mut b = Trainer::resume(&dir, &Device::Cpu, corpus, cfg).unwrap();
@@ -301,7 +302,6 @@ fn resumed_training_continues_exactly_where_it_stopped() {
         &b.model.forward(&x).unwrap().logits,
     );
     assert!(d < 1e-6, "{d}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -6,7 +6,7 @@
 #[allow(dead_code)]
 mod tui_fixture;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use ratatui::backend::TestBackend;
@@ -19,10 +19,11 @@ use sparsewatt::tui::{buffer_text, render, App, View};
 mod small_run;
 use small_run::SMALL_SHAPES;
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-peak-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn temp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sw-peak-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn sparsewatt(cache: &Path, args: &[&str]) -> Output {
@@ -80,10 +81,11 @@ fn utilizations(v: &Value, out: &mut Vec<f64>) {
 
 #[test]
 fn the_probe_prints_its_measurement_as_json_and_caches_the_default_size() {
-    let cache = temp("probe-cache");
+    let cache_dir = temp("probe-cache");
+    let cache = cache_dir.path();
     // A small product: measured and printed, not cached (it does not reach the peak).
     let v = json_of(&sparsewatt(
-        &cache,
+        cache,
         &[
             "hardware",
             "--probe",
@@ -113,7 +115,7 @@ fn the_probe_prints_its_measurement_as_json_and_caches_the_default_size() {
     assert!(!cache.join("peaks.json").exists());
     // The default size is what a run would use: cached, under one key, with the same figure.
     let v = json_of(&sparsewatt(
-        &cache,
+        cache,
         &["hardware", "--probe", "--json", "--repetitions", "2"],
     ));
     assert_eq!(v["n"], 2048);
@@ -124,7 +126,6 @@ fn the_probe_prints_its_measurement_as_json_and_caches_the_default_size() {
     let (key, entry) = entries.iter().next().unwrap();
     assert!(key.contains("device cpu") && key.contains("f32"), "{key}");
     assert_eq!(entry["peak_flops_per_s"], v["peak_flops_per_s"]);
-    std::fs::remove_dir_all(&cache).unwrap();
 }
 
 #[test]
@@ -132,8 +133,9 @@ fn probing_a_gpu_that_is_not_there_fails_clearly() {
     if cfg!(feature = "cuda") {
         return; // a CUDA build may have a GPU; this checks the default build
     }
-    let cache = temp("gpu-cache");
-    let o = sparsewatt(&cache, &["hardware", "--probe", "--gpu", "--json"]);
+    let cache_dir = temp("gpu-cache");
+    let cache = cache_dir.path();
+    let o = sparsewatt(cache, &["hardware", "--probe", "--gpu", "--json"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("GPU") && err.contains("cuda"), "{err}");
@@ -164,9 +166,10 @@ fn write_fast_run(dir: &Path) {
 
 #[test]
 fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() {
-    let dir = temp("fast-run");
-    write_fast_run(&dir);
-    let run = read_run(&dir).unwrap();
+    let dir_dir = temp("fast-run");
+    let dir = dir_dir.path();
+    write_fast_run(dir);
+    let run = read_run(dir).unwrap();
     // Independently of the summary: the fastest phase's FLOP/s, from the records.
     let mut by_phase: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
     for s in run.steps().filter(|s| !s.warmup) {
@@ -179,7 +182,7 @@ fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() 
     let fastest = by_phase.values().map(|(f, s)| f / s).fold(0.0, f64::max);
     assert!(fastest > 140e9 * 2.0, "{fastest}");
 
-    sparsewatt::report::write_all(&dir).unwrap();
+    sparsewatt::report::write_all(dir).unwrap();
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["peak"]["from"], "achieved");
@@ -242,7 +245,7 @@ fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() 
 
     // Calibration against the machine's profile: MFU at most 1 as well.
     let c = json_of(&sparsewatt(
-        &dir,
+        dir,
         &["project", "--calibrate", dir.to_str().unwrap(), "--json"],
     ));
     assert_eq!(c["hardware"], "cpu-generic");
@@ -251,7 +254,6 @@ fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() 
         assert!(p["achieved_mfu"].as_f64().unwrap() <= 1.0);
         assert!(p["run_utilization"].as_f64().unwrap() <= 1.0);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// What these tests add to the smallest shapes: the estimate and few steps of each phase.
@@ -282,10 +284,12 @@ fn read_json(p: &Path) -> Value {
 
 #[test]
 fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_the_achieved_rate() {
-    let cache = temp("run-cache");
+    let cache_dir = temp("run-cache");
+    let cache = cache_dir.path();
     // No cache yet: the run probes, says so, stores the peak in run.json and the cache.
-    let first = temp("run-first");
-    run_into(&cache, &first);
+    let first_dir = temp("run-first");
+    let first = first_dir.path();
+    run_into(cache, first);
     let header = read_json(&first.join("run.json"));
     let peak = &header["machine"]["peak"];
     assert_eq!(peak["from"], "probe");
@@ -309,8 +313,9 @@ fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_t
         e["peak_flops_per_s"] = Value::from(1e8);
     }
     std::fs::write(cache.join("peaks.json"), understated.to_string()).unwrap();
-    let second = temp("run-second");
-    let o = run_into(&cache, &second);
+    let second_dir = temp("run-second");
+    let second = second_dir.path();
+    let o = run_into(cache, second);
     assert!(String::from_utf8_lossy(&o.stderr).contains("from this machine's cache"));
     let header = read_json(&second.join("run.json"));
     assert_eq!(header["machine"]["peak"]["from"], "cache");
@@ -326,7 +331,7 @@ fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_t
     );
     // The summary rebuilt from the folder (as `report` does) has the same peak and utilisation
     // (other figures may differ in the last digit after their round trip through JSON).
-    let run = read_run(&second).unwrap();
+    let run = read_run(second).unwrap();
     let rebuilt = serde_json::to_value(sparsewatt::project::summarize_run(
         &run.header,
         &run.records,
@@ -341,9 +346,6 @@ fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_t
         a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12),
         "{a:?} {b:?}"
     );
-    for d in [cache, first, second] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
 }
 
 /// The fixture run as if it ran on `device`, with `gflops_per_s` of training throughput scaled in.
@@ -370,9 +372,10 @@ fn write_gpu_run(dir: &Path, device: &str, scale: f64) {
 #[test]
 fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     // The fixture's ~46 GFLOP/s times 5,000: about 230 TFLOP/s of training on an "H200".
-    let dir = temp("gpu-run");
-    write_gpu_run(&dir, "cuda:0 NVIDIA H200", 5000.0);
-    let run = read_run(&dir).unwrap();
+    let dir_dir = temp("gpu-run");
+    let dir = dir_dir.path();
+    write_gpu_run(dir, "cuda:0 NVIDIA H200", 5000.0);
+    let run = read_run(dir).unwrap();
     let train: Vec<_> = run
         .steps()
         .filter(|s| !s.warmup && s.phase == sparsewatt::vocab::Phase::Train)
@@ -383,7 +386,7 @@ fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     let dir_s = dir.to_str().unwrap();
     // `--hardware h100-sxm` picks the projection targets; the calibration is the run's own GPU's.
     let c = json_of(&sparsewatt(
-        &dir,
+        dir,
         &[
             "project",
             "--calibrate",
@@ -407,7 +410,7 @@ fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     assert_eq!(t["run_peak_from"], "h200");
     // And a projection from it runs.
     let o = sparsewatt(
-        &dir,
+        dir,
         &[
             "project",
             "--calibrate",
@@ -425,16 +428,14 @@ fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Calibration against `h200`"));
 
     // A GPU no profile describes: calibration refuses, naming the device and the way out.
-    let other = temp("gpu-unknown");
-    write_gpu_run(&other, "cuda:0 NVIDIA GeForce RTX 4090", 100.0);
-    let o = sparsewatt(&other, &["project", "--calibrate", other.to_str().unwrap()]);
+    let other_dir = temp("gpu-unknown");
+    let other = other_dir.path();
+    write_gpu_run(other, "cuda:0 NVIDIA GeForce RTX 4090", 100.0);
+    let o = sparsewatt(other, &["project", "--calibrate", other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("RTX 4090") && err.contains("--hardware"),
         "{err}"
     );
-    for d in [dir, other] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
 }

@@ -2,6 +2,8 @@
 //! fixture run shows the Overview, switches views with keys, quits on `q`, and leaves the terminal
 //! as it found it (main screen, cooked mode). Skipped, with a message, where tmux is not installed.
 
+#[path = "common/tools.rs"]
+mod tools;
 #[path = "common/tui_fixture.rs"]
 #[allow(dead_code)]
 mod tui_fixture;
@@ -13,20 +15,23 @@ use std::time::{Duration, Instant};
 struct Session {
     name: String,
     dir: PathBuf,
+    _scratch: tempfile::TempDir,
 }
 
 impl Session {
     /// Start `command` in a detached 140×45 tmux session; afterwards the pane records the exit
     /// status and the terminal modes in files of a scratch folder.
     fn start(tag: &str, command: &str) -> Option<Session> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("tmux not installed: skipping the end-to-end dashboard test");
+        if !tools::available("tmux", &["-V"], "the end-to-end dashboard test") {
             return None;
         }
-        let name = format!("sw-tui-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("sw-tui-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
+        // The scratch folder's unique name is the tmux session's too.
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let d = dir.display();
         let script = format!(
             "{command}; echo EXIT=$? > {d}/done.tmp; stty -a > {d}/stty; \
@@ -40,7 +45,11 @@ impl Session {
             .unwrap()
             .success();
         assert!(ok, "tmux new-session failed");
-        Some(Session { name, dir })
+        Some(Session {
+            name,
+            dir,
+            _scratch: scratch,
+        })
     }
 
     fn screen(&self) -> String {
@@ -123,7 +132,6 @@ impl Drop for Session {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -174,8 +182,8 @@ fn sparse_train_steps(screen: &str) -> Option<u64> {
 
 #[test]
 fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
-    let out = std::env::temp_dir().join(format!("sw-tui-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("run");
     // Enough steps that the run is still going when q arrives.
     let cmd = format!(
         "{} run --steps 400 --prefill-steps 1 --decode-steps 1 --idle-seconds 0.5 --batch 2 \
@@ -229,7 +237,6 @@ fn run_opens_the_dashboard_and_q_stops_the_run_cleanly() {
         "the run was not stopped early ({steps} steps)"
     );
     assert!(out.join("summary.json").exists(), "no summary.json");
-    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]

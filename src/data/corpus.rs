@@ -388,8 +388,8 @@ mod tests {
 
     #[test]
     fn an_empty_or_short_file_gives_an_error_naming_it() {
-        let dir = std::env::temp_dir().join(format!("sparsewatt-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let empty = dir.join("empty.txt");
         std::fs::write(&empty, b"").unwrap();
         let err = Corpus::from_file(&empty).unwrap_err();
@@ -413,17 +413,15 @@ mod tests {
             err.to_string().contains(&*short.display().to_string()),
             "{err}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn any_file_loads_as_bytes_including_invalid_utf8() {
-        let path =
-            std::env::temp_dir().join(format!("sparsewatt-data-bin-{}.dat", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bin.dat");
         let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         std::fs::write(&path, &bytes).unwrap();
         let corpus = Corpus::load(Some(&path)).unwrap();
-        std::fs::remove_file(&path).unwrap();
         assert_eq!(corpus.bytes(), bytes.as_slice());
         assert_eq!(
             corpus.spans(),
