@@ -14,6 +14,7 @@ use sparsewatt::data::Corpus;
 use sparsewatt::model::{cross_entropy, Forward, Model, TrainConfig, Trainer};
 
 #[path = "common/model_fixture.rs"]
+#[allow(dead_code)] // this file uses the profiles and batches only
 mod model_fixture;
 use model_fixture::{ids, small};
 

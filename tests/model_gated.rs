@@ -4,14 +4,14 @@
 
 use candle_core::{Device, Tensor};
 use sparsewatt::accounting::{executed_forward_flops_with, params, AttentionRun, Component};
-use sparsewatt::model::{
-    cross_entropy, generate, generate_uncached, Model, SampleConfig, CAUSAL_BLOCK,
-};
+use sparsewatt::model::{generate, generate_uncached, Model, SampleConfig, CAUSAL_BLOCK};
 use sparsewatt::profile::{FfnKind, ModelProfile};
 
 #[path = "common/model_fixture.rs"]
 mod model_fixture;
-use model_fixture::{ids, small};
+use model_fixture::{
+    assert_cached_step_equals_recomputation, ids, max_abs_diff, small, training_forward,
+};
 
 /// glam-tiny with GEGLU dense layers (GLaM's) and SwiGLU experts: both gated kinds, both fused
 /// ops (the dense block and the experts).
@@ -21,12 +21,6 @@ fn gated_tiny() -> ModelProfile {
         expert_ffn: FfnKind::Swiglu,
         ..small("glam-tiny")
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
-        .unwrap()
 }
 
 #[test]
@@ -61,25 +55,7 @@ fn gated_cached_generation_equals_full_recomputation() {
         .tokens;
     let full = generate_uncached(&m, &prompt, 12, SampleConfig::greedy()).unwrap();
     assert_eq!(cached, full);
-    let mut cache = m.new_cache();
-    m.forward_cached(&m.ids(&prompt[..8], 1).unwrap(), &mut cache)
-        .unwrap();
-    let step = m
-        .forward_cached(&m.ids(&prompt[8..9], 1).unwrap(), &mut cache)
-        .unwrap();
-    let all = m.forward(&m.ids(&prompt[..9], 1).unwrap()).unwrap();
-    let last = all.logits.get(8).unwrap().unsqueeze(0).unwrap();
-    assert!(max_abs_diff(&step.logits, &last) < 1e-4);
-}
-
-/// Cross-entropy plus the balancing loss on a fixed batch.
-fn loss(m: &Model) -> (sparsewatt::model::Forward, Tensor) {
-    let x = ids(m, 4, 32, 2);
-    let targets = ids(m, 1, 128, 3).flatten_all().unwrap();
-    let fwd = m.forward(&x).unwrap();
-    let l =
-        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
-    (fwd, l)
+    assert_cached_step_equals_recomputation(&m, &prompt);
 }
 
 /// The directional derivative of the loss along each checked matrix's own gradient, by central
@@ -96,7 +72,7 @@ fn gated_gradients_match_finite_differences_of_the_loss() {
         ..gated_tiny()
     };
     let m = Model::new(&p, &Device::Cpu, 8).unwrap();
-    let (fwd, l) = loss(&m);
+    let (fwd, l) = training_forward(&m);
     let grads = fwd.backward(&l).unwrap();
     let busy = fwd.expert_tokens()[0]
         .iter()
@@ -129,7 +105,7 @@ fn gated_gradients_match_finite_differences_of_the_loss() {
         let at = |step: f64| {
             var.set(&(&original + (&dir * step).unwrap()).unwrap())
                 .unwrap();
-            loss(&m).1.to_scalar::<f32>().unwrap() as f64
+            training_forward(&m).1.to_scalar::<f32>().unwrap() as f64
         };
         let fd = (at(h) - at(-h)) / (2.0 * h);
         var.set(&original).unwrap();

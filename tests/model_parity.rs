@@ -9,27 +9,16 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::data::Corpus;
 use sparsewatt::model::{
-    cross_entropy, generate, generate_uncached, load_checkpoint, AdamW, Forward, Model,
-    SampleConfig, TrainConfig, Trainer, CAUSAL_BLOCK,
+    generate, generate_uncached, load_checkpoint, AdamW, Model, SampleConfig, TrainConfig, Trainer,
+    CAUSAL_BLOCK,
 };
 use sparsewatt::profile::{load_model, ModelProfile};
 
 #[path = "common/model_fixture.rs"]
 mod model_fixture;
-use model_fixture::{ids, small};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use model_fixture::{
+    assert_cached_step_equals_recomputation, ids, max_abs_diff, small, training_forward,
+};
 
 #[test]
 fn sparse_moe_equals_brute_force_over_every_expert() {
@@ -141,27 +130,8 @@ fn cached_generation_equals_full_recomputation() {
             assert_eq!(cached.len(), 16);
         }
         // Logits of the last step agree to 1e-4 as well.
-        let mut cache = m.new_cache();
-        m.forward_cached(&m.ids(&prompt[..8], 1).unwrap(), &mut cache)
-            .unwrap();
-        let step = m
-            .forward_cached(&m.ids(&prompt[8..9], 1).unwrap(), &mut cache)
-            .unwrap();
-        let full = m.forward(&m.ids(&prompt[..9], 1).unwrap()).unwrap();
-        let last = full.logits.get(8).unwrap().unsqueeze(0).unwrap();
-        assert!(max_abs_diff(&step.logits, &last) < 1e-4);
+        assert_cached_step_equals_recomputation(&m, &prompt);
     }
-}
-
-/// A forward pass over a fixed batch and its training loss (cross-entropy plus the balancing
-/// loss).
-fn training_forward(m: &Model) -> (Forward, Tensor) {
-    let x = ids(m, 4, 32, 2);
-    let targets = ids(m, 1, 128, 3).flatten_all().unwrap();
-    let fwd = m.forward(&x).unwrap();
-    let loss =
-        (cross_entropy(&fwd.logits, &targets).unwrap() + fwd.aux_loss.clone().unwrap()).unwrap();
-    (fwd, loss)
 }
 
 #[test]
