@@ -142,12 +142,16 @@ fn probing_a_gpu_that_is_not_there_fails_clearly() {
     assert!(o.stdout.is_empty());
 }
 
-/// The fixture run with every step's FLOPs times ten: about 460 GFLOP/s of training against
-/// cpu-generic's static 140 GFLOP/s, and no measured peak in the header.
-fn write_fast_run(dir: &Path) {
+/// The fixture run (no peak in its header) as if it ran on `device` (the fixture's own where
+/// `None`), with every step's FLOPs times `scale`, so its throughput is `scale` times the
+/// fixture's.
+fn write_scaled_run(dir: &Path, device: Option<&str>, scale: f64) {
     std::fs::create_dir_all(dir).unwrap();
-    let header = tui_fixture::header();
+    let mut header = tui_fixture::header();
     assert!(header.machine.peak.is_none());
+    if let Some(device) = device {
+        header.machine.device = device.into();
+    }
     std::fs::write(
         dir.join(HEADER_FILE),
         serde_json::to_string_pretty(&header).unwrap(),
@@ -156,7 +160,7 @@ fn write_fast_run(dir: &Path) {
     let mut lines = String::new();
     for mut r in tui_fixture::records() {
         if let Record::Step(s) = &mut r {
-            s.flops *= 10.0;
+            s.flops *= scale;
         }
         lines.push_str(&serde_json::to_string(&r).unwrap());
         lines.push('\n');
@@ -168,7 +172,8 @@ fn write_fast_run(dir: &Path) {
 fn a_run_faster_than_its_profiles_peak_shows_no_utilisation_above_100_percent() {
     let dir_dir = temp("fast-run");
     let dir = dir_dir.path();
-    write_fast_run(dir);
+    // About 460 GFLOP/s of training against cpu-generic's static 140 GFLOP/s.
+    write_scaled_run(dir, None, 10.0);
     let run = read_run(dir).unwrap();
     // Independently of the summary: the fastest phase's FLOP/s, from the records.
     let mut by_phase: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
@@ -348,33 +353,12 @@ fn a_run_probes_once_then_reads_the_cache_and_an_understated_peak_gives_way_to_t
     );
 }
 
-/// The fixture run as if it ran on `device`, with `gflops_per_s` of training throughput scaled in.
-fn write_gpu_run(dir: &Path, device: &str, scale: f64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut header = tui_fixture::header();
-    header.machine.device = device.into();
-    std::fs::write(
-        dir.join(HEADER_FILE),
-        serde_json::to_string_pretty(&header).unwrap(),
-    )
-    .unwrap();
-    let mut lines = String::new();
-    for mut r in tui_fixture::records() {
-        if let Record::Step(s) = &mut r {
-            s.flops *= scale;
-        }
-        lines.push_str(&serde_json::to_string(&r).unwrap());
-        lines.push('\n');
-    }
-    std::fs::write(dir.join(RECORDS_FILE), lines).unwrap();
-}
-
 #[test]
 fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     // The fixture's ~46 GFLOP/s times 5,000: about 230 TFLOP/s of training on an "H200".
     let dir_dir = temp("gpu-run");
     let dir = dir_dir.path();
-    write_gpu_run(dir, "cuda:0 NVIDIA H200", 5000.0);
+    write_scaled_run(dir, Some("cuda:0 NVIDIA H200"), 5000.0);
     let run = read_run(dir).unwrap();
     let train: Vec<_> = run
         .steps()
@@ -430,7 +414,7 @@ fn a_gpu_run_is_calibrated_against_its_gpus_profile_in_bf16() {
     // A GPU no profile describes: calibration refuses, naming the device and the way out.
     let other_dir = temp("gpu-unknown");
     let other = other_dir.path();
-    write_gpu_run(other, "cuda:0 NVIDIA GeForce RTX 4090", 100.0);
+    write_scaled_run(other, Some("cuda:0 NVIDIA GeForce RTX 4090"), 100.0);
     let o = sparsewatt(other, &["project", "--calibrate", other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
