@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::flops::elementwise::{
     ffn_activation_flops_per_element as act_flops, NORM_FLOPS_PER_ELEMENT as NORM,
-    RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
+    RESIDUAL_FLOPS_PER_ELEMENT as RESIDUAL, ROPE_FLOPS_PER_ELEMENT as ROPE,
+    SOFTMAX_FLOPS_PER_ELEMENT as SOFTMAX,
 };
+use super::params::{attn_norm_widths, attn_params};
 use super::{Component, FlopCount};
-use crate::profile::ModelProfile;
+use crate::profile::{ModelProfile, Positions};
 
 /// Backward of a matmul is two matmuls of the forward's size (gradient of the input and of the
 /// weight), so training costs 3 x forward. Applied to the norm/activation line too, as a round
@@ -35,35 +37,57 @@ pub enum AttnCounting {
 /// logits, 1/prompt_len when only the last prompt position does).
 fn token_flops(p: &ModelProfile, keys: f64, logits_share: f64) -> FlopCount {
     let d = p.d_model as f64;
-    let attn = p.attn_dim() as f64;
     let d_ff = p.d_ff as f64;
+    let d_ff_expert = p.d_ff_expert() as f64;
     let heads = p.heads as f64;
     let e = p.experts as f64;
     let k = p.top_k as f64;
+    let shared = p.shared_experts as f64;
     let vocab = p.vocab_size as f64;
+    // Per head, the query-key width and the value width.
+    let (qk_dim, v_dim) = match &p.mla {
+        Some(m) => (m.qk_head_dim() as f64, m.v_head_dim as f64),
+        None => (p.d_head as f64, p.d_head as f64),
+    };
+    let attn = attn_params(p);
     let mut f = FlopCount::default();
-    // Token + position embedding add.
-    f.add(Component::NormAct, RESIDUAL * d);
+    // Token + position embedding add (rotary positions add nothing here).
+    if p.positions == Positions::Learned {
+        f.add(Component::NormAct, RESIDUAL * d);
+    }
     for i in 0..p.layers {
-        // Q, K, V (d -> attn) and O (attn -> d): 4 matmuls of a 1 x d by d x attn shape.
-        f.add(Component::AttnProj, 4.0 * 2.0 * d * attn);
-        // Per head: q (1 x d_head) @ K^T (d_head x keys), then p (1 x keys) @ V (keys x d_head).
-        f.add(Component::AttnScores, 2.0 * 2.0 * keys * attn);
+        // Each projection matrix is a 1 x rows by rows x columns matmul: 2 FLOPs a parameter.
+        f.add(Component::AttnProj, 2.0 * attn);
+        // Per head: q (1 x qk) @ K^T (qk x keys), then p (1 x keys) @ V (keys x v).
+        f.add(Component::AttnScores, 2.0 * keys * heads * (qk_dim + v_dim));
         f.add(Component::NormAct, SOFTMAX * heads * keys);
+        f.add(
+            Component::NormAct,
+            rope_flops(p) + NORM * attn_norm_widths(p),
+        );
         // Two pre-norms, two residual adds.
         f.add(Component::NormAct, 2.0 * NORM * d + 2.0 * RESIDUAL * d);
         // One FFN: each of its d x d_ff matrices (2, or 3 when gated) is a 1 x d by d x d_ff
         // (or 1 x d_ff by d_ff x d) matmul.
         let kind = p.ffn_of_layer(i);
-        let ffn_matmuls = kind.matrices() as f64 * 2.0 * d * d_ff;
+        let ffn_matmuls = |width: f64| kind.matrices() as f64 * 2.0 * d * width;
         if p.is_moe_layer(i) {
             f.add(Component::Router, 2.0 * d * e);
             f.add(Component::NormAct, SOFTMAX * e);
-            // top_k experts, then scale each output by its gate and sum (2 FLOPs an element).
-            f.add(Component::Experts, k * ffn_matmuls);
-            f.add(Component::NormAct, k * (act_flops(kind) * d_ff + 2.0 * d));
+            // top_k experts, then scale each output by its gate and sum (2 FLOPs an element);
+            // the shared experts' outputs are added unscaled.
+            f.add(Component::Experts, k * ffn_matmuls(d_ff_expert));
+            f.add(
+                Component::NormAct,
+                k * (act_flops(kind) * d_ff_expert + 2.0 * d),
+            );
+            f.add(Component::DenseFfn, shared * ffn_matmuls(d_ff_expert));
+            f.add(
+                Component::NormAct,
+                shared * (act_flops(kind) * d_ff_expert + RESIDUAL * d),
+            );
         } else {
-            f.add(Component::DenseFfn, ffn_matmuls);
+            f.add(Component::DenseFfn, ffn_matmuls(d_ff));
             f.add(Component::NormAct, act_flops(kind) * d_ff);
         }
     }
@@ -72,6 +96,20 @@ fn token_flops(p: &ModelProfile, keys: f64, logits_share: f64) -> FlopCount {
     f.add(Component::Logits, logits_share * 2.0 * d * vocab);
     f.add(Component::NormAct, logits_share * SOFTMAX * vocab);
     f
+}
+
+/// Rotary positions' elementwise work in one layer: every rotated query and key element is
+/// multiplied by a cosine and a sine and the two summed. Multi-head attention rotates all of
+/// queries and keys; MLA only the decoupled rope part (one shared rope key).
+fn rope_flops(p: &ModelProfile) -> f64 {
+    if p.positions != Positions::Rotary {
+        return 0.0;
+    }
+    let rotated = match &p.mla {
+        Some(m) => (p.heads + 1) * m.qk_rope_head_dim,
+        None => (p.heads + p.kv_heads()) * p.d_head,
+    };
+    ROPE * rotated as f64
 }
 
 /// Forward FLOPs per token of a full-sequence (training-style) pass over `ctx_len` tokens, attention

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::params::{ffn_params, params};
+use super::params::{attn_matrices, expert_params, params};
 use crate::profile::ModelProfile;
 use crate::vocab::Phase;
 
@@ -37,6 +37,20 @@ pub fn expected_experts_touched(experts: usize, top_k: usize, tokens: f64) -> f6
     e * (1.0 - (1.0 - top_k as f64 / e).powf(tokens))
 }
 
+/// Weights (in parameters) one step of `tokens` tokens reads: everything outside the routed experts
+/// (shared experts included), and in each MoE layer the distinct experts its tokens were routed to
+/// ([`expected_experts_touched`]).
+pub fn weights_read_per_step(p: &ModelProfile, tokens: f64) -> f64 {
+    let touched = expected_experts_touched(p.experts, p.top_k, tokens);
+    params(p).non_expert_total() + p.moe_layers() as f64 * touched * expert_params(p)
+}
+
+/// KV-cache bytes one position holds over all layers: keys and values of `kv_heads` heads, or MLA's
+/// latent and rope key ([`ModelProfile::kv_cache_elems_per_layer`]).
+pub fn kv_cache_bytes_per_position(p: &ModelProfile, bytes_per_elem: f64) -> f64 {
+    p.layers as f64 * p.kv_cache_elems_per_layer() as f64 * bytes_per_elem
+}
+
 /// Tokens in one step of `phase` at `batch` sequences of `ctx_len`: training and prefill run every
 /// position of every sequence, decode one new token per sequence.
 pub fn tokens_per_step(phase: Phase, batch: usize, ctx_len: usize) -> f64 {
@@ -58,27 +72,30 @@ pub fn bytes_per_token(
     bytes_per_param: f64,
     bytes_per_act: f64,
 ) -> ByteCount {
-    let count = params(p);
     let tokens = tokens_per_step(phase, batch.max(1), ctx_len);
-    let touched = expected_experts_touched(p.experts, p.top_k, tokens);
-    let expert_weights = p.moe_layers() as f64 * touched * ffn_params(p, p.expert_ffn);
     let passes = if phase == Phase::Train { 2.0 } else { 1.0 };
-    let weights_read =
-        passes * (count.non_expert_total() + expert_weights) * bytes_per_param / tokens;
+    let weights_read = passes * weights_read_per_step(p, tokens) * bytes_per_param / tokens;
 
     let d = p.d_model as f64;
-    let attn = p.attn_dim() as f64;
     let d_ff = p.d_ff as f64;
+    let d_ff_expert = p.d_ff_expert() as f64;
+    // Each attention matrix reads a row of its input width and writes one of its output width.
+    let attn: f64 = attn_matrices(p)
+        .iter()
+        .map(|&(r, c)| r as f64 + c as f64)
+        .sum();
     // Matmul inputs + outputs per token, in elements.
     let mut elems = 0.0;
     for i in 0..p.layers {
-        elems += 3.0 * (d + attn) + (attn + d);
+        elems += attn;
         // Each FFN matrix reads a d_model or d_ff row and writes the other.
-        let ffn = p.ffn_of_layer(i).matrices() as f64 * (d + d_ff);
+        let matrices = p.ffn_of_layer(i).matrices() as f64;
         if p.is_moe_layer(i) {
-            elems += (d + p.experts as f64) + p.top_k as f64 * ffn;
+            let expert = matrices * (d + d_ff_expert);
+            let used = (p.top_k + p.shared_experts) as f64;
+            elems += (d + p.experts as f64) + used * expert;
         } else {
-            elems += ffn;
+            elems += matrices * (d + d_ff);
         }
     }
     let logits_share = match phase {
@@ -89,7 +106,7 @@ pub fn bytes_per_token(
     let act_multiple = if phase == Phase::Train { 3.0 } else { 1.0 };
     let activations = act_multiple * elems * bytes_per_act;
 
-    let kv_per_position = 2.0 * p.layers as f64 * attn * bytes_per_act;
+    let kv_per_position = kv_cache_bytes_per_position(p, bytes_per_act);
     let (kv_read, kv_written) = match phase {
         Phase::Train => (0.0, 0.0),
         Phase::Prefill => (0.0, kv_per_position),

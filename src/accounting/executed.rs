@@ -217,11 +217,16 @@ pub fn check_expert_tokens(
     Ok(())
 }
 
-/// Tokens one expert may take in a step of `tokens` tokens: ceil(capacity_factor x tokens x top_k /
-/// experts) (GShard; the profile's `capacity_factor`), or `None` when the profile sets no limit.
+/// Tokens one expert may take in a step of `tokens` tokens: ceil(factor x tokens x top_k / experts)
+/// (GShard, Lepikhin et al. 2020, arXiv 2006.16668), or `None` without a factor (no limit). The one
+/// definition: the model's dispatch and the executed count both use it.
+pub fn capacity(factor: Option<f64>, tokens: usize, top_k: usize, experts: usize) -> Option<u64> {
+    factor.map(|c| (c * tokens as f64 * top_k as f64 / experts as f64).ceil() as u64)
+}
+
+/// [`capacity`] at the profile's `capacity_factor`, `top_k` and `experts`.
 pub fn expert_capacity(p: &ModelProfile, tokens: usize) -> Option<u64> {
-    p.capacity_factor
-        .map(|c| (c * tokens as f64 * p.top_k as f64 / p.experts as f64).ceil() as u64)
+    capacity(p.capacity_factor, tokens, p.top_k, p.experts)
 }
 
 /// The loads after capacity: each expert keeps at most `capacity` tokens, the rest are dropped

@@ -124,6 +124,8 @@ pub mod elementwise {
     pub const SOFTMAX_FLOPS_PER_ELEMENT: f64 = 5.0;
     /// A residual add.
     pub const RESIDUAL_FLOPS_PER_ELEMENT: f64 = 1.0;
+    /// Rotary positions: x cos + rotate(x) sin, two multiplies and an add an element.
+    pub const ROPE_FLOPS_PER_ELEMENT: f64 = 3.0;
 
     use crate::profile::FfnKind;
 

@@ -15,15 +15,20 @@ pub use analytic::{
     forward_flops_per_token_with, prefill_flops_per_token, train_flops_per_token, AttnCounting,
     TRAIN_FORWARD_MULTIPLE,
 };
-pub use bytes::{bytes_per_token, expected_experts_touched, tokens_per_step, ByteCount};
+pub use bytes::{
+    bytes_per_token, expected_experts_touched, kv_cache_bytes_per_position, tokens_per_step,
+    weights_read_per_step, ByteCount,
+};
 pub use executed::{
-    cap_expert_tokens, check_expert_tokens, even_expert_tokens, executed_decode_flops,
+    cap_expert_tokens, capacity, check_expert_tokens, even_expert_tokens, executed_decode_flops,
     executed_forward_flops, executed_forward_flops_with, executed_prefill_flops, expert_capacity,
     AttentionRun,
 };
 pub use flops::{Component, FlopCount};
 pub use matched::{matched_dense, Baseline};
-pub use params::{params, ComponentParams, ParamCount};
+pub use params::{
+    attn_matrices, attn_params, expert_params, ffn_params, params, ComponentParams, ParamCount,
+};
 pub use summary::{human, three_significant, AccountOptions, Summary};
 
 /// Errors of the accounting module.

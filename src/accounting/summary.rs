@@ -89,6 +89,12 @@ pub struct Summary {
     pub expert_ffn: FfnKind,
     pub params_total: f64,
     pub params_active: f64,
+    /// The totals the model's authors publish, from the profile (absent where none is given);
+    /// the difference from the count is docs/accounting.md's table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_params_total: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_params_active: Option<f64>,
     /// Every component, zero where it has no parameters.
     pub params_by_component: BTreeMap<Component, ComponentParams>,
     pub flops_per_token: FlopsPerToken,
@@ -121,6 +127,8 @@ impl Summary {
             expert_ffn: p.expert_ffn,
             params_total: pc.total,
             params_active: pc.active,
+            published_params_total: p.published_params_total,
+            published_params_active: p.published_params_active,
             params_by_component: Component::ALL.iter().map(|&c| (c, pc.get(c))).collect(),
             flops_per_token: FlopsPerToken {
                 forward: forward.total(),

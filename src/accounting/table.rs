@@ -59,6 +59,9 @@ pub fn render(s: &Summary) -> String {
         ft.forward,
         ft.train,
     );
+    if let Some(line) = published_line(s) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "\nFLOPs per token: forward {} (causal-halved attention {}), train {}, prefill {}, decode {} at position {} (mean {} over {} generated)",
@@ -98,6 +101,28 @@ pub fn render(s: &Summary) -> String {
         );
     }
     out
+}
+
+/// The published totals beside the count: "published: total 46.7 B (counted 46.7 B, +0.0%), ...".
+fn published_line(s: &Summary) -> Option<String> {
+    let one = |what: &str, published: Option<f64>, counted: f64| {
+        published.map(|p| {
+            format!(
+                "{what} {} (counted {}, {:+.1}%)",
+                human(p),
+                human(counted),
+                100.0 * (counted - p) / p
+            )
+        })
+    };
+    let parts: Vec<String> = [
+        one("total", s.published_params_total, s.params_total),
+        one("active", s.published_params_active, s.params_active),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| format!("published params: {}", parts.join(", ")))
 }
 
 fn header(s: &Summary) -> String {

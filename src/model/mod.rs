@@ -416,6 +416,15 @@ impl Model {
         seed: u64,
         compute: DType,
     ) -> Result<Model> {
+        // Profiles of today's LLMs are for accounting and projection; refuse what is not built here.
+        let lacks = profile.features_the_model_lacks();
+        if !lacks.is_empty() {
+            return Err(candle_core::Error::Msg(format!(
+                "model profile `{}` uses {}, which sparsewatt's model does not build (`account` and `project` take it)",
+                profile.name,
+                lacks.join(", ")
+            )));
+        }
         let vars = init::init_vars(profile, device, MASTER_DTYPE, seed)?;
         Model::from_vars_in(profile, device, vars, compute)
     }

@@ -69,9 +69,9 @@ fn top_k(row: &[f32], k: usize) -> Vec<u32> {
     best
 }
 
-/// Expert capacity for `tokens` tokens: ceil(factor x tokens x k / experts) (GShard).
+/// Expert capacity for `tokens` tokens: [`crate::accounting::capacity`] (GShard), the one definition.
 pub fn capacity(factor: Option<f64>, tokens: usize, k: usize, experts: usize) -> Option<usize> {
-    factor.map(|c| (c * tokens as f64 * k as f64 / experts as f64).ceil() as usize)
+    crate::accounting::capacity(factor, tokens, k, experts).map(|c| c as usize)
 }
 
 impl Moe {

@@ -419,11 +419,6 @@ impl HardwareProfile {
             scope: PowerScope::ChipTdp,
         }
     }
-
-    /// Memory bandwidth over peak compute: FLOPs a byte must feed for the chip to be compute-bound.
-    pub fn ridge_flops_per_byte(&self, p: Precision) -> Option<f64> {
-        Some(self.peak_at(p)? / self.memory_bytes_per_s)
-    }
 }
 
 /// Parse and resolve a hardware profile from its text.

@@ -12,7 +12,7 @@ pub use hardware::{
     hardware_names, load_all_hardware, load_hardware, parse_hardware, HardwareKind,
     HardwareProfile, PowerFigure, PowerScope, Precision, RawHardwareProfile,
 };
-pub use model::{FfnKind, ModelProfile, RawModelProfile};
+pub use model::{FfnKind, Mla, ModelProfile, Positions, RawModelProfile};
 
 use std::path::{Path, PathBuf};
 

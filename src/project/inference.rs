@@ -8,7 +8,11 @@
 //! - network time (MoE on more than one chip, experts spread over the chips: expert parallelism) =
 //!   all-to-all bytes / (chips x interconnect bandwidth each way), where each token sends its
 //!   activation to its top_k experts and gets their outputs back (dispatch + combine), and
-//!   (chips - 1) / chips of the experts live on another chip (uniform routing);
+//!   (chips - 1) / chips of the experts live on another chip (uniform routing); shared experts stay on every chip and send nothing;
+//! - weights read per step: everything but the routed experts, and in each MoE layer the distinct
+//!   experts the step's tokens reach (expected under uniform routing), so decode at batch 1 reads
+//!   the active experts only and a large batch nearly all of them; the KV cache per position is
+//!   keys and values of `kv_heads` heads, or multi-head latent attention's latent and rope key;
 //! - step time = the largest of the three (perfect overlap), and that one is the bound.
 //!
 //! Not modelled: tensor-parallel all-reduces of dense layers, pipeline bubbles, kernel launch and
@@ -18,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{bad, pick_power, pick_precision, pick_pue, ProjectError};
 use crate::accounting::{
-    bytes_per_token, decode_flops_per_token, params, prefill_flops_per_token, tokens_per_step,
-    ByteCount,
+    bytes_per_token, decode_flops_per_token, expected_experts_touched, kv_cache_bytes_per_position,
+    params, prefill_flops_per_token, tokens_per_step, weights_read_per_step, ByteCount,
 };
 use crate::profile::{HardwareProfile, ModelProfile, PowerScope, Precision};
 use crate::vocab::Phase;
@@ -85,6 +89,12 @@ pub struct PhaseRoofline {
     pub bytes_per_token: ByteCount,
     /// All-to-all bytes per token over the interconnect (0 without expert parallelism).
     pub network_bytes_per_token: f64,
+    /// Distinct routed experts the step's tokens reach in each MoE layer, expected under uniform
+    /// routing: experts x (1 - (1 - top_k/experts)^tokens); 0 for a dense model.
+    pub experts_touched_per_layer: f64,
+    /// Weight bytes the step reads: everything but the routed experts (shared experts included)
+    /// and the routed experts touched.
+    pub weights_read_bytes_per_step: f64,
     /// FLOPs per byte of memory traffic.
     pub flops_per_byte: f64,
     /// Seconds of one step at the compute, memory and network limits.
@@ -177,12 +187,19 @@ fn roofline(
         (Bound::Compute, f64::MIN),
         |a, b| if b.1 > a.1 { b } else { a },
     );
+    let experts_touched_per_layer = if m.moe_layers() > 0 {
+        expected_experts_touched(m.experts, m.top_k, tokens)
+    } else {
+        0.0
+    };
     PhaseRoofline {
         phase,
         tokens_per_step: tokens,
         flops_per_token,
         bytes_per_token: b,
         network_bytes_per_token,
+        experts_touched_per_layer,
+        weights_read_bytes_per_step: weights_read_per_step(m, tokens) * mach.bytes,
         flops_per_byte: flops_per_token / b.total(),
         compute_s,
         memory_s,
@@ -257,7 +274,7 @@ pub fn project_inference(
         bytes: precision.bytes(),
     };
     let weights_held_bytes = params(model).total * precision.bytes();
-    let kv_per_position = 2.0 * model.layers as f64 * model.attn_dim() as f64 * precision.bytes();
+    let kv_per_position = kv_cache_bytes_per_position(model, precision.bytes());
     let kv_cache_bytes = s.batch as f64 * (s.context as f64 + 1.0) * kv_per_position;
     let fits_in_memory = weights_held_bytes + kv_cache_bytes <= mach.chips * hw.memory_bytes;
     if !fits_in_memory {

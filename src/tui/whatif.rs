@@ -28,6 +28,55 @@ pub const SERVE_CHIPS: usize = 64;
 pub const SERVE_BATCH: usize = 64;
 pub const SERVE_CONTEXT: usize = 1024;
 
+/// A full-size sparse-against-dense comparison the Projections view shows; `m` cycles through
+/// [`COMPARISONS`], the first (GLaM's) being the default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ComparisonSpec {
+    pub sparse: &'static str,
+    pub dense: &'static str,
+    /// Tokens both models are trained on in the table.
+    pub tokens: f64,
+    /// Where that token count comes from.
+    pub tokens_source: &'static str,
+    /// Serving setup of the selected chip's inference line.
+    pub serve_chips: usize,
+    pub serve_batch: usize,
+    pub serve_context: usize,
+}
+
+/// GLaM against its dense base (the default); Mixtral 8x7B against Llama 3 70B, of similar quality
+/// (Jiang et al. 2024, arXiv 2401.04088, Table 2), served on one 8-GPU server; DeepSeek-V3 against
+/// Llama 3 405B, the largest open MoE and dense models, on 64 chips.
+pub const COMPARISONS: [ComparisonSpec; 3] = [
+    ComparisonSpec {
+        sparse: GLAM_SPARSE,
+        dense: GLAM_DENSE,
+        tokens: GLAM_TOKENS,
+        tokens_source: "GLaM's run (Du et al. 2022)",
+        serve_chips: SERVE_CHIPS,
+        serve_batch: SERVE_BATCH,
+        serve_context: SERVE_CONTEXT,
+    },
+    ComparisonSpec {
+        sparse: "mixtral-8x7b",
+        dense: "llama3-70b",
+        tokens: 15e12,
+        tokens_source: "Llama 3's 15T (arXiv 2407.21783); Mixtral's is not published",
+        serve_chips: 8,
+        serve_batch: 64,
+        serve_context: 4096,
+    },
+    ComparisonSpec {
+        sparse: "deepseek-v3",
+        dense: "llama3-405b",
+        tokens: 14.8e12,
+        tokens_source: "DeepSeek-V3's 14.8T (arXiv 2412.19437)",
+        serve_chips: 64,
+        serve_batch: 64,
+        serve_context: 4096,
+    },
+];
+
 const UTILIZATION_STEP: f64 = 0.05;
 const PUE_STEP: f64 = 0.05;
 const GRID_STEP: f64 = 0.05;
@@ -41,6 +90,9 @@ pub struct ProjectionInputs {
     /// The seed's comparison: GLaM 64B/64E against its dense base and GPT-3 175B as their
     /// published runs were set up (the what-if keys do not apply), with the published figures.
     pub seed: Option<SeedComparison>,
+    /// The (sparse, dense) pair of each of [`COMPARISONS`] after the first, in order, when both
+    /// profiles load.
+    pub others: Vec<Option<(ModelProfile, ModelProfile)>>,
     pub errors: Vec<String>,
 }
 
@@ -61,7 +113,26 @@ impl ProjectionInputs {
             Ok(c) => out.seed = Some(c),
             Err(e) => out.errors.push(format!("GLaM against GPT-3 skipped: {e}")),
         }
+        for c in &COMPARISONS[1..] {
+            let pair = match (load_model(c.sparse), load_model(c.dense)) {
+                (Ok(s), Ok(d)) => Some((s, d)),
+                (Err(e), _) | (_, Err(e)) => {
+                    out.errors
+                        .push(format!("{} against {} skipped: {e}", c.sparse, c.dense));
+                    None
+                }
+            };
+            out.others.push(pair);
+        }
         out
+    }
+
+    /// The (sparse, dense) pair of comparison `i` of [`COMPARISONS`], when it loaded.
+    pub fn pair(&self, i: usize) -> Option<&(ModelProfile, ModelProfile)> {
+        match i {
+            0 => self.glam.as_ref(),
+            _ => self.others.get(i - 1)?.as_ref(),
+        }
     }
 
     /// The hardware profile of the machine a run was on ([`crate::project::machine_hardware`]:
@@ -85,6 +156,8 @@ pub struct WhatIf {
     pub pue: Option<f64>,
     /// kgCO2e per kWh.
     pub grid_kg_per_kwh: f64,
+    /// Which of [`COMPARISONS`] the full-size table shows.
+    pub comparison: usize,
 }
 
 impl Default for WhatIf {
@@ -95,6 +168,7 @@ impl Default for WhatIf {
             utilization: None,
             pue: None,
             grid_kg_per_kwh: DEFAULT_GRID_KG_PER_KWH,
+            comparison: 0,
         }
     }
 }
@@ -131,9 +205,11 @@ impl WhatIf {
             KeyCode::Char('G') => {
                 self.grid_kg_per_kwh = step(self.grid_kg_per_kwh, GRID_STEP, 0.0, 2.0)
             }
+            KeyCode::Char('m') => self.comparison = (self.comparison + 1) % COMPARISONS.len(),
             KeyCode::Char('r') => {
                 *self = WhatIf {
                     selected: self.selected,
+                    comparison: self.comparison,
                     ..WhatIf::default()
                 }
             }
@@ -193,6 +269,46 @@ pub fn glam_rows(inputs: &ProjectionInputs, w: &WhatIf) -> Vec<ProjectionRow> {
             dense: project_training_tokens(de, GLAM_TOKENS, hw, &s).map_err(|e| e.to_string()),
         })
         .collect()
+}
+
+/// The selected comparison ([`WhatIf::comparison`]).
+pub fn comparison(w: &WhatIf) -> &'static ComparisonSpec {
+    &COMPARISONS[w.comparison % COMPARISONS.len()]
+}
+
+/// The selected comparison's pair trained on its tokens on every hardware profile with the
+/// what-if settings ([`glam_rows`] for GLaM's). Empty when its profiles did not load.
+pub fn comparison_rows(inputs: &ProjectionInputs, w: &WhatIf) -> Vec<ProjectionRow> {
+    let c = comparison(w);
+    let Some((sp, de)) = inputs.pair(w.comparison % COMPARISONS.len()) else {
+        return Vec::new();
+    };
+    let s = w.settings(w.chips);
+    inputs
+        .hardware
+        .iter()
+        .map(|hw| ProjectionRow {
+            hardware: hw.name.clone(),
+            sparse: project_training_tokens(sp, c.tokens, hw, &s).map_err(|e| e.to_string()),
+            dense: project_training_tokens(de, c.tokens, hw, &s).map_err(|e| e.to_string()),
+        })
+        .collect()
+}
+
+/// Serving the selected comparison's pair on the selected chip at its serving setup, with the
+/// what-if PUE.
+pub fn comparison_inference(
+    inputs: &ProjectionInputs,
+    w: &WhatIf,
+) -> Option<Result<InferenceComparison, String>> {
+    let c = comparison(w);
+    let (sp, de) = inputs.pair(w.comparison % COMPARISONS.len())?;
+    let hw = inputs.hardware.get(w.selected)?;
+    let s = InferenceSettings {
+        pue: w.pue,
+        ..InferenceSettings::new(c.serve_chips, c.serve_batch, c.serve_context)
+    };
+    Some(compare_inference(sp, de, hw, &s).map_err(|e| e.to_string()))
 }
 
 /// The measured training workload (each model's executed FLOPs and tokens trained in this run,

@@ -28,6 +28,7 @@ const KEYS: &[(&str, &str)] = &[
     ("u / U", "utilisation −/+ 5 points (all chips)"),
     ("p / P", "PUE −/+ 0.05"),
     ("g / G", "grid intensity −/+ 0.05 kg CO2e/kWh"),
+    ("m", "next full-size comparison: GLaM, Mixtral, DeepSeek"),
     ("r", "back to the profiles' defaults"),
     ("", ""),
     ("Log", ""),

@@ -13,8 +13,8 @@ use crate::tui::app::App;
 use crate::tui::format::{self, or_dash, si};
 use crate::tui::theme;
 use crate::tui::whatif::{
-    glam_inference, glam_rows, machine_calibration, measured_rows, ProjectionRow, GLAM_DENSE,
-    GLAM_SPARSE, GLAM_TOKENS, SERVE_BATCH, SERVE_CHIPS, SERVE_CONTEXT,
+    comparison, comparison_inference, comparison_rows, machine_calibration, measured_rows,
+    ProjectionRow,
 };
 use crate::vocab::{Phase, Role};
 
@@ -54,18 +54,24 @@ pub fn draw(app: &App, area: Rect, buf: &mut Buffer) {
         seed_block(c, seed, buf);
     }
     settings_line(app, settings, buf);
+    let c = comparison(&app.what_if);
     let names = inputs
-        .glam
-        .as_ref()
-        .map_or(("—", "—"), |_| (GLAM_SPARSE, GLAM_DENSE));
+        .pair(app.what_if.comparison)
+        .map_or(("—", "—"), |_| (c.sparse, c.dense));
+    // The default (GLaM's) title as before; another comparison names its tokens' source and `m`.
+    let more = if app.what_if.comparison == 0 {
+        String::new()
+    } else {
+        format!("({}; m: next comparison) ", c.tokens_source)
+    };
     table(
         app,
-        &glam_rows(inputs, &app.what_if),
+        &comparison_rows(inputs, &app.what_if),
         &format!(
-            " full size: {} vs {}, {} tokens on {} chips each ",
+            " full size: {} vs {}, {} tokens on {} chips each {more}",
             names.0,
             names.1,
-            si(GLAM_TOKENS, "").trim_end(),
+            si(c.tokens, "").trim_end(),
             app.what_if.chips
         ),
         names,
@@ -268,8 +274,8 @@ fn detail_lines(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(hw) = inputs.hardware.get(app.what_if.selected) else {
         return;
     };
-    let glam = glam_rows(inputs, &app.what_if);
-    let sel = glam.iter().find(|r| r.hardware == hw.name);
+    let rows = comparison_rows(inputs, &app.what_if);
+    let sel = rows.iter().find(|r| r.hardware == hw.name);
     let mut lines = Vec::new();
     match sel.map(|r| &r.sparse) {
         Some(Ok(p)) => lines.push(Line::from(format!(
@@ -286,11 +292,21 @@ fn detail_lines(app: &App, area: Rect, buf: &mut Buffer) {
         Some(Err(e)) => lines.push(Line::styled(format!("{}: {e}", hw.name), theme::warn())),
         None => {}
     }
-    match glam_inference(inputs, &app.what_if) {
+    let spec = comparison(&app.what_if);
+    match comparison_inference(inputs, &app.what_if) {
         Some(Ok(c)) => {
+            // GLaM's 64 experts on 64 chips: one expert each.
+            let experts = inputs
+                .pair(app.what_if.comparison)
+                .map(|(sp, _)| sp.experts);
+            let one_each = if experts == Some(spec.serve_chips) {
+                " (one expert each)"
+            } else {
+                ""
+            };
             lines.push(Line::from(format!(
-                "serving {GLAM_SPARSE} on {SERVE_CHIPS} {} chips (one expert each), batch {SERVE_BATCH}, context {SERVE_CONTEXT}:",
-                hw.name
+                "serving {} on {} {} chips{one_each}, batch {}, context {}:",
+                spec.sparse, spec.serve_chips, hw.name, spec.serve_batch, spec.serve_context
             )));
             lines.push(Line::from(format!("  {}", inference_line(&c))));
         }
@@ -333,6 +349,55 @@ fn detail_lines(app: &App, area: Rect, buf: &mut Buffer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(buf: &Buffer) -> String {
+        let a = buf.area;
+        (a.top()..a.bottom())
+            .map(|y| {
+                (a.left()..a.right())
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    fn screen(app: &App) -> String {
+        let area = Rect::new(0, 0, 140, 45);
+        let mut buf = Buffer::empty(area);
+        draw(app, area, &mut buf);
+        text(&buf)
+    }
+
+    #[test]
+    fn m_switches_the_full_size_comparison_and_wraps_back_to_glam() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/run-small");
+        let mut app = App::replay(crate::runlog::read_run(&dir).expect("fixture run folder"));
+        let glam = screen(&app);
+        assert!(glam.contains("glam-64b-64e vs glam-64b-dense"), "{glam}");
+        let key = |app: &mut App| {
+            app.what_if
+                .on_key(ratatui::crossterm::event::KeyCode::Char('m'), &[])
+        };
+        assert!(key(&mut app));
+        let mixtral = screen(&app);
+        assert!(
+            mixtral.contains("mixtral-8x7b vs llama3-70b, 15.0 T tokens"),
+            "{mixtral}"
+        );
+        assert!(mixtral.contains("serving mixtral-8x7b on 8 "), "{mixtral}");
+        // The h100-sxm row projects both models (a time, not "n/a").
+        let row = mixtral.lines().find(|l| l.contains("h100-sxm")).unwrap();
+        assert!(!row.contains("n/a"), "{row}");
+        key(&mut app);
+        let deepseek = screen(&app);
+        assert!(
+            deepseek.contains("deepseek-v3 vs llama3-405b"),
+            "{deepseek}"
+        );
+        key(&mut app);
+        assert_eq!(screen(&app), glam);
+    }
 
     #[test]
     fn carbon_is_shown_in_tonnes_from_one_tonne_and_in_grams_below() {
