@@ -173,22 +173,3 @@ pub fn three_significant(v: f64) -> String {
 pub fn human_unit(x: f64, unit: &str) -> String {
     crate::units::count_unit(x, unit)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_numbers_keep_three_significant_digits() {
-        assert_eq!(human(1.2e12), "1.20 T");
-        assert_eq!(human(96.6e9), "96.6 G");
-        assert_eq!(human(180.4e9), "180 G");
-        assert_eq!(human(999.99e9), "1.00 T");
-        assert_eq!(human(512.0), "512");
-        assert_eq!(human(0.0), "0");
-        assert_eq!(human(0.25), "0.250");
-        assert_eq!(human(-2.5e6), "-2.50 M");
-        assert_eq!(human_unit(4.5e9, "B"), "4.50 GB");
-        assert_eq!(human_unit(0.0, "B"), "0 B");
-    }
-}
