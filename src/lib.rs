@@ -12,6 +12,7 @@ pub mod report;
 pub mod runlog;
 pub mod stats;
 pub mod tui;
+pub mod units;
 pub mod vocab;
 pub mod workload;
 

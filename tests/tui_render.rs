@@ -1,11 +1,10 @@
 //! The dashboard drawn off-screen (ratatui's TestBackend) from the recorded fixture run: each view
-//! as a snapshot (tests/snapshots/*.txt; `UPDATE_SNAPSHOTS=1` rewrites them), key handling, the
-//! replay cursor, and the too-small message.
+//! as an `insta` snapshot (tests/snapshots/tui_render__*.snap; a changed render fails, and
+//! `cargo insta review` shows the diff and accepts it: docs/dashboard.md), key handling, the replay
+//! cursor, and the too-small message.
 
 #[path = "common/tui_fixture.rs"]
 mod tui_fixture;
-
-use std::path::Path;
 
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -16,8 +15,9 @@ use sparsewatt::tui::{buffer_text, render, App, Status, View};
 use sparsewatt::vocab::{Phase, Role};
 use sparsewatt::workload::RunEvent;
 
-fn updating() -> bool {
-    std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1")
+/// `UPDATE_FIXTURE=1` regenerates the fixture run folder from its generator.
+fn updating_fixture() -> bool {
+    std::env::var_os("UPDATE_FIXTURE").is_some_and(|v| v == "1")
 }
 
 fn run() -> RunData {
@@ -30,32 +30,6 @@ fn screen(app: &App, w: u16, h: u16) -> String {
     buffer_text(t.backend().buffer())
 }
 
-/// Compare with tests/snapshots/NAME.txt, or write it when UPDATE_SNAPSHOTS=1.
-fn snapshot(name: &str, text: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{name}.txt"));
-    if updating() {
-        std::fs::write(&path, text).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", path.display()));
-    if want != text {
-        let line = want
-            .lines()
-            .zip(text.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(want.lines().count().min(text.lines().count()));
-        panic!(
-            "{name}: the screen differs from {} from line {}:\n--- expected\n{}\n--- drawn\n{}\n\
-             (UPDATE_SNAPSHOTS=1 rewrites the snapshot if the change is intended)",
-            path.display(),
-            line + 1,
-            want.lines().nth(line).unwrap_or(""),
-            text.lines().nth(line).unwrap_or("")
-        );
-    }
-}
-
 fn key(app: &mut App, code: KeyCode) {
     app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
 }
@@ -64,7 +38,7 @@ fn key(app: &mut App, code: KeyCode) {
 fn the_fixture_is_what_its_generator_writes() {
     let (header, records) = tui_fixture::files();
     let dir = tui_fixture::fixture_dir();
-    if updating() {
+    if updating_fixture() {
         // Other tests read the fixture meanwhile: replace each file in one rename.
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in [("run.json", &header), ("records.jsonl", &records)] {
@@ -76,7 +50,7 @@ fn the_fixture_is_what_its_generator_writes() {
     let on_disk = std::fs::read_to_string(dir.join("records.jsonl")).unwrap();
     assert!(
         on_disk == records,
-        "tests/data/run-small is stale (UPDATE_SNAPSHOTS=1 regenerates it)"
+        "tests/data/run-small is stale (UPDATE_FIXTURE=1 regenerates it)"
     );
     let run = run();
     assert!(run.complete() && run.unreadable_lines == 0);
@@ -87,20 +61,18 @@ fn every_view_matches_its_snapshot_at_140_by_45() {
     let mut app = App::replay(run());
     for v in View::ALL {
         app.view = v;
-        snapshot(
-            &format!("{}-140x45", v.title().to_lowercase()),
-            &screen(&app, 140, 45),
-        );
+        let name = format!("{}-140x45", v.title().to_lowercase());
+        insta::assert_snapshot!(name, screen(&app, 140, 45));
     }
     app.view = View::Overview;
     key(&mut app, KeyCode::Char('?'));
-    snapshot("help-140x45", &screen(&app, 140, 45));
+    insta::assert_snapshot!("help-140x45", screen(&app, 140, 45));
 }
 
 #[test]
 fn the_overview_at_the_smallest_size_matches_its_snapshot() {
     let app = App::replay(run());
-    snapshot("overview-80x24", &screen(&app, 80, 24));
+    insta::assert_snapshot!("overview-80x24", screen(&app, 80, 24));
 }
 
 #[test]
@@ -125,7 +97,7 @@ fn the_overview_shows_both_models_energy_per_token_and_the_source() {
         .phase(Phase::Train)
         .unwrap();
     let mean = j.joules_per_token.as_ref().unwrap().total.mean;
-    let shown = sparsewatt::tui::format::si(mean, "J");
+    let shown = sparsewatt::units::si(mean, "J");
     assert!(s.contains(&shown), "{shown} not on screen");
 }
 
@@ -282,11 +254,9 @@ fn the_replay_cursor_shows_only_the_records_up_to_it() {
         app.state.summary(),
         Some(&summarize_run(&run.header, &run.records))
     );
-    snapshot("overview-replay-at-5s-140x45", &{
-        let mut app = App::replay(run);
-        app.set_cursor(at);
-        screen(&app, 140, 45)
-    });
+    let mut app = App::replay(run);
+    app.set_cursor(at);
+    insta::assert_snapshot!("overview-replay-at-5s-140x45", screen(&app, 140, 45));
 }
 
 /// The figures of one chip's row in the full-size table, as drawn.
@@ -316,11 +286,11 @@ fn what_if_keys_change_the_projection_table_at_once() {
     let v4 = rows.iter().find(|r| r.hardware == "tpu-v4").unwrap();
     let p = v4.sparse.as_ref().unwrap();
     assert!(
-        row1.contains(&sparsewatt::tui::format::duration(p.seconds)),
+        row1.contains(&sparsewatt::units::duration(p.seconds)),
         "{row1}"
     );
     assert!(
-        row1.contains(&sparsewatt::tui::format::si(p.energy_j / 3600.0, "Wh")),
+        row1.contains(&sparsewatt::units::si(p.energy_j / 3600.0, "Wh")),
         "{row1}"
     );
     // PUE, utilisation and grid each change the row.

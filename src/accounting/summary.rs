@@ -166,71 +166,18 @@ fn every_component(f: &FlopCount) -> BTreeMap<Component, f64> {
     Component::ALL.iter().map(|&c| (c, f.get(c))).collect()
 }
 
-/// A number with an SI suffix and three significant digits: 1.20 T, 96.6 G, 180 G, 512.
+/// A count with an SI suffix and three significant digits: 1.20 T, 96.6 G, 180 G, 512
+/// ([`crate::units::count`], which new code calls directly).
 pub fn human(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}");
-    }
-    const SUFFIXES: [(f64, &str); 6] = [
-        (1e18, "E"),
-        (1e15, "P"),
-        (1e12, "T"),
-        (1e9, "G"),
-        (1e6, "M"),
-        (1e3, "k"),
-    ];
-    let a = x.abs();
-    let (scaled, suffix) = SUFFIXES
-        .iter()
-        .find(|(s, _)| a >= *s * 0.9995)
-        .map(|(s, n)| (x / s, *n))
-        .unwrap_or((x, ""));
-    let text = three_significant(scaled);
-    if suffix.is_empty() {
-        if x == x.trunc() && a < 1e3 {
-            return format!("{}", x as i64);
-        }
-        return text;
-    }
-    format!("{text} {suffix}")
+    crate::units::count(x)
 }
 
-/// Three significant digits of a value below 1000 (as [`human`] scales it), rounding-aware:
-/// 9.996 is "10.0", 99.96 is "100".
+/// Three significant digits ([`crate::units::sig3`], which new code calls directly).
 pub fn three_significant(v: f64) -> String {
-    let digits = match v.abs() {
-        a if a >= 99.95 => 0,
-        a if a >= 9.995 => 1,
-        _ => 2,
-    };
-    format!("{v:.digits$}")
+    crate::units::sig3(v)
 }
 
-/// [`human`] with a unit: "4.50 GB", "0 B".
+/// [`human`] with a unit: "4.50 GB", "0 B" ([`crate::units::count_unit`]).
 pub fn human_unit(x: f64, unit: &str) -> String {
-    let h = human(x);
-    if h.ends_with(|c: char| c.is_ascii_alphabetic()) {
-        format!("{h}{unit}")
-    } else {
-        format!("{h} {unit}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_numbers_keep_three_significant_digits() {
-        assert_eq!(human(1.2e12), "1.20 T");
-        assert_eq!(human(96.6e9), "96.6 G");
-        assert_eq!(human(180.4e9), "180 G");
-        assert_eq!(human(999.99e9), "1.00 T");
-        assert_eq!(human(512.0), "512");
-        assert_eq!(human(0.0), "0");
-        assert_eq!(human(0.25), "0.25");
-        assert_eq!(human(-2.5e6), "-2.50 M");
-        assert_eq!(human_unit(4.5e9, "B"), "4.50 GB");
-        assert_eq!(human_unit(0.0, "B"), "0 B");
-    }
+    crate::units::count_unit(x, unit)
 }

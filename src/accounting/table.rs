@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::summary::{human, human_unit, Summary};
+use super::summary::Summary;
 use super::Component;
+use crate::units::{count, count_unit, ratio_ascii};
+use crate::vocab::Phase;
 
 fn get(map: &BTreeMap<Component, f64>, c: Component) -> f64 {
     map.get(&c).copied().unwrap_or(0.0)
@@ -18,7 +20,7 @@ fn ratio(a: f64, b: f64) -> String {
             "n/a".into()
         }
     } else {
-        format!("{:.2}x", a / b)
+        ratio_ascii(a / b)
     }
 }
 
@@ -35,10 +37,10 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "{name:<12} {:>10} {:>10} {:>12} {:>14}",
-            human(pt),
-            human(pa),
-            human(f),
-            human(t)
+            count(pt),
+            count(pa),
+            count(f),
+            count(t)
         );
     };
     for c in Component::ALL {
@@ -65,13 +67,13 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(
         out,
         "\nFLOPs per token: forward {} (causal-halved attention {}), train {}, prefill {}, decode {} at position {} (mean {} over {} generated)",
-        human(ft.forward),
-        human(ft.forward_causal),
-        human(ft.train),
-        human(ft.prefill),
-        human(ft.decode),
+        count(ft.forward),
+        count(ft.forward_causal),
+        count(ft.train),
+        count(ft.prefill),
+        count(ft.decode),
         s.ctx_len - 1,
-        human(ft.decode_avg),
+        count(ft.decode_avg),
         s.ctx_len
     );
     let _ = writeln!(
@@ -85,19 +87,20 @@ pub fn render(s: &Summary) -> String {
         "phase", "weights", "activations", "kv read", "kv write", "total"
     );
     let b = &s.bytes_per_token;
-    for (name, c) in [
-        ("train", b.train),
-        ("prefill", b.prefill),
-        ("decode", b.decode),
+    for (phase, c) in [
+        (Phase::Train, b.train),
+        (Phase::Prefill, b.prefill),
+        (Phase::Decode, b.decode),
     ] {
         let _ = writeln!(
             out,
-            "{name:<8} {:>10} {:>11} {:>10} {:>10} {:>10}",
-            human_unit(c.weights_read, "B"),
-            human_unit(c.activations, "B"),
-            human_unit(c.kv_read, "B"),
-            human_unit(c.kv_written, "B"),
-            human_unit(c.total(), "B")
+            "{:<8} {:>10} {:>11} {:>10} {:>10} {:>10}",
+            phase.label(),
+            count_unit(c.weights_read, "B"),
+            count_unit(c.activations, "B"),
+            count_unit(c.kv_read, "B"),
+            count_unit(c.kv_written, "B"),
+            count_unit(c.total(), "B")
         );
     }
     out
@@ -159,8 +162,8 @@ pub fn render_compare(a: &Summary, b: &Summary) -> String {
         let _ = writeln!(
             out,
             "{name:<22} {:>10} {:>10} {:>8}",
-            human(x),
-            human(y),
+            count(x),
+            count(y),
             ratio(x, y)
         );
     };

@@ -8,6 +8,7 @@ use sparsewatt::project::probe::{
     cache_dir, model_dtype, probe, store, this_machine_key, ProbeConfig,
 };
 use sparsewatt::project::table;
+use sparsewatt::units::{BytesPerSecond, FlopPerSecond, Seconds};
 
 use super::BadInput;
 
@@ -89,25 +90,25 @@ fn run_probe(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "peak {:.1} GFLOP/s {} on {} ({} threads)",
-        m.peak_flops_per_s / 1e9,
+        "peak {} {} on {} ({} threads)",
+        FlopPerSecond(m.peak_flops_per_s),
         m.dtype,
         m.device,
         m.threads
     );
     println!(
-        "({n} x {n}) x ({n} x {n}) matmul, best of {} after {} warm-up: {:.3} ms (median {:.3} ms, {:.1} GFLOP/s)",
+        "({n} x {n}) x ({n} x {n}) matmul, best of {} after {} warm-up: {} (median {}, {})",
         m.repetitions,
         m.warmup,
-        m.best_s * 1e3,
-        m.median_s * 1e3,
-        sparsewatt::project::probe::matmul_flops(m.n) / m.median_s / 1e9,
+        Seconds(m.best_s),
+        Seconds(m.median_s),
+        FlopPerSecond(sparsewatt::project::probe::matmul_flops(m.n) / m.median_s),
         n = m.n,
     );
     if let Some(bw) = m.memory_bytes_per_s {
         println!(
-            "memory bandwidth {:.1} GB/s (a += s b in place over 2 x {} MiB of f32 on {} threads, best pass, 12 bytes an element)",
-            bw / 1e9,
+            "memory bandwidth {} (a += s b in place over 2 x {} MiB of f32 on {} threads, best pass, 12 bytes an element)",
+            BytesPerSecond(bw),
             (sparsewatt::project::probe::BANDWIDTH_ELEMENTS * 4) >> 20,
             m.threads
         );

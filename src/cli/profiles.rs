@@ -3,10 +3,11 @@
 use anyhow::Context;
 use serde_json::json;
 use sparsewatt::accounting::{
-    forward_flops_per_token, human, matched_dense, params, train_flops_per_token,
+    forward_flops_per_token, matched_dense, params, train_flops_per_token,
 };
 use sparsewatt::profile::{load_model, names, Kind};
 use sparsewatt::project::table::grid;
+use sparsewatt::units::{count, signed_percent};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,10 +40,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }));
         rows.push(vec![
             p.name.clone(),
-            human(c.total),
-            human(c.active),
-            human(fwd),
-            human(train),
+            count(c.total),
+            count(c.active),
+            count(fwd),
+            count(train),
             if p.is_sparse() {
                 format!("{} top-{} every {}", p.experts, p.top_k, p.moe_every)
             } else {
@@ -85,13 +86,13 @@ fn print_matched(name: &str) -> anyhow::Result<()> {
     );
     println!(
         "# {}: the compute-matched dense baseline of {} (sparsewatt profiles --matched {name}).\n\
-         # Training FLOPs per token: {} against {}'s {} ({:+.2}%).",
+         # Training FLOPs per token: {} against {}'s {} ({}).",
         dense.name,
         sparse.name,
-        human(d),
+        count(d),
         sparse.name,
-        human(s),
-        100.0 * (d / s - 1.0)
+        count(s),
+        signed_percent(d / s - 1.0, 2)
     );
     print!("{}", dense.to_toml());
     Ok(())

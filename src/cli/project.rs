@@ -18,6 +18,7 @@ use sparsewatt::project::{
     DEFAULT_GRID_KG_PER_KWH,
 };
 use sparsewatt::runlog::{detect_machine, read_run};
+use sparsewatt::units::{percent, ratio_ascii, sig3};
 
 use super::BadInput;
 
@@ -284,7 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.json {
             return print_json(ps.iter().map(|p| json!(p)).collect());
         }
-        let label = format!("{flops:.3e} FLOPs");
+        let label = format!("{} FLOPs", sig3(flops));
         let rows: Vec<_> = ps.iter().map(|p| (label.clone(), p)).collect();
         print!("{}", table::training_table(&rows));
         return Ok(());
@@ -311,8 +312,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                                        "energy": c.energy_ratio } }),
                 ));
                 ratios.push(format!(
-                    "{}: {} / {} energy {:.3}x, FLOPs {:.3}x",
-                    hw.name, model.name, o.name, c.energy_ratio, c.flops_ratio
+                    "{}: {} / {} energy {}, FLOPs {}",
+                    hw.name,
+                    model.name,
+                    o.name,
+                    ratio_ascii(c.energy_ratio),
+                    ratio_ascii(c.flops_ratio)
                 ));
                 rows.push((model.name.clone(), c.sparse));
                 rows.push((o.name.clone(), c.dense));
@@ -331,7 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print!("{}", table::training_table(&refs));
     println!(
         "\n{} tokens trained; J/token: facility energy per token trained.",
-        sig(tokens)
+        sig3(tokens)
     );
     for r in ratios {
         println!("{r}");
@@ -341,10 +346,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_seed(false)?;
     }
     Ok(())
-}
-
-fn sig(x: f64) -> String {
-    table::sig3(x)
 }
 
 fn inference(args: &Args, hardware: &[HardwareProfile]) -> anyhow::Result<()> {
@@ -386,13 +387,13 @@ fn inference(args: &Args, hardware: &[HardwareProfile]) -> anyhow::Result<()> {
                                        "decode_flops_per_token": c.decode_flops_per_token_ratio } }),
                 ));
                 ratios.push(format!(
-                    "{}: {} / {} decode J/token {:.3}x, tokens/s {:.3}x, FLOPs/token {:.3}x",
+                    "{}: {} / {} decode J/token {}, tokens/s {}, FLOPs/token {}",
                     hw.name,
                     model.name,
                     o.name,
-                    c.decode_joules_per_token_ratio,
-                    c.decode_tokens_per_s_ratio,
-                    c.decode_flops_per_token_ratio
+                    ratio_ascii(c.decode_joules_per_token_ratio),
+                    ratio_ascii(c.decode_tokens_per_s_ratio),
+                    ratio_ascii(c.decode_flops_per_token_ratio)
                 ));
                 all.push(c.sparse);
                 all.push(c.dense);
@@ -443,10 +444,10 @@ fn print_calibration(args: &Args, c: &Calibration) -> anyhow::Result<()> {
             c.phases
                 .iter()
                 .filter_map(|p| Some(format!(
-                    "{} {} {:.1}%",
+                    "{} {} {}",
                     p.model,
                     p.phase.label(),
-                    100.0 * p.run_utilization?
+                    percent(p.run_utilization?, 1)
                 )))
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -6,6 +6,10 @@ use super::inference::{InferenceProjection, PhaseRoofline};
 use super::local::LocalPrediction;
 use super::training::TrainingProjection;
 use crate::profile::HardwareProfile;
+use crate::units::{percent, signed_percent};
+
+/// Three significant digits, plain between 0.001 and 10^6, scientific outside (`units` writes it).
+pub use crate::units::sig3;
 
 /// The roofline fitted to a run, each of its models measured against it, and the prediction.
 pub fn local_table(p: &LocalPrediction) -> String {
@@ -33,9 +37,7 @@ pub fn local_table(p: &LocalPrediction) -> String {
             sig3(t.bytes_per_token / 1e6),
             measured.map_or("–".into(), sig3),
             sig3(fitted),
-            measured.map_or("–".into(), |m| {
-                format!("{:+.1}%", 100.0 * (fitted / m - 1.0))
-            }),
+            measured.map_or("–".into(), |m| signed_percent(fitted / m - 1.0, 1)),
         ]
     };
     let mut rows: Vec<Vec<String>> = f
@@ -68,10 +70,10 @@ pub fn local_table(p: &LocalPrediction) -> String {
         &rows,
     ));
     o.push_str(&format!(
-        "\n{}: {} tokens/s trained, {:.0}% of the time on FLOPs",
+        "\n{}: {} tokens/s trained, {} of the time on FLOPs",
         p.model,
         sig3(p.tokens_per_s),
-        100.0 * p.compute_share
+        percent(p.compute_share, 0)
     ));
     match (p.joules_per_token, f.power_w, f.source) {
         (Some(j), Some(w), Some(src)) => o.push_str(&format!(
@@ -85,22 +87,6 @@ pub fn local_table(p: &LocalPrediction) -> String {
     }
     o.push_str("Bytes: weights read forward and backward and their gradients written (the experts touched), activations, and AdamW over every parameter (docs/projection.md).\n");
     o
-}
-
-/// Three significant digits, plain between 0.001 and 10^6, scientific outside.
-pub fn sig3(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}");
-    }
-    let a = x.abs();
-    if a == 0.0 {
-        return "0".into();
-    }
-    if !(1e-3..1e6).contains(&a) {
-        return format!("{x:.2e}");
-    }
-    let digits = (2 - a.log10().floor() as i32).max(0) as usize;
-    format!("{x:.digits$}")
 }
 
 /// Columns padded to their widest cell; the first column left-aligned, the rest right-aligned.
@@ -158,13 +144,13 @@ pub fn training_table(rows: &[(String, &TrainingProjection)]) -> String {
                 p.hardware.clone(),
                 label.clone(),
                 p.chips.to_string(),
-                format!("{:.3}", p.mfu),
+                sig3(p.mfu),
                 sig3(p.days),
                 sig3(p.energy_mwh),
                 sig3(p.co2e_tonnes),
                 sig3(p.power_w_per_chip),
                 p.power_scope.label().to_string(),
-                format!("{:.2}", p.pue),
+                sig3(p.pue),
                 p.joules_per_token.map_or("-".into(), sig3),
             ]
         })
@@ -247,8 +233,8 @@ pub fn hardware_table(profiles: &[HardwareProfile]) -> String {
                     .map_or("-".into(), |i| i.chips_per_pod.to_string()),
                 sig3(power.watts),
                 power.scope.label().to_string(),
-                format!("{:.3}", h.default_utilization),
-                format!("{:.2}", h.default_pue),
+                sig3(h.default_utilization),
+                sig3(h.default_pue),
             ]
         })
         .collect();
@@ -293,15 +279,6 @@ pub fn calibration_table(c: &Calibration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sig3_keeps_three_significant_digits() {
-        assert_eq!(sig3(1287.04), "1287");
-        assert_eq!(sig3(14.77), "14.8");
-        assert_eq!(sig3(0.01234), "0.0123");
-        assert_eq!(sig3(3.14e23), "3.14e23");
-        assert_eq!(sig3(0.0), "0");
-    }
 
     #[test]
     fn grid_aligns_columns() {

@@ -1,23 +1,19 @@
 //! Numbers as people read them in the Markdown and HTML renderings (the JSON keeps full precision).
 
 use super::document::Figure;
-use crate::accounting::human;
-use crate::project::table::sig3;
+use crate::units::{count, scientific, sig3};
+use crate::vocab::EnergySource;
 
-/// Three significant digits; SI suffixes from 10,000 up, scientific notation below 0.01.
+/// Three significant digits ([`crate::units`]): SI suffixes from 10,000 up, scientific notation
+/// below 0.01.
 pub fn num(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}");
-    }
     let a = x.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 1e4 {
-        human(x)
-    } else if a >= 0.01 {
+    if !x.is_finite() || a == 0.0 || (0.01..1e4).contains(&a) {
         sig3(x)
+    } else if a >= 1e4 {
+        count(x)
     } else {
-        format!("{x:.2e}")
+        scientific(x)
     }
 }
 
@@ -48,7 +44,7 @@ pub fn plain(f: &Figure) -> String {
 
 /// The source, marked so an estimate cannot pass for a measurement.
 pub fn source_label(source: &str) -> String {
-    if source == "estimate" {
+    if source == EnergySource::Estimate.label() {
         "estimate (not measured)".into()
     } else {
         source.into()

@@ -4,7 +4,7 @@ use ratatui::style::Style;
 use ratatui::text::Line;
 use ratatui::widgets::Axis;
 
-use crate::tui::format;
+use crate::units::si;
 
 /// A chart series: (x, y) points.
 pub type Series = Vec<(f64, f64)>;
@@ -49,13 +49,18 @@ pub fn bounds<'a>(
     Some([lo, hi])
 }
 
-/// An axis over `b` with three labels in `unit` (SI prefixes).
+/// An axis over `b` with three labels in `unit` (SI prefixes); a unitless label keeps a space
+/// before the axis line.
 pub fn axis(title: &str, b: [f64; 2], unit: &str) -> Axis<'static> {
     let mid = (b[0] + b[1]) / 2.0;
+    let label = |v: f64| match unit {
+        "" => format!("{} ", si(v, "")),
+        _ => si(v, unit),
+    };
     Axis::default()
         .title(Line::styled(title.to_string(), Style::new()))
         .bounds(b)
-        .labels([b[0], mid, b[1]].map(|v| Line::from(format::si(v, unit))))
+        .labels([b[0], mid, b[1]].map(|v| Line::from(label(v))))
 }
 
 #[cfg(test)]

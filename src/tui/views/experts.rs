@@ -6,9 +6,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table, Widget};
 
-use crate::tui::format::{or_dash, si};
+use crate::tui::format::or_dash;
 use crate::tui::state::{imbalance, ExpertLoad, RunState};
 use crate::tui::theme;
+use crate::units::{count, percent};
 use crate::vocab::Role;
 
 /// Rows a layer's bar chart needs to be readable.
@@ -84,7 +85,7 @@ fn summary_lines(s: &RunState, role: Role, load: &ExpertLoad, area: Rect, buf: &
     Paragraph::new(vec![
         Line::from(format!(
             "{shape}{} assignments per MoE layer over {} training steps",
-            si(total as f64, "").trim_end(),
+            count(total as f64),
             load.aux_loss.len().max(s.steps.get(&(role, crate::vocab::Phase::Train)).copied().unwrap_or(0) as usize)
         )),
         Line::styled(
@@ -140,7 +141,7 @@ fn layer_charts(
             .map(|(j, &c)| {
                 Bar::new(c)
                     .label(Line::from(format!("e{j}")))
-                    .text_value(count(c))
+                    .text_value(count(c as f64))
             })
             .collect();
         BarChart::default()
@@ -161,15 +162,6 @@ fn layer_charts(
     }
 }
 
-/// A token count: exact below a thousand, then with an SI prefix ("1.13 k").
-fn count(c: u64) -> String {
-    if c < 1000 {
-        c.to_string()
-    } else {
-        si(c as f64, "").trim_end().to_string()
-    }
-}
-
 /// The `k` experts a domain's tokens went to most, with their shares: "e3 41% e5 22%".
 pub fn top_experts(counts: &[u64], k: usize) -> String {
     let total: u64 = counts.iter().sum();
@@ -180,7 +172,7 @@ pub fn top_experts(counts: &[u64], k: usize) -> String {
     idx.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
     idx.iter()
         .take(k)
-        .map(|&e| format!("e{e} {:.0}%", 100.0 * counts[e] as f64 / total as f64))
+        .map(|&e| format!("e{e} {}", percent(counts[e] as f64 / total as f64, 0)))
         .collect::<Vec<_>>()
         .join(" ")
 }

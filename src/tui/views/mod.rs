@@ -16,8 +16,8 @@ use ratatui::widgets::{Paragraph, Tabs, Widget, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Status, View};
-use super::format;
 use super::theme;
+use crate::units::Seconds;
 use crate::vocab::EnergySource;
 
 /// The smallest terminal the views are laid out for.
@@ -116,10 +116,10 @@ fn status_line(app: &App, area: Rect, buf: &mut Buffer) {
     match app.replay_cursor() {
         Some(c) => spans.push(Span::raw(format!(
             " {} of {}",
-            format::si(c.cursor_s, "s"),
-            format::si(c.end_s, "s")
+            Seconds(c.cursor_s),
+            Seconds(c.end_s)
         ))),
-        None => spans.push(Span::raw(format!(" {}", format::si(app.state.t_s, "s")))),
+        None => spans.push(Span::raw(format!(" {}", Seconds(app.state.t_s)))),
     }
     spans.push(Span::raw("  energy "));
     spans.extend(source_spans(app));

@@ -13,9 +13,10 @@ use crate::accounting::params;
 use crate::project::TrainingProjection;
 use crate::runlog::PhaseSummary;
 use crate::tui::app::App;
-use crate::tui::format::{self, or_dash, si};
+use crate::tui::format::{estimate, or_dash};
 use crate::tui::theme;
 use crate::tui::whatif::{glam_rows, ProjectionRow, GLAM_DENSE, GLAM_SPARSE, GLAM_TOKENS};
+use crate::units::{count, duration, in_prefix_of, loss, percent, ratio, si, sig3, FlopPerSecond};
 use crate::vocab::EnergySource;
 use crate::vocab::{Phase, Role};
 
@@ -76,7 +77,7 @@ fn projected_rows(app: &App) -> Vec<ProjectionRow> {
 fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buffer) {
     let block = Block::bordered().title(format!(
         " projected: {GLAM_SPARSE} vs {GLAM_DENSE}, {} tokens on {} chips (more in Projections) ",
-        si(GLAM_TOKENS, "").trim_end(),
+        count(GLAM_TOKENS),
         app.what_if.chips
     ));
     let inner = block.inner(area);
@@ -84,7 +85,7 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
     let one = |p: &Result<TrainingProjection, String>| match p {
         Ok(p) => format!(
             "{:>9} · {:>9} · {:>8} CO2e",
-            format::duration(p.seconds),
+            duration(p.seconds),
             si(p.energy_j / 3600.0, "Wh"),
             super::projections::co2e(p.co2e_tonnes)
         ),
@@ -103,7 +104,7 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
                 Span::styled(format!("dense {}", one(&r.dense)), theme::role(Role::Dense)),
                 Span::raw(format!(
                     "   sparse÷dense energy {}",
-                    or_dash(r.energy_ratio().map(format::ratio))
+                    or_dash(r.energy_ratio().map(ratio))
                 )),
             ])
         })
@@ -115,9 +116,8 @@ fn projected_block(app: &App, rows: &[ProjectionRow], area: Rect, buf: &mut Buff
                 .map_or("—".into(), |r| si(r.training.energy_mwh * 1e6, "Wh"))
         };
         let gflop = |m: &str| {
-            c.row(m).map_or("—".into(), |r| {
-                format!("{:.0}", r.inference_flops_per_token / 1e9)
-            })
+            c.row(m)
+                .map_or("—".into(), |r| sig3(r.inference_flops_per_token / 1e9))
         };
         let (glam, gpt3) = (crate::project::seed::GLAM, crate::project::seed::GPT3);
         lines.push(Line::from(format!(
@@ -168,11 +168,11 @@ fn column(app: &App, role: Role, x: [f64; 2], y: Option<[f64; 2]>, area: Rect, b
                     " · {} experts, top-{} · {} params, {} active per token",
                     p.experts,
                     p.top_k,
-                    si(n.total, "").trim_end(),
-                    si(n.active, "").trim_end()
+                    count(n.total),
+                    count(n.active)
                 )
             } else {
-                format!(" · {} params", si(n.total, "").trim_end())
+                format!(" · {} params", count(n.total))
             };
             title.push(Span::raw(format!("{}{shape} ", p.name)));
         }
@@ -265,17 +265,15 @@ fn phase_table(app: &App, roles: &[Role], area: Rect, buf: &mut Buffer) {
             let ph = phase_of(app, role, p);
             let jpt = ph
                 .and_then(|x| x.joules_per_token.as_ref())
-                .map(|j| format::estimate(&j.total, "J"));
+                .map(|j| estimate(&j.total, "J"));
             let fpt = ph
                 .filter(|x| x.tokens > 0)
                 .map(|x| si(x.flops_per_token, "FLOP"));
-            let tps = ph
-                .and_then(|x| x.tokens_per_s)
-                .map(|e| si(e.mean, "").trim_end().to_string());
+            let tps = ph.and_then(|x| x.tokens_per_s).map(|e| si(e.mean, ""));
             // Against the run's peak (measured, or its profile's), never above 100%.
             let util = ph
                 .and_then(|x| x.utilization)
-                .map(|u| format!("{:.1}%", 100.0 * u.min(1.0)));
+                .map(|u| percent(u.min(1.0), 1));
             let jpf = ph.and_then(|x| x.joules_per_flop).map(|j| si(j, "J"));
             let label = if roles.len() > 1 {
                 format!("{} {}", role.label(), p.label())
@@ -326,8 +324,8 @@ fn extra_lines(app: &App, role: Role, area: Rect, buf: &mut Buffer) {
     let model = s.summary().and_then(|x| x.model(role));
     let train_loss = model
         .and_then(|m| m.phase(Phase::Train)?.last_loss)
-        .map(|l| format!("{l:.3}"));
-    let val_loss = model.and_then(|m| m.val_loss).map(|l| format!("{l:.3}"));
+        .map(loss);
+    let val_loss = model.and_then(|m| m.val_loss).map(loss);
     let steps: Vec<String> = PHASES
         .iter()
         .map(|&p| {
@@ -363,9 +361,9 @@ fn target_lines(app: &App) -> Vec<Line<'static>> {
         x.map_or("not reached".into(), |x| {
             format!(
                 "{} [{}, {}{}]",
-                si(x.mean, "J").trim_end(),
-                si(x.ci95[0], "").trim_end(),
-                si(x.ci95[1], "").trim_end(),
+                si(x.mean, "J"),
+                in_prefix_of(x.ci95[0], x.mean),
+                in_prefix_of(x.ci95[1], x.mean),
                 if x.open_above { "+" } else { "" }
             )
         })
@@ -378,9 +376,9 @@ fn target_lines(app: &App) -> Vec<Line<'static>> {
         .map_or("—".into(), |r| {
             format!(
                 "{} [{}, {}]",
-                format::ratio(r.mean),
-                format::ratio(r.ci95[0]),
-                format::ratio(r.ci95[1])
+                ratio(r.mean),
+                ratio(r.ci95[0]),
+                ratio(r.ci95[1])
             )
         });
     let src = match t.source {
@@ -396,7 +394,7 @@ fn target_lines(app: &App) -> Vec<Line<'static>> {
     vec![
         Line::from(vec![
             Span::styled(
-                format!("to val loss {:.3}: ", t.target_loss),
+                format!("to val loss {}: ", loss(t.target_loss)),
                 theme::header(),
             ),
             Span::styled(format!("sparse {}", joules(Role::Sparse)), theme::role(Role::Sparse)),
@@ -424,7 +422,7 @@ fn ratio_block(app: &App, area: Rect, buf: &mut Buffer) {
         .summary()
         .map(|s| s.ratios.as_slice())
         .unwrap_or(&[]);
-    let fmt = |x: Option<f64>| or_dash(x.map(format::ratio));
+    let fmt = |x: Option<f64>| or_dash(x.map(ratio));
     let lines: Vec<Line> = PHASES
         .iter()
         .map(|&p| match ratios.iter().find(|r| r.phase == p) {
@@ -451,20 +449,20 @@ fn footnote(app: &App, area: Rect, buf: &mut Buffer) {
         (Some(p), _) => match &p.replaced {
             Some(r) => format!(
                 " util = achieved FLOP/s ÷ this run's best {} (above the {} peak).",
-                si(p.flops_per_s, "FLOP/s"),
+                FlopPerSecond(p.flops_per_s),
                 r.from
             ),
             None => format!(
                 " util = achieved FLOP/s ÷ {} peak {} ({}).",
                 p.from,
-                si(p.flops_per_s, "FLOP/s"),
+                FlopPerSecond(p.flops_per_s),
                 p.dtype
             ),
         },
         (None, Some(m)) => format!(
             " util = achieved FLOP/s ÷ {} peak {} ({}).",
             m.hardware,
-            si(m.flops_per_s, "FLOP/s"),
+            FlopPerSecond(m.flops_per_s),
             m.precision
         ),
         (None, None) => " util: no peak known for this machine.".into(),

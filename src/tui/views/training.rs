@@ -8,9 +8,10 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Chart, Dataset, GraphType, Paragraph, Row, Table, Widget};
 
 use super::charts::{axis, bounds, thin, Series};
-use crate::tui::format::{or_dash, si};
+use crate::tui::format::or_dash;
 use crate::tui::state::{LossPoint, RunState, TrainingCurve};
 use crate::tui::theme;
+use crate::units::{count, loss};
 use crate::vocab::Role;
 
 const ROLES: [Role; 2] = [Role::Sparse, Role::Dense];
@@ -138,7 +139,7 @@ fn efficiency_table(s: &RunState, area: Rect, buf: &mut Buffer) {
         (Some(a), Some(b)) => common_loss(a, b),
         _ => None,
     };
-    let target = common.map(|c| format!("{:.3}", c.0));
+    let target = common.map(|c| loss(c.0));
     let header = Row::new([
         "model".to_string(),
         "tokens".into(),
@@ -155,12 +156,12 @@ fn efficiency_table(s: &RunState, area: Rect, buf: &mut Buffer) {
         Some(
             Row::new([
                 format!("{} {}", r.label(), s.model_name(r).unwrap_or("")),
-                si(c.tokens as f64, "").trim_end().to_string(),
-                si(c.flops, ""),
-                or_dash(c.train_loss.last().map(|p| format!("{:.3}", p.loss))),
-                or_dash(c.val_loss.last().map(|p| format!("{:.3}", p.loss))),
-                or_dash(reach.map(|p| si(p.tokens, "").trim_end().to_string())),
-                or_dash(reach.map(|p| si(p.flops, ""))),
+                count(c.tokens as f64),
+                count(c.flops),
+                or_dash(c.train_loss.last().map(|p| loss(p.loss))),
+                or_dash(c.val_loss.last().map(|p| loss(p.loss))),
+                or_dash(reach.map(|p| count(p.tokens))),
+                or_dash(reach.map(|p| count(p.flops))),
             ])
             .style(theme::role(r)),
         )
