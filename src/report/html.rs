@@ -127,6 +127,6 @@ mod tests {
     fn a_figure_without_charts_leaves_nothing() {
         let mut p = Page::default();
         p.charts(vec![]);
-        assert!(!render(&p).contains("charts"));
+        assert!(!render(&p).contains("<div class=\"charts\">"));
     }
 }
