@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::page::{Block, Inline, Page, Table, Tone};
 use super::svg;
 
-pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.cutoff{background:#fde2e1;border:1px solid #c33;padding:0.6em 1em}
 .done{background:#e6f2e6;border:1px solid #6a6;padding:0.6em 1em}.estimate{background:#fff4d6;border:1px solid #d9a400;padding:0.4em 1em}
