@@ -490,6 +490,67 @@ fn the_report_carries_the_figures_computed_by_hand() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Panics unless `html` is well-formed as the report writes it: every element closed in order, no
+/// `<`, `>` or `&` outside markup and entities, no Markdown bold left in the text.
+fn assert_well_formed(html: &str) {
+    const VOID: [&str; 2] = ["!DOCTYPE", "meta"];
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(['<', '>', '&']) {
+        let at = &rest[i..];
+        let context: String = at.chars().take(60).collect();
+        match at.as_bytes()[0] {
+            b'>' => panic!("stray '>' at {context:?}"),
+            b'&' => {
+                let end = at.find(';').filter(|&e| e > 1 && e < 8);
+                let entity = end.map(|e| &at[1..e]);
+                assert!(
+                    entity
+                        .is_some_and(|e| e.chars().all(|c| c.is_ascii_alphanumeric() || c == '#')),
+                    "stray '&' at {context:?}"
+                );
+                rest = &at[1..];
+            }
+            _ => {
+                let end = at.find('>').expect("a '<' never closed");
+                let tag = &at[1..end];
+                assert!(!tag.contains('<'), "'<' inside a tag at {context:?}");
+                let name = tag
+                    .trim_start_matches('/')
+                    .split(|c: char| c.is_whitespace() || c == '/')
+                    .next()
+                    .unwrap_or("");
+                if tag.starts_with('/') {
+                    assert_eq!(open.pop(), Some(name), "</{name}> closes the wrong element");
+                } else if !tag.ends_with('/') && !VOID.contains(&name) {
+                    open.push(name);
+                }
+                rest = &at[end + 1..];
+            }
+        }
+    }
+    assert!(open.is_empty(), "never closed: {open:?}");
+    assert!(!html.contains("**"), "Markdown bold in the HTML");
+}
+
+#[test]
+fn the_well_formedness_check_finds_what_is_wrong() {
+    assert_well_formed("<!DOCTYPE html>\n<p>a &amp; <b>b</b><br/><meta charset=\"x\"></p>");
+    for bad in [
+        "<p><b>x</p></b>",
+        "<p>a < b</p>",
+        "<p>a & b</p>",
+        "<ul><li>x</li>",
+        "<p>x > y</p>",
+        "<p>**x**</p>",
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| assert_well_formed(bad)).is_err(),
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn a_cut_off_run_is_reported_and_says_so() {
     let dir = fixture(
@@ -525,6 +586,7 @@ fn a_cut_off_run_is_reported_and_says_so() {
     }
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("class=\"cutoff\"") && html.contains("Run cut off"));
+    assert_well_formed(&html);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -602,6 +664,14 @@ fn an_estimate_is_labelled_as_an_estimate() {
         .unwrap();
     assert!(!energy_line.contains("(measured)"), "{energy_line}");
     assert!(!md.contains("(a measurement)"));
+    let html = report(&[dir.to_str().unwrap(), "--format", "html"]);
+    assert!(
+        html.contains(
+            "<p class=\"estimate\">Energy source: <strong>estimate (not measured)</strong>"
+        ),
+        "{html}"
+    );
+    assert_well_formed(&html);
     let v = json_of(&dir);
     assert_eq!(v["sensor"]["is_measurement"], false);
     assert_eq!(
@@ -659,6 +729,7 @@ fn comparing_two_runs_gives_b_over_a_and_warns_of_different_sensors() {
     );
     let html = report(&[sa, sb, "--format", "html"]);
     assert!(html.contains("<svg") && html.contains("A against B"));
+    assert_well_formed(&html);
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
 }
@@ -678,6 +749,7 @@ fn out_picks_the_format_from_the_extension() {
     report(&[dir.to_str().unwrap(), "--out", file.to_str().unwrap()]);
     let html = std::fs::read_to_string(&file).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_well_formed(&html);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,12 +1,10 @@
 //! `report A B`: two runs side by side (before and after a change, or two machines), each figure
 //! with B / A.
 
-use std::fmt::Write;
-
+use super::charts;
 use super::document::*;
 use super::format::{num, opt, source_label, with_ci};
-use super::markdown::table;
-use super::{html, svg};
+use super::page::{text, Block, Page, Tone};
 use crate::vocab::{Phase, Role};
 
 fn run_ref(r: &Report) -> RunRef {
@@ -199,79 +197,28 @@ const RUN_HEADER: [&str; 7] = [
     "ended",
 ];
 
-pub fn render_markdown(c: &Comparison) -> String {
-    let mut o = format!(
-        "# sparsewatt comparison: {} (A) against {} (B)\n\n",
-        c.a.id, c.b.id
+/// The comparison as one page: the two runs, the warnings, J/token charts (HTML) and every figure
+/// with B / A. `a` and `b` are the two runs' reports (the charts read them).
+pub fn page(c: &Comparison, a: &Report, b: &Report) -> Page {
+    let mut p = Page {
+        title: format!("sparsewatt comparison: {} against {}", c.a.id, c.b.id),
+        blocks: Vec::new(),
+    };
+    p.heading(
+        1,
+        format!(
+            "sparsewatt comparison: {} (A) against {} (B)",
+            c.a.id, c.b.id
+        ),
     );
-    o.push_str(&table(&RUN_HEADER, &runs(c)));
-    o.push('\n');
-    for w in &c.warnings {
-        let _ = writeln!(o, "- **{w}**");
-    }
-    let _ = writeln!(
-        o,
-        "\n## Figures\n\n{}\nB / A below 1: B is lower (cheaper, or slower for token/s). Energy figures are means over measured steps ± the half-width of their 95% CI.",
-        table(&HEADER, &rows(c))
-    );
-    o
-}
-
-pub fn render_html(c: &Comparison, a: &Report, b: &Report) -> String {
-    let mut o = format!(
-        "<h1>sparsewatt comparison: {} (A) against {} (B)</h1>\n",
-        svg::esc(&c.a.id),
-        svg::esc(&c.b.id)
-    );
-    o.push_str(&html::table(&RUN_HEADER, &runs(c)));
+    p.table(&RUN_HEADER, runs(c));
     if !c.warnings.is_empty() {
-        o.push_str("<ul class=\"estimate\">");
-        for w in &c.warnings {
-            let _ = write!(o, "<li>{}</li>", svg::esc(w));
-        }
-        o.push_str("</ul>");
+        let items = c.warnings.iter().map(|w| text(w.clone())).collect();
+        p.blocks.push(Block::List(Tone::Warning, items));
     }
-    o.push_str("<div class=\"charts\">");
-    for phase in [Phase::Train, Phase::Prefill, Phase::Decode] {
-        let mut bars = Vec::new();
-        for role in [Role::Sparse, Role::Dense] {
-            for (name, r) in [("A", a), ("B", b)] {
-                let Some(p) = r
-                    .phases
-                    .iter()
-                    .find(|p| p.phase == phase)
-                    .and_then(|p| p.side(role))
-                else {
-                    continue;
-                };
-                let Some(j) = &p.joules_per_token else {
-                    continue;
-                };
-                bars.push(svg::Bar {
-                    label: format!("{name} {}", role.label()),
-                    color: if role == Role::Sparse {
-                        svg::SPARSE
-                    } else {
-                        svg::DENSE
-                    },
-                    value: j.value,
-                    ci95: j.ci95,
-                });
-            }
-        }
-        if !bars.is_empty() {
-            o.push_str(&svg::bar_chart(
-                &format!("J/token, {}, A against B, 95% CI", phase.label()),
-                "J/token",
-                &bars,
-            ));
-        }
-    }
-    o.push_str("</div><h2>Figures</h2>");
-    o.push_str(&html::table(&HEADER, &rows(c)));
-    o.push_str("<p>B / A below 1: B is lower (cheaper, or slower for token/s).</p>");
-    html::page(
-        &format!("sparsewatt comparison: {} against {}", c.a.id, c.b.id),
-        &o,
-    )
+    p.charts(charts::compared_joules_per_token(a, b));
+    p.heading(2, "Figures");
+    p.table(&HEADER, rows(c));
+    p.para("B / A below 1: B is lower (cheaper, or slower for token/s). Energy figures are means over measured steps ± the half-width of their 95% CI.");
+    p
 }

@@ -21,7 +21,6 @@ pub mod source {
     pub const WALL_CLOCK: &str = "wall clock";
     /// Counts taken from the run's records (tokens, steps, router counts).
     pub const RECORDS: &str = "run records";
-    pub const VALIDATION: &str = "validation eval";
     pub const TRAINING_LOSS: &str = "training loss of the step";
     pub const INTERPOLATED: &str = "interpolated between evals";
 }
@@ -87,11 +86,6 @@ impl Figure {
     pub fn per_opt(mut self, denominator: Option<&str>) -> Figure {
         self.per = denominator.map(str::to_string);
         self
-    }
-
-    /// True when the figure is an estimate rather than a sensor reading.
-    pub fn is_estimate(&self) -> bool {
-        self.source == crate::vocab::EnergySource::Estimate.label()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::runlog::{RunHeader, StepRecord};
+use crate::runlog::{sum_expert_tokens, RunHeader, StepRecord};
 use crate::vocab::{Phase, Role};
 
 use super::document::{source, ExpertLoad, Figure, LayerLoad};
@@ -25,23 +25,8 @@ pub fn expert_load(steps: &[&StepRecord], header: &RunHeader) -> Vec<ExpertLoad>
         .into_iter()
         .map(|((role, model, phase), steps)| {
             let profile = header.model(role);
-            let n_layers = steps
-                .iter()
-                .map(|s| s.expert_tokens.len())
-                .max()
-                .unwrap_or(0);
-            let mut sums: Vec<Vec<u64>> = vec![Vec::new(); n_layers];
-            for s in &steps {
-                for (layer, counts) in s.expert_tokens.iter().enumerate() {
-                    let sum = &mut sums[layer];
-                    if sum.len() < counts.len() {
-                        sum.resize(counts.len(), 0);
-                    }
-                    for (acc, c) in sum.iter_mut().zip(counts) {
-                        *acc += c;
-                    }
-                }
-            }
+            let sums = sum_expert_tokens(steps.iter().map(|s| s.expert_tokens.as_slice()));
+            let n_layers = sums.len();
             let dropped: u64 = steps.iter().map(|s| s.dropped).sum();
             let tokens: u64 = steps.iter().map(|s| s.tokens).sum();
             // Every token is routed to top_k experts in every MoE layer.

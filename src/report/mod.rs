@@ -1,21 +1,29 @@
 //! Markdown, HTML (inline SVG charts) and JSON renderings of a run folder, and the comparison of two.
 //!
-//! [`build`] turns a run's records into a [`Report`] (the JSON document, schema in docs/report.md);
-//! [`markdown`] and [`html`] render it. [`write_all`] is what the run engine calls at the end of a
-//! run. A cut-off run is reported the same way, from the records it has, and says so.
+//! [`build`] turns a run's records into a [`Report`] (the JSON document, schema in docs/report.md).
+//! [`sections`] lays a report out once as a `page::Page` (headings, paragraphs, tables, charts as
+//! data), and [`compare`] a comparison; [`markdown`] and [`html`] render a page. [`write_all`] is
+//! what the run engine calls at the end of a run. A cut-off run is reported the same way, from the
+//! records it has, and says so.
 
 mod build;
+mod charts;
 mod compare;
 pub mod document;
 mod efficiency;
 mod experts;
 pub mod format;
-pub mod html;
-pub mod markdown;
+mod html;
+mod markdown;
+mod method;
+mod page;
 mod power;
 mod projection;
 pub mod quality;
-pub mod svg;
+mod sections;
+mod sentences;
+mod svg;
+mod tables;
 
 use std::path::{Path, PathBuf};
 
@@ -77,8 +85,8 @@ pub fn to_json<T: serde::Serialize>(x: &T) -> String {
 
 pub fn render(r: &Report, f: Format) -> String {
     match f {
-        Format::Markdown => markdown::render(r),
-        Format::Html => html::render(r),
+        Format::Markdown => markdown::render(&sections::page(r)),
+        Format::Html => html::render(&sections::page(r)),
         Format::Json => to_json(r),
     }
 }
@@ -86,8 +94,8 @@ pub fn render(r: &Report, f: Format) -> String {
 /// Render `report A B`; `a` and `b` are the two runs' reports (the HTML charts read them).
 pub fn render_comparison(c: &Comparison, a: &Report, b: &Report, f: Format) -> String {
     match f {
-        Format::Markdown => compare::render_markdown(c),
-        Format::Html => compare::render_html(c, a, b),
+        Format::Markdown => markdown::render(&compare::page(c, a, b)),
+        Format::Html => html::render(&compare::page(c, a, b)),
         Format::Json => to_json(c),
     }
 }

@@ -1,8 +1,11 @@
-//! Inline SVG charts for the HTML report: plain markup, no script, no external reference.
+//! A [`Chart`] drawn as inline SVG for the HTML report: plain markup, no script, no external
+//! reference.
 
 use std::fmt::Write;
 
 use super::format::num;
+use super::html::esc;
+use super::page::{Bar, Chart, HLine, Series};
 
 const W: f64 = 640.0;
 const H: f64 = 300.0;
@@ -11,16 +14,31 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 52.0;
 const BOTTOM: f64 = 46.0;
 
-/// Colours of the two sides, used everywhere in the report.
-pub const SPARSE: &str = "#1b6ca8";
-pub const DENSE: &str = "#d9782d";
-pub const MUTED: &str = "#777777";
+/// The reference line's colour.
+const MUTED: &str = "#777777";
 
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The chart as one `<svg>` element.
+pub fn render(c: &Chart) -> String {
+    match c {
+        Chart::Lines {
+            title,
+            x_label,
+            y_label,
+            series,
+            hline,
+        } => line_chart(title, x_label, y_label, series, hline.as_ref()),
+        Chart::Bars {
+            title,
+            y_label,
+            bars,
+            narrow,
+        } => bar_chart(title, y_label, bars, *narrow),
+        Chart::Heatmap {
+            title,
+            row_labels,
+            rows,
+        } => heatmap(title, row_labels, rows),
+    }
 }
 
 /// Round tick positions covering [lo, hi]: steps of 1, 2 or 5 times a power of ten.
@@ -70,10 +88,10 @@ impl Frame {
     }
 }
 
-fn open(out: &mut String, title: &str) {
+fn open(out: &mut String, title: &str, class: &str) {
     let _ = write!(
         out,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/><text x="{LEFT}" y="20" font-size="14" font-weight="bold" fill="#222">{t}</text>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="{class}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/><text x="{LEFT}" y="20" font-size="14" font-weight="bold" fill="#222">{t}</text>"##,
         t = esc(title)
     );
 }
@@ -133,20 +151,8 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
     }
 }
 
-pub struct Series {
-    pub name: String,
-    pub color: &'static str,
-    pub points: Vec<(f64, f64)>,
-}
-
-/// A horizontal reference line (the idle baseline).
-pub struct HLine {
-    pub name: String,
-    pub y: f64,
-}
-
 /// Lines through (x, y) points, one per series, with an optional dashed reference line.
-pub fn line_chart(
+fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
@@ -179,7 +185,7 @@ pub fn line_chart(
         y: padded(ylo, yhi, false),
     };
     let mut out = String::new();
-    open(&mut out, title);
+    open(&mut out, title, "chart");
     axes(&mut out, &f, x_label, y_label, true);
     if let Some(h) = hline {
         let y = f.py(h.y);
@@ -228,16 +234,8 @@ pub fn line_chart(
     out
 }
 
-pub struct Bar {
-    pub label: String,
-    pub color: &'static str,
-    pub value: f64,
-    /// 95% interval drawn as an error bar.
-    pub ci95: Option<[f64; 2]>,
-}
-
-/// Vertical bars from zero with 95% error bars.
-pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar]) -> String {
+/// Vertical bars from zero with 95% error bars; a third of the page wide when `narrow`.
+fn bar_chart(title: &str, y_label: &str, bars: &[Bar], narrow: bool) -> String {
     let hi = bars
         .iter()
         .map(|b| b.ci95.map_or(b.value, |c| c[1].max(b.value)))
@@ -251,7 +249,8 @@ pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar]) -> String {
         y: padded(lo, hi, true),
     };
     let mut out = String::new();
-    open(&mut out, title);
+    let class = if narrow { "chart third" } else { "chart" };
+    open(&mut out, title, class);
     axes(&mut out, &f, "", y_label, false);
     let slot = (W - LEFT - RIGHT) / bars.len().max(1) as f64;
     let width = (slot * 0.5).min(90.0);
@@ -310,7 +309,7 @@ fn load_colour(r: f64) -> String {
 }
 
 /// Rows of cells coloured by value / row mean (tokens per expert, one row per MoE layer).
-pub fn heatmap(title: &str, row_labels: &[String], rows: &[Vec<u64>]) -> String {
+fn heatmap(title: &str, row_labels: &[String], rows: &[Vec<u64>]) -> String {
     // Room on the left for "MoE 12 (block 25)".
     const LEFT: f64 = 124.0;
     const TOP: f64 = 34.0;
@@ -385,6 +384,8 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(esc("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;");
+        let svg = bar_chart("a<b", "J", &[], false);
+        assert!(svg.contains("<title>a&lt;b</title>"));
     }
 
     #[test]
@@ -394,11 +395,13 @@ mod tests {
             "J/token",
             &[Bar {
                 label: "x".into(),
-                color: SPARSE,
+                color: "#000000",
                 value: 1.0,
                 ci95: Some([0.5, 1.5]),
             }],
+            true,
         );
+        assert!(svg.contains("class=\"chart third\""));
         assert!(svg.contains("class=\"errorbar\""));
         assert_eq!(svg.matches("<rect class=\"bar\"").count(), 1);
     }

@@ -1,5 +1,6 @@
 //! The run folder: an append-only record of a run, written as it goes and readable after a crash.
 
+mod expert_load;
 mod folder;
 /// A run header for tests elsewhere in the crate.
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod record;
 mod summary;
 mod target;
 
+pub use expert_load::{add_expert_tokens, sum_expert_tokens};
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
     SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
