@@ -412,18 +412,23 @@ fn auto_falls_back_to_rapl_then_the_estimate_saying_why() {
 fn a_gpu_lost_mid_run_leaves_its_windows_unmeasured_and_the_meter_going() {
     let _g = serial();
     // 2 energy reads per `read` (one per GPU): open, the start sample, and one window's begin
-    // and end are the 8 reads that succeed; every read after fails.
-    let lib = build_stub("lost8", &["STEP_MODE", "FAIL_AFTER_READS=8"]);
+    // and end make 8; the next begin reads both counters (9, 10), then the GPUs are lost.
+    let lib = build_stub("lost10", &["STEP_MODE", "FAIL_AFTER_READS=10"]);
     let sensor = NvmlSensor::open(Some(&lib)).unwrap();
     let m = Meter::start(Box::new(sensor), 0.0, Instant::now());
-    let e = m.end(m.begin()).expect("the window before the loss is measured");
+    let e = m
+        .end(m.begin())
+        .expect("the window before the loss is measured");
     assert_eq!(e.joules, 3.0, "1 J + 2 J per read");
     for _ in 0..3 {
         let err = m.end(m.begin()).unwrap_err().to_string();
         assert!(err.contains("nvml: read failed"), "{err}");
     }
     let (errors, last) = m.read_errors();
-    assert_eq!(errors, 6, "each begin read twice (retried), no end read after a failed begin");
+    assert_eq!(
+        errors, 6,
+        "each begin read twice (retried), no end read after a failed begin"
+    );
     assert!(last.unwrap().contains("GPU 0"));
 }
 
@@ -499,7 +504,9 @@ fn run_while_the_sensor_vanishes(
     loop {
         let text = std::fs::read_to_string(&records).unwrap_or_default();
         let measured = text.lines().any(|l| {
-            l.contains("\"kind\":\"step\"") && l.contains("\"phase\":\"train\"") && l.contains("\"joules\"")
+            l.contains("\"kind\":\"step\"")
+                && l.contains("\"phase\":\"train\"")
+                && l.contains("\"joules\"")
         });
         if measured {
             break;
@@ -514,7 +521,10 @@ fn run_while_the_sensor_vanishes(
     vanish();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "the run goes on and ends cleanly: {stderr}");
+    assert!(
+        out.status.success(),
+        "the run goes on and ends cleanly: {stderr}"
+    );
     (tmp, stderr)
 }
 

@@ -46,7 +46,11 @@ fn on_path(program: &str) -> bool {
 fn get(port: u16, path_and_query: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
@@ -181,7 +185,11 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    lint.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
     let lint = lint.wait_with_output().unwrap();
     assert!(
         lint.status.success(),
@@ -217,7 +225,13 @@ fn replay_serves_a_finished_runs_totals_and_bad_addresses_exit_2() {
     // Nothing but this test scrapes the run, until it exits (it lingers until a scrape has read
     // its final values).
     let mp = free_port();
-    let mut run = Killed(short_run(&dir, &format!("127.0.0.1:{mp}")).spawn().unwrap());
+    let mut run = Killed(
+        short_run(&dir, &format!("127.0.0.1:{mp}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut last = None;
     while run.0.try_wait().unwrap().is_none() {
         last = get(mp, "/metrics").or(last);
@@ -261,10 +275,15 @@ fn replay_serves_a_finished_runs_totals_and_bad_addresses_exit_2() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
     for (addr, says) in [("9464", "HOST:PORT"), (taken.as_str(), "cannot listen")] {
-        let out = short_run(&tmp.path().join("refused"), addr).output().unwrap();
+        let out = short_run(&tmp.path().join("refused"), addr)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{addr}: {stderr}");
-        assert!(stderr.contains("--metrics") && stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("--metrics") && stderr.contains(says),
+            "{stderr}"
+        );
         assert!(!tmp.path().join("refused").exists());
         let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
             .arg("replay")

@@ -31,7 +31,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = read_run(&args.run_dir).map_err(|e| BadInput(e.to_string()))?;
     if let Some(addr) = &args.metrics {
-        sparsewatt::metrics::serve_run(addr, &run).map_err(|e| BadInput(format!("--metrics: {e}")))?;
+        sparsewatt::metrics::serve_run(addr, &run)
+            .map_err(|e| BadInput(format!("--metrics: {e}")))?;
         return Ok(());
     }
     let mut app = App::replay(run);

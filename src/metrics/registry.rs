@@ -242,13 +242,12 @@ impl RunMetrics {
             }
         }
         if let Some(j) = s.energy_j {
-            let mut last = self
-                .last_sample_j
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_sample_j.lock().unwrap_or_else(|p| p.into_inner());
             let delta = j - last.unwrap_or(0.0);
             if delta > 0.0 && delta.is_finite() {
-                self.sensor_joules.with_label_values(&[source]).inc_by(delta);
+                self.sensor_joules
+                    .with_label_values(&[source])
+                    .inc_by(delta);
             }
             *last = Some(j);
         }
@@ -438,7 +437,11 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            value(&t, "sparsewatt_host_energy_joules_total", &[dense[0], rapl[0]]),
+            value(
+                &t,
+                "sparsewatt_host_energy_joules_total",
+                &[dense[0], rapl[0]]
+            ),
             Some(2.0)
         );
         assert_eq!(
@@ -539,7 +542,10 @@ mod tests {
             .map(|l| l.split('|').nth(1).unwrap())
             .collect();
         assert_eq!(names_in(&table), served, "docs/metrics.md's table");
-        assert!(names_in(&doc).is_subset(&served), "docs/metrics.md names a metric not served");
+        assert!(
+            names_in(&doc).is_subset(&served),
+            "docs/metrics.md names a metric not served"
+        );
 
         let text = std::fs::read_to_string(root.join("docs/grafana-sparsewatt.json")).unwrap();
         let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");

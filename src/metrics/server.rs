@@ -113,7 +113,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, MetricsError> {
         return Err(bad("no port".into()));
     }
     let mut found = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
-    found.next().ok_or_else(|| bad("it resolves to nothing".into()))
+    found
+        .next()
+        .ok_or_else(|| bad("it resolves to nothing".into()))
 }
 
 /// The server's loop: `/metrics` in the text format, anything else a 404 naming it.
@@ -256,17 +258,21 @@ mod tests {
         let h = test_header();
         for bad in ["9464", "nohost-at-all.invalid:9464", "127.0.0.1:notaport"] {
             let e = serve(bad, &h).err().expect("refused");
+            assert!(matches!(e, MetricsError::BadAddr { .. }), "{bad}: {e}");
             assert!(
-                matches!(e, MetricsError::BadAddr { .. }),
-                "{bad}: {e}"
+                e.to_string().contains(bad) && e.to_string().contains("HOST:PORT"),
+                "{e}"
             );
-            assert!(e.to_string().contains(bad) && e.to_string().contains("HOST:PORT"), "{e}");
         }
         let first = serve("127.0.0.1:0", &h).unwrap();
         let taken = first.addr().to_string();
         let e = serve(&taken, &h).err().expect("the port is taken");
         assert!(matches!(e, MetricsError::Listen { .. }), "{e}");
-        assert!(e.to_string().starts_with(&format!("cannot listen on {taken}")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on {taken}")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -295,7 +301,10 @@ mod tests {
     #[test]
     fn linger_returns_once_a_scrape_has_read_the_last_record() {
         let x = serve("127.0.0.1:0", &test_header()).unwrap();
-        assert!(x.linger(Duration::ZERO), "nothing observed: nothing to wait for");
+        assert!(
+            x.linger(Duration::ZERO),
+            "nothing observed: nothing to wait for"
+        );
         x.observe(&Record::Step(test_step(Role::Dense, Phase::Decode)));
         assert!(!x.linger(Duration::from_millis(100)), "no scrape came");
         let addr = x.addr();
