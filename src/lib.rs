@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod data;
 pub mod meter;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod project;

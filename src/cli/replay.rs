@@ -22,10 +22,19 @@ pub struct Args {
     /// exit without opening the dashboard.
     #[arg(long, value_name = "FRAMES")]
     pub bench_draw: Option<u32>,
+    /// Serve the run's final values as Prometheus metrics at http://ADDR/metrics until Ctrl-C,
+    /// instead of opening the dashboard (docs/metrics.md).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = read_run(&args.run_dir).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(addr) = &args.metrics {
+        sparsewatt::metrics::serve_run(addr, &run)
+            .map_err(|e| BadInput(format!("--metrics: {e}")))?;
+        return Ok(());
+    }
     let mut app = App::replay(run);
     if let Some(at) = args.at {
         if !at.is_finite() || at < 0.0 {

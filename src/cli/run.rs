@@ -117,6 +117,10 @@ pub struct Args {
     /// Run the models on the GPU when built with the `cuda` feature and one is present.
     #[arg(long)]
     gpu: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run lives (e.g. 127.0.0.1:9464;
+    /// docs/metrics.md).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -364,6 +368,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             target_loss: a.target_loss,
         },
     };
+    // --metrics: served from here on; the records reach it through a tee of the run's events.
+    let metrics = (a.metrics.as_deref())
+        .map(|addr| sparsewatt::metrics::serve(addr, &header))
+        .transpose()
+        .map_err(|e| BadInput(format!("--metrics: {e}")))?;
+    let observer = metrics.clone();
     let mut writer = RunWriter::create(&dir, &header)
         .with_context(|| format!("creating the run folder {}", dir.display()))?;
     let plan = RunPlan {
@@ -421,6 +431,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let work = move |events: Option<&mpsc::Sender<RunEvent>>,
                      stop: &AtomicBool,
                      progress: &mut dyn Progress| {
+        let tee = observer.as_ref().map(|m| {
+            m.tee(events.cloned(), |e: &RunEvent| match e {
+                RunEvent::Record(r) => Some(&**r),
+                _ => None,
+            })
+        });
+        let events = tee.as_ref().map(|t| t.sender()).or(events);
         let r = execute(
             &plan,
             &mut sparse,
@@ -464,7 +481,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut progress = StderrProgress { start: epoch };
         work(None, &stop, &mut progress)?
     };
-    finish(&dir, &summary)
+    let done = finish(&dir, &summary);
+    if let Some(m) = metrics {
+        m.linger(sparsewatt::metrics::LINGER);
+    }
+    done
 }
 
 /// Reports beside the records, and the answer on standard output.

@@ -6,7 +6,10 @@
  *   RESET_AT_READ=n    GPU 0's counter restarts from 0 at its n-th energy read (driver reset)
  *   NO_ENERGY          the energy counter is not supported (pre-Volta)
  *   NO_INSTANT         field 186 (instant power) is not supported
+ *   FAIL_AFTER_READS=n the GPUs are lost after n energy reads in all: every device query
+ *                      fails from then on (NVML_ERROR_GPU_IS_LOST)
  * At run time (read by nvmlInit_v2):
+ *   NVML_STUB_LOST_FILE=path  the GPUs are lost from the moment this file exists
  *   NVML_STUB_UPDATE_MS=n  the clock-driven counter advances only every n ms, in steps of
  *                          n ms x the board power, like a real board's (10-100 ms)
  * GPU g draws POWER_MW(g): 150 W and 250 W. */
@@ -15,9 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
-enum { OK = 0, ERR_UNINIT = 1, ERR_ARG = 2, ERR_NOT_SUPPORTED = 3, ERR_SIZE = 7 };
+enum { OK = 0, ERR_UNINIT = 1, ERR_ARG = 2, ERR_NOT_SUPPORTED = 3, ERR_SIZE = 7, ERR_GPU_LOST = 15 };
 typedef struct { int unused; } *nvmlDevice_t;
 typedef union {
     double dVal; int siVal; unsigned int uiVal; unsigned long ulVal;
@@ -43,6 +47,16 @@ static double epoch_s[GPUS];
 static unsigned long long base_mj[GPUS];
 static unsigned long long energy_reads[GPUS];
 static double update_s = 0.0; /* 0: the counter follows the clock continuously */
+static unsigned long long all_energy_reads = 0;
+static const char *lost_file = NULL;
+
+/* Whether the GPUs have fallen off the bus (FAIL_AFTER_READS, NVML_STUB_LOST_FILE). */
+static int lost(void) {
+#ifdef FAIL_AFTER_READS
+    if (all_energy_reads >= FAIL_AFTER_READS) return 1;
+#endif
+    return lost_file != NULL && access(lost_file, F_OK) == 0;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -59,7 +73,8 @@ static int index_of(nvmlDevice_t d) {
 #define DEVICE_OR_FAIL(d, g)                      \
     if (!initialised) return ERR_UNINIT;          \
     int g = index_of(d);                          \
-    if (g < 0) return ERR_ARG;
+    if (g < 0) return ERR_ARG;                    \
+    if (lost()) return ERR_GPU_LOST;
 
 /* Like NVML, init and shutdown are reference counted: the state starts at the first init. */
 nvmlReturn_t nvmlInit_v2(void) {
@@ -68,6 +83,8 @@ nvmlReturn_t nvmlInit_v2(void) {
     for (int g = 0; g < GPUS; g++) { epoch_s[g] = t; base_mj[g] = BASE_MJ; energy_reads[g] = 0; }
     const char *ms = getenv("NVML_STUB_UPDATE_MS");
     update_s = ms ? atof(ms) / 1e3 : 0.0;
+    lost_file = getenv("NVML_STUB_LOST_FILE");
+    all_energy_reads = 0;
     return OK;
 }
 
@@ -76,7 +93,9 @@ nvmlReturn_t nvmlShutdown(void) {
     return OK;
 }
 
-const char *nvmlErrorString(nvmlReturn_t r) { return r == OK ? "Success" : "stub error"; }
+const char *nvmlErrorString(nvmlReturn_t r) {
+    return r == OK ? "Success" : r == ERR_GPU_LOST ? "GPU is lost" : "stub error";
+}
 
 nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
     if (!initialised) return ERR_UNINIT;
@@ -111,6 +130,7 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long l
     return ERR_NOT_SUPPORTED;
 #else
     energy_reads[g]++;
+    all_energy_reads++;
 #ifdef RESET_AT_READ
     if (g == 0 && energy_reads[g] == RESET_AT_READ) {
         /* The driver reloaded: the counter starts again from 0. */
