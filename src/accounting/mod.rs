@@ -29,7 +29,7 @@ pub use matched::{matched_dense, Baseline};
 pub use params::{
     attn_matrices, attn_params, expert_params, ffn_params, params, ComponentParams, ParamCount,
 };
-pub use summary::{human, three_significant, AccountOptions, Summary};
+pub use summary::{AccountOptions, Summary};
 
 /// Errors of the accounting module.
 #[derive(Debug, thiserror::Error)]

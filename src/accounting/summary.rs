@@ -165,19 +165,3 @@ impl Summary {
 fn every_component(f: &FlopCount) -> BTreeMap<Component, f64> {
     Component::ALL.iter().map(|&c| (c, f.get(c))).collect()
 }
-
-/// A count with an SI suffix and three significant digits: 1.20 T, 96.6 G, 180 G, 512
-/// ([`crate::units::count`], which new code calls directly).
-pub fn human(x: f64) -> String {
-    crate::units::count(x)
-}
-
-/// Three significant digits ([`crate::units::sig3`], which new code calls directly).
-pub fn three_significant(v: f64) -> String {
-    crate::units::sig3(v)
-}
-
-/// [`human`] with a unit: "4.50 GB", "0 B" ([`crate::units::count_unit`]).
-pub fn human_unit(x: f64, unit: &str) -> String {
-    crate::units::count_unit(x, unit)
-}

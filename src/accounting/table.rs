@@ -112,8 +112,8 @@ fn published_line(s: &Summary) -> Option<String> {
         published.map(|p| {
             format!(
                 "{what} {} (counted {}, {:+.1}%)",
-                human(p),
-                human(counted),
+                count(p),
+                count(counted),
                 100.0 * (counted - p) / p
             )
         })

@@ -87,16 +87,14 @@ impl SeedComparison {
 
     /// The table every rendering shows (terminal, report, dashboard), one row per model.
     pub fn cells(&self) -> Vec<Vec<String>> {
-        let sig = super::table::sig3;
+        let sig = crate::units::sig3;
         self.rows
             .iter()
             .map(|r| {
                 vec![
                     r.model.clone(),
                     r.role.clone(),
-                    r.training
-                        .tokens
-                        .map_or("–".into(), crate::accounting::human),
+                    r.training.tokens.map_or("–".into(), crate::units::count),
                     format!("{} x {}", r.training.chips, r.training.hardware),
                     sig(r.training.energy_mwh),
                     r.published_mwh.map_or("–".into(), sig),
@@ -154,14 +152,14 @@ pub fn seed_comparison() -> Result<SeedComparison, ProjectError> {
     };
     let tpu_setup = format!(
         "{} tokens on {GLAM_CHIPS} TPU v4 at MFU {u:.3} (GLaM's 574 h for 280B tokens)",
-        crate::accounting::human(GLAM_TOKENS)
+        crate::units::count(GLAM_TOKENS)
     );
     let g = project_training_tokens(&glam, GLAM_TOKENS, &tpu, &on_tpu)?;
     let d = project_training_tokens(&dense, GLAM_TOKENS, &tpu, &on_tpu)?;
     let t = project_training_tokens(&gpt3, GPT3_TOKENS, &v100, &Settings::new(GPT3_CHIPS))?;
     let gpt3_setup = format!(
         "{} tokens on {GPT3_CHIPS} V100 at MFU {:.3} (the v100 profile's: Patterson's measured 24.6 TFLOP/s)",
-        crate::accounting::human(GPT3_TOKENS),
+        crate::units::count(GPT3_TOKENS),
         t.mfu
     );
     let rows = vec![

@@ -9,7 +9,7 @@ use crate::profile::HardwareProfile;
 use crate::units::{percent, signed_percent};
 
 /// Three significant digits, plain between 0.001 and 10^6, scientific outside (`units` writes it).
-pub use crate::units::sig3;
+use crate::units::sig3;
 
 /// The roofline fitted to a run, each of its models measured against it, and the prediction.
 pub fn local_table(p: &LocalPrediction) -> String {

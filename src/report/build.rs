@@ -320,8 +320,8 @@ fn answer(phases: &[PhaseRow], source: EnergySource) -> Answer {
             text.push_str(&format!(
                 "; it executed {}x the FLOPs per token ({} against {}).",
                 num(rf.value),
-                crate::accounting::human(s.flops_per_token.value),
-                crate::accounting::human(d.flops_per_token.value)
+                crate::units::count(s.flops_per_token.value),
+                crate::units::count(d.flops_per_token.value)
             ));
         } else {
             text.push('.');

@@ -2,8 +2,8 @@
 //! the same validation loss, from `summary.json`'s `to_target` (computed in `runlog`), in
 //! sentences and one table. Per-token cost is the second answer.
 
-use crate::accounting::human;
 use crate::runlog::{Interval, ModelToTarget, ToTarget};
+use crate::units::count;
 use crate::vocab::Role;
 
 use super::format::{num, source_label};
@@ -194,8 +194,8 @@ pub fn table_rows(t: &ToTarget) -> Vec<Vec<String>> {
                 format!("{} ({})", m.model, m.role),
                 cell(m.joules.as_ref(), num),
                 cell(m.joules_idle_subtracted.as_ref(), num),
-                cell(m.flops.as_ref(), human),
-                cell(m.tokens.as_ref(), human),
+                cell(m.flops.as_ref(), count),
+                cell(m.tokens.as_ref(), count),
                 cell(m.seconds.as_ref(), num),
             ]
         })

@@ -4,7 +4,7 @@
 use super::document::*;
 use super::format::{num, opt, source_label, with_ci};
 use super::page::{Inline, Line};
-use crate::accounting::human;
+use crate::units::count;
 
 /// One line under the answer saying where the energy figures come from; an estimate in bold.
 pub fn energy_line(r: &Report) -> Line {
@@ -143,8 +143,8 @@ pub fn expert_summary(e: &ExpertLoad) -> String {
         e.role.label(),
         e.phase.label(),
         e.steps,
-        human(e.dropped.value),
-        human(e.assignments.value),
+        count(e.dropped.value),
+        count(e.assignments.value),
         opt(e.dropped_fraction.as_ref(), |f| format!(
             "{}%",
             num(f.value * 100.0)

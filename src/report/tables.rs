@@ -3,7 +3,7 @@
 use super::document::*;
 use super::format::{interval, num, opt, plain, source_label, with_ci};
 use super::page::Table;
-use crate::accounting::human;
+use crate::units::count;
 use crate::vocab::{Phase, Role};
 
 /// The answer table: J/token and FLOPs/token of both models per phase, with the ratios.
@@ -31,8 +31,8 @@ pub fn curve(c: &LossCurve) -> Table {
         .into_iter()
         .map(|p| {
             vec![
-                human(p.train_tokens as f64),
-                human(p.train_flops),
+                count(p.train_tokens as f64),
+                count(p.train_flops),
                 p.train_joules.map_or("–".into(), num),
                 format!("{:.4}", p.loss_nats),
             ]
@@ -78,7 +78,7 @@ fn answer_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
             };
             let n = |x: Option<&PhaseFigures>| x.map_or("–".into(), |p| p.steps.to_string());
             let fpt = |x: Option<&PhaseFigures>| {
-                x.map_or("–".into(), |p| human(p.flops_per_token.value))
+                x.map_or("–".into(), |p| count(p.flops_per_token.value))
             };
             let ratio = r.ratio.as_ref();
             vec![
@@ -106,13 +106,13 @@ fn detail_rows(phases: &[PhaseRow]) -> Vec<Vec<String>> {
                 r.phase.label().into(),
                 format!("{} ({})", p.model, role.label()),
                 format!("{} ({})", p.steps, p.warmup_steps_excluded),
-                human(p.tokens.value),
+                count(p.tokens.value),
                 num(p.seconds.value),
                 opt(p.joules_per_token.as_ref(), plain),
                 opt(p.joules_per_token.as_ref(), interval),
                 opt(p.joules_per_token_idle_subtracted.as_ref(), with_ci),
                 opt(p.tokens_per_s.as_ref(), with_ci),
-                human(p.flops_per_s.value),
+                count(p.flops_per_s.value),
                 opt(p.utilization.as_ref(), |f| {
                     format!("{:.1}%", 100.0 * f.value.min(1.0))
                 }),
@@ -147,8 +147,8 @@ fn model_rows(models: &[ModelSection]) -> Vec<Vec<String>> {
             vec![
                 m.role.label().into(),
                 m.name.clone(),
-                human(m.total_params.value),
-                human(m.active_params.value),
+                count(m.total_params.value),
+                count(m.active_params.value),
                 m.layers.to_string(),
                 m.d_model.to_string(),
                 m.d_ff.to_string(),
@@ -199,8 +199,8 @@ fn same_loss_rows(s: &SameLoss) -> Vec<Vec<String>> {
         .map(|r| {
             vec![
                 format!("{} ({})", r.model, r.role.label()),
-                human(r.tokens.value),
-                human(r.flops.value),
+                count(r.tokens.value),
+                count(r.flops.value),
                 opt(r.joules.as_ref(), |f| {
                     format!("{} ({})", num(f.value), source_label(&f.source))
                 }),
