@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::runlog::{summarize, IdleWhen, Record, RunHeader, RunSummary, StepRecord};
+use crate::runlog::{
+    add_expert_tokens, summarize, IdleWhen, Record, RunHeader, RunSummary, StepRecord,
+};
 use crate::vocab::EnergySource;
 use crate::vocab::{Phase, Role};
 
@@ -50,20 +52,6 @@ pub fn imbalance(counts: &[u64]) -> Option<f64> {
     }
     let mean = total as f64 / counts.len() as f64;
     Some(*counts.iter().max()? as f64 / mean)
-}
-
-fn add_into(acc: &mut Vec<Vec<u64>>, x: &[Vec<u64>]) {
-    if acc.len() < x.len() {
-        acc.resize(x.len(), Vec::new());
-    }
-    for (a, row) in acc.iter_mut().zip(x) {
-        if a.len() < row.len() {
-            a.resize(row.len(), 0);
-        }
-        for (ai, xi) in a.iter_mut().zip(row) {
-            *ai += xi;
-        }
-    }
 }
 
 /// Append `p` to a time series, keeping it sorted by time when a point arrives late.
@@ -296,10 +284,10 @@ impl RunState {
         if !s.expert_tokens.is_empty() || s.dropped > 0 {
             let x = self.experts.entry(s.role).or_default();
             if s.phase == Phase::Train {
-                add_into(&mut x.tokens, &s.expert_tokens);
+                add_expert_tokens(&mut x.tokens, &s.expert_tokens);
                 x.last_step = s.expert_tokens.clone();
                 for (d, counts) in &s.domain_expert_tokens {
-                    add_into(x.domains.entry(d.clone()).or_default(), counts);
+                    add_expert_tokens(x.domains.entry(d.clone()).or_default(), counts);
                 }
                 if let Some(a) = s.aux_loss {
                     x.aux_loss.push(a);
