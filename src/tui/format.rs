@@ -4,9 +4,6 @@
 use crate::stats::Estimate;
 use crate::units::si_pm;
 
-// For the views that still name them here (projections.rs): `units` writes them.
-pub use crate::units::{duration, ratio, si};
-
 /// Mean ± half of the 95% CI in the mean's prefix, then the number of observations:
 /// "1.23 mJ ±0.04 (n 12)"; n = 1 has no interval.
 pub fn estimate(e: &Estimate, unit: &str) -> String {

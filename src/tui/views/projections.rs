@@ -10,12 +10,13 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Widget};
 
 use crate::project::{InferenceComparison, TrainingProjection};
 use crate::tui::app::App;
-use crate::tui::format::{self, or_dash, si};
+use crate::tui::format::or_dash;
 use crate::tui::theme;
 use crate::tui::whatif::{
     comparison, comparison_inference, comparison_rows, machine_calibration, measured_rows,
     ProjectionRow,
 };
+use crate::units::{duration, ratio, si};
 use crate::vocab::{Phase, Role};
 
 /// Column widths: chip, then time, J/token, energy, CO2e for sparse and for dense, then the ratio.
@@ -140,9 +141,9 @@ fn seed_block(c: &crate::project::SeedComparison, area: Rect, buf: &mut Buffer) 
     Line::styled(
         format!(
             "GLaM ÷ GPT-3 energy {} projected, {} published (Du et al. 2022, Table 1); GLaM ÷ its dense base {} per token at the same width",
-            format::ratio(c.energy_vs_gpt3),
-            format::ratio(c.published_energy_vs_gpt3),
-            format::ratio(c.energy_vs_dense)
+            ratio(c.energy_vs_gpt3),
+            ratio(c.published_energy_vs_gpt3),
+            ratio(c.energy_vs_dense)
         ),
         theme::dim(),
     )
@@ -173,7 +174,7 @@ fn settings_line(app: &App, area: Rect, buf: &mut Buffer) {
 fn cells(p: &Result<TrainingProjection, String>) -> [String; 4] {
     match p {
         Ok(p) => [
-            format::duration(p.seconds),
+            duration(p.seconds),
             or_dash(p.joules_per_token.map(|j| si(j, "J"))),
             si(p.energy_j / 3600.0, "Wh"),
             co2e(p.co2e_tonnes),
@@ -234,7 +235,7 @@ fn table(
         let mut c: Vec<Cell> = vec![Cell::from(r.hardware.clone())];
         c.extend(cells(&r.sparse).map(|x| Cell::from(x).style(theme::role(Role::Sparse))));
         c.extend(cells(&r.dense).map(|x| Cell::from(x).style(theme::role(Role::Dense))));
-        c.push(Cell::from(or_dash(r.energy_ratio().map(format::ratio))));
+        c.push(Cell::from(or_dash(r.energy_ratio().map(ratio))));
         let row = Row::new(c);
         if i == app.what_if.selected {
             row.style(theme::selected())
@@ -260,7 +261,7 @@ fn inference_line(c: &InferenceComparison) -> String {
         "decode: sparse {} vs dense {} → {} the energy per token{}",
         d(&c.sparse.decode),
         d(&c.dense.decode),
-        format::ratio(c.decode_joules_per_token_ratio),
+        ratio(c.decode_joules_per_token_ratio),
         if c.sparse.fits_in_memory {
             ""
         } else {
