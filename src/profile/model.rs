@@ -225,43 +225,7 @@ impl RawModelProfile {
             key: key.to_string(),
             message: msg,
         };
-        for (key, v) in [
-            ("vocab_size", self.vocab_size),
-            ("d_model", self.d_model),
-            ("layers", self.layers),
-            ("heads", self.heads),
-            ("d_ff", self.d_ff),
-            ("experts", self.experts),
-            ("top_k", self.top_k),
-            ("moe_every", self.moe_every),
-            ("seq_len", self.seq_len),
-        ] {
-            if v == 0 {
-                return Err(err(key, "must be at least 1, got 0".into()));
-            }
-        }
-        let sizes = [
-            ("vocab_size", Some(self.vocab_size)),
-            ("d_model", Some(self.d_model)),
-            ("layers", Some(self.layers)),
-            ("heads", Some(self.heads)),
-            ("d_ff", Some(self.d_ff)),
-            ("experts", Some(self.experts)),
-            ("moe_every", Some(self.moe_every)),
-            ("seq_len", Some(self.seq_len)),
-            ("d_head", self.d_head),
-            ("kv_heads", self.kv_heads),
-            ("d_ff_expert", self.d_ff_expert),
-            ("shared_experts", self.shared_experts),
-        ];
-        for (key, v) in sizes {
-            if let Some(v) = v.filter(|&v| v > MAX_SIZE) {
-                return Err(err(
-                    key,
-                    format!("is {v}, above the largest size taken ({MAX_SIZE})"),
-                ));
-            }
-        }
+        self.check_sizes(origin)?;
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }
@@ -355,6 +319,53 @@ impl RawModelProfile {
 }
 
 impl RawModelProfile {
+    /// Every size at least 1 and at most [`MAX_SIZE`].
+    fn check_sizes(&self, origin: &str) -> Result<(), ProfileError> {
+        let err = |key: &str, msg: String| ProfileError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message: msg,
+        };
+        for (key, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("d_ff", self.d_ff),
+            ("experts", self.experts),
+            ("top_k", self.top_k),
+            ("moe_every", self.moe_every),
+            ("seq_len", self.seq_len),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1, got 0".into()));
+            }
+        }
+        let sizes = [
+            ("vocab_size", Some(self.vocab_size)),
+            ("d_model", Some(self.d_model)),
+            ("layers", Some(self.layers)),
+            ("heads", Some(self.heads)),
+            ("d_ff", Some(self.d_ff)),
+            ("experts", Some(self.experts)),
+            ("moe_every", Some(self.moe_every)),
+            ("seq_len", Some(self.seq_len)),
+            ("d_head", self.d_head),
+            ("kv_heads", self.kv_heads),
+            ("d_ff_expert", self.d_ff_expert),
+            ("shared_experts", self.shared_experts),
+        ];
+        for (key, v) in sizes {
+            if let Some(v) = v.filter(|&v| v > MAX_SIZE) {
+                return Err(err(
+                    key,
+                    format!("is {v}, above the largest size taken ({MAX_SIZE})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The rules of the keys beyond the original architecture: GQA, fine-grained and shared
     /// experts, dense first layers, MLA and the published counts.
     fn check_architecture(&self, origin: &str) -> Result<(), ProfileError> {

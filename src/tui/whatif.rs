@@ -1,5 +1,6 @@
-//! The Projections view's inputs and what-if settings: the hardware profiles, the full-size GLaM
-//! pair, and the chips, utilisation, PUE and grid intensity the keys change. The projected rows
+//! The Projections view's inputs and what-if settings: the hardware profiles, the full-size pairs
+//! ([`COMPARISONS`]: GLaM's, Mixtral against Llama 3 70B, DeepSeek-V3 against Llama 3 405B), and the
+//! comparison, chips, utilisation, PUE and grid intensity the keys change. The projected rows
 //! are computed from these at draw time, so the table follows a key at once.
 
 use ratatui::crossterm::event::KeyCode;
@@ -254,21 +255,16 @@ impl ProjectionRow {
 }
 
 /// The full-size GLaM pair trained on [`GLAM_TOKENS`] tokens, on every hardware profile with the
-/// what-if settings. Empty when the GLaM profiles did not load.
+/// what-if settings (the Overview's table, whichever comparison the Projections view shows). Empty
+/// when the GLaM profiles did not load.
 pub fn glam_rows(inputs: &ProjectionInputs, w: &WhatIf) -> Vec<ProjectionRow> {
-    let Some((sp, de)) = &inputs.glam else {
-        return Vec::new();
-    };
-    let s = w.settings(w.chips);
-    inputs
-        .hardware
-        .iter()
-        .map(|hw| ProjectionRow {
-            hardware: hw.name.clone(),
-            sparse: project_training_tokens(sp, GLAM_TOKENS, hw, &s).map_err(|e| e.to_string()),
-            dense: project_training_tokens(de, GLAM_TOKENS, hw, &s).map_err(|e| e.to_string()),
-        })
-        .collect()
+    comparison_rows(
+        inputs,
+        &WhatIf {
+            comparison: 0,
+            ..w.clone()
+        },
+    )
 }
 
 /// The selected comparison ([`WhatIf::comparison`]).
@@ -355,13 +351,13 @@ pub fn glam_inference(
     inputs: &ProjectionInputs,
     w: &WhatIf,
 ) -> Option<Result<InferenceComparison, String>> {
-    let (sp, de) = inputs.glam.as_ref()?;
-    let hw = inputs.hardware.get(w.selected)?;
-    let s = InferenceSettings {
-        pue: w.pue,
-        ..InferenceSettings::new(SERVE_CHIPS, SERVE_BATCH, SERVE_CONTEXT)
-    };
-    Some(compare_inference(sp, de, hw, &s).map_err(|e| e.to_string()))
+    comparison_inference(
+        inputs,
+        &WhatIf {
+            comparison: 0,
+            ..w.clone()
+        },
+    )
 }
 
 /// The run against its machine's profile (measured FLOP/s and J/FLOP against the projection).
