@@ -587,6 +587,16 @@ fn a_cut_off_run_is_reported_and_says_so() {
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("class=\"cutoff\"") && html.contains("Run cut off"));
     assert_well_formed(&html);
+    // One layout, two renderings: the same sections in the same order.
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let md_sections: Vec<&str> = md.lines().filter_map(|l| l.strip_prefix("## ")).collect();
+    let html_sections: Vec<&str> = html
+        .split("<h2>")
+        .skip(1)
+        .filter_map(|s| s.split("</h2>").next())
+        .collect();
+    assert!(md_sections.len() >= 8, "{md_sections:?}");
+    assert_eq!(md_sections, html_sections);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
