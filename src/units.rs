@@ -5,7 +5,9 @@
 //! The conventions, each with the function that applies it:
 //! - **Three significant digits** ([`sig3`]): `14.8`, `0.0123`, `0.500`; the carry is taken into
 //!   account (9.996 is `10.0`, not `10.00`); integer digits are never dropped (`1287`, not `1.29e3`);
-//!   plain from 0.001 to 10^6, scientific outside (`3.14e23`, `4.20e-4`); zero is `0`.
+//!   plain from 0.001 to 10^6, scientific outside (`3.14e23`, `4.20e-4`); zero is `0`. The
+//!   reports' prose (`report::format::num`) switches sooner, to a count from 10,000 and to
+//!   scientific below 0.01, so that a sentence never carries a seven-digit number.
 //! - **Quantities with a unit** ([`si`], and the newtypes [`Joules`], [`Watts`], ...): an SI prefix
 //!   from atto to exa leaves one to three integer digits, then three significant digits, a space
 //!   and the prefixed unit: `1.23 mJ`, `96.6 GFLOP`, `180 GFLOP`, `0 W`. The prefix is chosen after
