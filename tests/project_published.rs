@@ -1,4 +1,5 @@
-//! The projection engine against published training runs (shared reference: published.md).
+//! The projection engine against published training runs (GLaM, Du et al. 2022, arXiv 2112.06905,
+//! Table 1; its GPT-3 energy is Patterson et al. 2021's, arXiv 2104.10350).
 //! Tolerance 3% (5% for GLaM's 600B-token run): the published figures are rounded to 3-4 digits
 //! and the days of Patterson et al. are themselves derived from FLOPs and achieved TFLOP/s.
 
