@@ -53,19 +53,43 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl RunWriter {
-    /// Create a new run folder `dir` (its parents as needed), write the header, open the records
-    /// file. `dir` itself is created with `create_dir`, so two runs given the same folder cannot
-    /// both have it; an existing empty folder is used, a non-empty one refused
-    /// ([`RunFolderError::NotEmpty`]).
+    /// Create the run folder `dir` (its parents as needed) whole: the header and an empty
+    /// records file are written into a new hidden folder beside it (made with `create_dir`, so
+    /// no other run has it), then renamed to `dir`. The folder therefore appears with its
+    /// header or not at all, and two runs given the same `dir` cannot share it: the rename
+    /// onto a folder that holds files fails ([`RunFolderError::NotEmpty`]); an absent or empty
+    /// `dir` is taken.
     pub fn create(dir: &Path, header: &RunHeader) -> Result<RunWriter, RunFolderError> {
-        create_new_folder(dir)?;
-        write_header(dir, header)?;
-        let rp = dir.join(RECORDS_FILE);
-        let f = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&rp)
-            .map_err(io_err(&rp))?;
+        check_new_folder(dir)?;
+        let staging = staging_folder(dir)?;
+        let opened = (|| {
+            write_header(&staging, header)?;
+            let rp = staging.join(RECORDS_FILE);
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&rp)
+                .map_err(io_err(&rp))
+        })();
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        if let Err(e) = std::fs::rename(&staging, dir) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(match e.kind() {
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                    RunFolderError::NotEmpty {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                _ => io_err(dir)(e),
+            });
+        }
+        sync_folder(dir.parent());
         Ok(RunWriter::with_sink(dir, Box::new(f)))
     }
 
@@ -179,23 +203,34 @@ pub fn check_new_folder(dir: &Path) -> Result<(), RunFolderError> {
     }
 }
 
-fn create_new_folder(dir: &Path) -> Result<(), RunFolderError> {
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
-            if entries.next().is_some() {
-                Err(RunFolderError::NotEmpty {
-                    path: dir.to_path_buf(),
-                })
-            } else {
-                Ok(())
-            }
+/// A new hidden folder beside `dir` (its parents created as needed), claimed with `create_dir`.
+fn staging_folder(dir: &Path) -> Result<PathBuf, RunFolderError> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let name = dir
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy());
+    let mut n = 0;
+    loop {
+        let staging = parent.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        match std::fs::create_dir(&staging) {
+            Ok(()) => return Ok(staging),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(io_err(&staging)(e)),
         }
-        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Make a rename inside `dir` durable (best effort where a folder cannot be opened for sync).
+fn sync_folder(dir: Option<&Path>) {
+    let dir = dir
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -216,11 +251,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RunFolderError>
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // The rename lives in the folder: make it durable too (best effort where a folder
-        // cannot be opened for sync).
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        // The rename lives in the folder: make it durable too.
+        sync_folder(Some(dir));
         Ok(())
     })();
     result.map_err(|e| {
@@ -286,4 +318,92 @@ pub fn read_summary_or_rebuild(
         rebuilt: Some(why),
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runlog::test_header;
+
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn log(message: &str) -> Record {
+        Record::Log {
+            t_s: 0.0,
+            level: "info".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_folder_that_holds_files_is_refused_and_an_empty_one_taken() {
+        let dir = fresh("sw-writer-out");
+        drop(RunWriter::create(&dir, &test_header()).unwrap());
+        let e = RunWriter::create(&dir, &test_header()).err().unwrap();
+        assert!(matches!(e, RunFolderError::NotEmpty { .. }) && e.is_bad_input());
+        assert!(e.to_string().contains(&dir.display().to_string()), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        drop(RunWriter::create(&dir, &test_header()).unwrap());
+        assert!(dir.join(HEADER_FILE).exists());
+        // No staging folder is left beside it.
+        let parent = dir.parent().unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!std::fs::read_dir(parent).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!(".{name}"))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_runs_given_one_folder_at_once_cannot_share_it() {
+        let dir = fresh("sw-writer-race");
+        let results: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| RunWriter::create(&dir, &test_header()).is_ok()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|&&ok| ok).count(), 1, "{results:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_are_on_disk_after_each_append_without_a_flush() {
+        let dir = fresh("sw-writer-append");
+        let mut w = RunWriter::create(&dir, &test_header()).unwrap();
+        w.append(&log("one")).unwrap();
+        w.append(&log("two")).unwrap();
+        // Read while the writer is alive: nothing waits in a buffer a kill would lose.
+        assert_eq!(read_run(&dir).unwrap().records.len(), 2);
+        w.finish().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_summary_that_does_not_parse_is_rebuilt_and_a_good_one_kept() {
+        let dir = fresh("sw-writer-summary");
+        let mut w = RunWriter::create(&dir, &test_header()).unwrap();
+        w.append(&log("x")).unwrap();
+        drop(w);
+        // A half-written summary (as a crash during a plain write leaves).
+        std::fs::write(dir.join(SUMMARY_FILE), "{\"format_version\": 2, \"compl").unwrap();
+        let rebuild = |run: &RunData| super::super::summarize(&run.records);
+        let r = read_summary_or_rebuild(&dir, rebuild).unwrap();
+        assert!(r
+            .rebuilt
+            .as_deref()
+            .is_some_and(|w| w.contains("does not parse")));
+        assert!(!r.summary.complete);
+        let again =
+            read_summary_or_rebuild(&dir, |_| panic!("a good summary is not rebuilt")).unwrap();
+        assert_eq!((again.rebuilt, again.summary), (None, r.summary));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

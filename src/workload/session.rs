@@ -423,14 +423,15 @@ impl RunSession {
         let mut sparse = build_workload(&cfg, &cfg.sparse, Role::Sparse, &corpus, &device)?;
         let mut dense = build_workload(&cfg, &cfg.dense, Role::Dense, &corpus, &device)?;
 
+        let peak = this_machines_peak(&device, &device_name, &mut notes);
+        // Records' `t_s` count from `epoch`; `started_unix_s` is the same moment.
+        let epoch = Instant::now();
         let started = unix_now();
         let id = unique_run_id(started);
         let dir = cfg
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs").join(&id));
-        let peak = this_machines_peak(&device, &device_name, &mut notes);
-        let epoch = Instant::now();
         let meter = Meter::start(sensors.main, cfg.sample_hz, epoch);
         // Windows only: the host's power series is not sampled.
         let host = sensors.host.map(|s| Meter::start(s, 0.0, epoch));

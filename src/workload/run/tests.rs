@@ -433,3 +433,105 @@ fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_l
     assert!(t.models.iter().all(|m| m.reached && m.joules.is_some()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The records file on a disk with `room` bytes left: the part of a write that fits is written,
+/// then every write fails with ENOSPC, as a full file system answers.
+struct FullDisk {
+    file: std::fs::File,
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let n = buf.len().min(self.room);
+        self.file.write_all(&buf[..n])?;
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl crate::runlog::RecordSink for FullDisk {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_written() {
+    use crate::runlog::{RECORDS_FILE, SUMMARY_FILE};
+    let dir = fresh_dir("sw-full-disk");
+    drop(RunWriter::create(&dir, &crate::runlog::test_header()).unwrap());
+    let path = dir.join(RECORDS_FILE);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let room = 4000;
+    let mut writer = RunWriter::with_sink(&dir, Box::new(FullDisk { file, room }));
+    let plan = RunPlan {
+        train_steps: 100_000,
+        ..test_plan()
+    };
+    let epoch = Instant::now();
+    let meter = Meter::start(
+        Box::new(Continuous::new(epoch, EnergySource::Nvml, |t| 100.0 * t)),
+        0.0,
+        epoch,
+    );
+    let fake = |name, role| Fake {
+        name,
+        role,
+        room: 0,
+        synced: 0,
+        steps: 0,
+        seen: Vec::new(),
+    };
+    let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+    let err = execute(
+        &plan,
+        &mut a,
+        &mut b,
+        Meters {
+            main: &meter,
+            host: None,
+            epoch,
+        },
+        Outputs {
+            writer: &mut writer,
+            observers: &mut [],
+            progress: &mut Quiet,
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    drop(writer);
+    // A clear error: the file, and the system's reason.
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains("No space left"),
+        "{message}"
+    );
+    // The records up to the full disk are intact: every whole line reads back, at most the
+    // last one is cut, and nothing pretends the run ended.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), room as u64);
+    let run = read_run(&dir).unwrap();
+    let whole_lines = std::fs::read_to_string(&path)
+        .unwrap()
+        .matches('\n')
+        .count();
+    assert_eq!(run.records.len(), whole_lines);
+    assert!(
+        run.records.len() > 3 && run.unreadable_lines <= 1,
+        "{run:?}"
+    );
+    assert!(run.steps().count() >= 2 && !run.complete());
+    assert!(!dir.join(SUMMARY_FILE).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
