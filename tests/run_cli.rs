@@ -302,7 +302,7 @@ fn unix_now() -> f64 {
 /// written). A kill before the folder exists leaves nothing to lose.
 #[cfg(unix)]
 #[test]
-fn kill_9_at_random_moments_leaves_folders_that_report_reads_up_to_the_last_second() {
+fn kill_9_at_random_moments_leaves_folders_that_report_reads_with_every_reported_step() {
     let root = temp("kill9");
     std::fs::create_dir_all(&root).unwrap();
     let mut state: u64 = 0x5EED_0009;
