@@ -35,17 +35,17 @@ use super::run::{execute, Meters, Outputs, Preset, Progress, Quiet, RunPlan};
 use super::run::{DEFAULT_MAX_LENGTHEN_S, DEFAULT_MIN_WINDOWS};
 use super::{InferenceShape, ModelWorkload, RunEvent, RunObserver};
 use crate::data::{Corpus, DataError};
-use crate::meter::{
-    detect_update_period, open_host_sensor, open_sensor, EstimateParams, GpuSelector, Meter,
-    MeterError, Sensor, SensorChoice, UpdatePeriod, Workplace, DETECT_FOR,
-};
-use crate::model::{gpu_identity, pick_device, Model, TrainConfig};
+use crate::meter::{EstimateParams, GpuSelector, Meter, MeterError, SensorChoice};
+use crate::model::pick_device;
 use crate::profile::ModelProfile;
 use crate::runlog::{
-    detect_machine, unique_run_id, unix_now, RunConfig, RunFolderError, RunHeader, RunModel,
-    RunPeak, RunSummary, RunWriter, SensorInfo, FORMAT_VERSION, FROM_CACHE,
+    detect_machine, unique_run_id, unix_now, RunFolderError, RunHeader, RunSummary, RunWriter,
+    SensorInfo,
 };
 use crate::vocab::Role;
+
+mod setup;
+use setup::{build_workload, choose_sensors, header, plan, this_machines_peak};
 
 /// What to run and where. [`SessionConfig::new`] fills in the defaults of `sparsewatt run`.
 #[derive(Debug, Clone)]
@@ -254,152 +254,61 @@ pub struct RunSession {
     worker: Option<JoinHandle<anyhow::Result<RunSummary>>>,
 }
 
-/// The sensors chosen for a run, before the meters start.
-struct Sensors {
-    main: Box<dyn Sensor>,
-    host: Option<Box<dyn Sensor>>,
-    fallbacks: Vec<String>,
-    update_period: Option<UpdatePeriod>,
+/// What the run's thread owns.
+struct Parts {
+    plan: RunPlan,
+    sparse: ModelWorkload,
+    dense: ModelWorkload,
+    meter: Meter,
+    host: Option<Meter>,
+    epoch: Instant,
+    writer: RunWriter,
+    observers: Vec<Box<dyn RunObserver>>,
+    progress: Box<dyn Progress + Send>,
 }
 
-/// The sensor follows the device: `auto` meters the GPU the model runs on (named by the
-/// driver's UUID, else its ordinal), the host CPU beside it by RAPL where readable.
-fn choose_sensors(
-    cfg: &SessionConfig,
-    device: &candle_core::Device,
-    device_name: &str,
-) -> Result<Sensors, SessionError> {
-    let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let by_uuid = gpu_identity(device).map(|g| Workplace::Gpus(vec![GpuSelector::Uuid(g.uuid)]));
-    let workplace =
-        match by_uuid.or_else(|| Workplace::of_device(device_name, cuda_visible.as_deref())) {
-            Some(w) => w,
-            // Only `auto` needs to know which GPU that is.
-            None if cfg.sensor != SensorChoice::Auto => Workplace::Gpus(Vec::new()),
-            None => {
-                return Err(SessionError::UnknownGpu {
-                    device: device_name.to_string(),
-                    cuda_visible: cuda_visible.unwrap_or_default(),
-                })
+/// Run the measured loop on its own thread; the meters stop and the records are made durable
+/// when it ends, then the observers hear the outcome.
+fn spawn_worker(
+    mut p: Parts,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<anyhow::Result<RunSummary>>, SessionError> {
+    std::thread::Builder::new()
+        .name("workload".into())
+        .spawn(move || {
+            let r = execute(
+                &p.plan,
+                &mut p.sparse,
+                &mut p.dense,
+                Meters {
+                    main: &p.meter,
+                    host: p.host.as_ref(),
+                    epoch: p.epoch,
+                },
+                Outputs {
+                    writer: &mut p.writer,
+                    observers: &mut p.observers,
+                    progress: p.progress.as_mut(),
+                },
+                &stop,
+            );
+            p.meter.stop();
+            if let Some(h) = p.host {
+                h.stop();
             }
-        };
-    let (mut main, mut fallbacks) =
-        open_sensor(cfg.sensor, &cfg.estimate, &workplace, &cfg.nvml_gpus)
-            .map_err(SessionError::Sensor)?;
-    let host = match open_host_sensor(cfg.sensor, main.source(), &workplace) {
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            fallbacks.push(format!("host CPU beside the GPU not metered: {e}"));
-            None
-        }
-        None => None,
-    };
-    // How often its counter updates: the shortest window it resolves.
-    let update_period = detect_update_period(main.as_mut(), DETECT_FOR);
-    Ok(Sensors {
-        main,
-        host,
-        fallbacks,
-        update_period,
-    })
-}
-
-/// The measured peak of the device (cached per machine, else a short probe now), with notes for
-/// the user; `None` when it cannot be measured: utilisation then uses the profile's peak.
-fn this_machines_peak(
-    device: &candle_core::Device,
-    device_name: &str,
-    notes: &mut Vec<String>,
-) -> Option<RunPeak> {
-    match crate::project::probe::run_peak(device, device_name) {
-        Ok((p, warnings)) => {
-            notes.extend(warnings.into_iter().map(|n| format!("warning: {n}")));
-            notes.push(format!(
-                "peak {:.1} GFLOP/s {} ({})",
-                p.flops_per_s / 1e9,
-                p.dtype,
-                if p.from == FROM_CACHE {
-                    "from this machine's cache; `sparsewatt hardware --probe` measures it afresh"
-                } else {
-                    "measured now"
-                }
-            ));
-            Some(p)
-        }
-        Err(e) => {
-            notes.push(format!(
-                "warning: the peak probe failed ({e}); utilisation uses the hardware profile's peak"
-            ));
-            None
-        }
-    }
-}
-
-fn build_workload(
-    cfg: &SessionConfig,
-    p: &ModelProfile,
-    role: Role,
-    corpus: &Corpus,
-    device: &candle_core::Device,
-) -> Result<ModelWorkload, SessionError> {
-    let err = |source: Box<dyn std::error::Error + Send + Sync>| SessionError::Workload {
-        role,
-        model: p.name.clone(),
-        source,
-    };
-    let mut tc = TrainConfig::for_profile(p, cfg.train_steps.max(1));
-    tc.batch = cfg.batch;
-    tc.seed = cfg.seed;
-    // Two fixed validation batches keep evaluation short beside the measured steps.
-    tc.val_batches = 2;
-    let model = Model::new(p, device, cfg.seed).map_err(|e| err(e.into()))?;
-    ModelWorkload::new(model, role, corpus, tc, cfg.inference).map_err(|e| err(e.into()))
-}
-
-fn header(
-    cfg: &SessionConfig,
-    id: String,
-    started: f64,
-    machine: crate::runlog::MachineInfo,
-    sensor: SensorInfo,
-    corpus: &Corpus,
-) -> RunHeader {
-    RunHeader {
-        format_version: FORMAT_VERSION,
-        id,
-        started_unix_s: started,
-        command: cfg.command.clone(),
-        sparsewatt_version: env!("CARGO_PKG_VERSION").into(),
-        machine,
-        sensor,
-        models: vec![
-            RunModel {
-                role: Role::Sparse,
-                profile: cfg.sparse.clone(),
-            },
-            RunModel {
-                role: Role::Dense,
-                profile: cfg.dense.clone(),
-            },
-        ],
-        config: RunConfig {
-            train_steps: cfg.train_steps,
-            warmup_steps: cfg.warmup(),
-            batch: cfg.batch,
-            seq_len: cfg.sparse.seq_len,
-            prefill_steps: cfg.prefill_steps,
-            prompt_len: cfg.inference.prompt_len,
-            decode_steps: cfg.decode_steps,
-            infer_batch: Some(cfg.inference.batch),
-            decode_tokens_per_step: Some(cfg.inference.decode_tokens_per_step),
-            idle_seconds: cfg.idle_seconds,
-            data: corpus.name().to_string(),
-            seed: cfg.seed,
-            eval_every: Some(cfg.eval_every.max(1)),
-            until_loss: cfg.until_loss,
-            target_loss: cfg.target_loss,
-        },
-    }
+            let finished = p.writer.finish().map_err(anyhow::Error::from);
+            let r = r.and_then(|s| finished.map(|()| s));
+            let failed = r.as_ref().err().map(|e| format!("{e:#}"));
+            for o in p.observers.iter_mut() {
+                o.ended(match (&r, &failed) {
+                    (Ok(s), _) => Ok(s),
+                    (Err(_), Some(m)) => Err(m.as_str()),
+                    (Err(_), None) => Err("failed"),
+                });
+            }
+            r
+        })
+        .map_err(SessionError::Thread)
 }
 
 impl RunSession {
@@ -420,8 +329,8 @@ impl RunSession {
             .into_iter()
             .collect();
         let sensors = choose_sensors(&cfg, &device, &device_name)?;
-        let mut sparse = build_workload(&cfg, &cfg.sparse, Role::Sparse, &corpus, &device)?;
-        let mut dense = build_workload(&cfg, &cfg.dense, Role::Dense, &corpus, &device)?;
+        let sparse = build_workload(&cfg, &cfg.sparse, Role::Sparse, &corpus, &device)?;
+        let dense = build_workload(&cfg, &cfg.dense, Role::Dense, &corpus, &device)?;
 
         let peak = this_machines_peak(&device, &device_name, &mut notes);
         // Records' `t_s` count from `epoch`; `started_unix_s` is the same moment.
@@ -449,73 +358,34 @@ impl RunSession {
             host_scope: host.as_ref().map(Meter::scope),
         };
         let header = header(&cfg, id, started, machine, sensor, &corpus);
-        let mut writer =
-            RunWriter::create(&dir, &header).map_err(|source| SessionError::Folder {
-                path: dir.clone(),
-                source,
-            })?;
-        let plan = RunPlan {
-            train_steps: cfg.train_steps,
-            warmup_steps: cfg.warmup(),
-            prefill_steps: cfg.prefill_steps,
-            decode_steps: cfg.decode_steps,
-            idle_seconds: cfg.idle_seconds,
-            eval_every: cfg.eval_every.max(1),
-            until_loss: cfg.until_loss,
-            target_loss: cfg.target_loss,
-            peak: crate::project::peak_of_run(&header),
-            update_period: sensors.update_period,
-            min_windows: cfg.min_windows.max(1),
-            max_lengthen_s: cfg.max_lengthen_s,
-        };
+        let writer = RunWriter::create(&dir, &header).map_err(|source| SessionError::Folder {
+            path: dir.clone(),
+            source,
+        })?;
+        let plan = plan(&cfg, &header, sensors.update_period);
         let events = hooks.events.then(|| {
             let (tx, rx) = mpsc::channel::<RunEvent>();
             hooks.observers.push(Box::new(tx));
             rx
         });
         let mut observers = hooks.observers;
-        let mut progress = hooks.progress.unwrap_or_else(|| Box::new(Quiet));
+        let progress = hooks.progress.unwrap_or_else(|| Box::new(Quiet));
         for o in observers.iter_mut() {
             o.started(&header);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let stop_w = stop.clone();
-        let worker = std::thread::Builder::new()
-            .name("workload".into())
-            .spawn(move || {
-                let r = execute(
-                    &plan,
-                    &mut sparse,
-                    &mut dense,
-                    Meters {
-                        main: &meter,
-                        host: host.as_ref(),
-                        epoch,
-                    },
-                    Outputs {
-                        writer: &mut writer,
-                        observers: &mut observers,
-                        progress: progress.as_mut(),
-                    },
-                    &stop_w,
-                );
-                meter.stop();
-                if let Some(h) = host {
-                    h.stop();
-                }
-                let finished = writer.finish().map_err(anyhow::Error::from);
-                let r = r.and_then(|s| finished.map(|()| s));
-                let failed = r.as_ref().err().map(|e| format!("{e:#}"));
-                for o in observers.iter_mut() {
-                    o.ended(match (&r, &failed) {
-                        (Ok(s), _) => Ok(s),
-                        (Err(_), Some(m)) => Err(m.as_str()),
-                        (Err(_), None) => Err("failed"),
-                    });
-                }
-                r
-            })
-            .map_err(SessionError::Thread)?;
+        let parts = Parts {
+            plan,
+            sparse,
+            dense,
+            meter,
+            host,
+            epoch,
+            writer,
+            observers,
+            progress,
+        };
+        let worker = spawn_worker(parts, stop.clone())?;
         Ok(RunSession {
             header,
             dir,
