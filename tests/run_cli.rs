@@ -285,3 +285,97 @@ fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&dir2).unwrap();
 }
+
+/// Seconds since the Unix epoch now.
+#[cfg(unix)]
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// kill -9 at 20 moments drawn from a fixed seed, from before the folder exists to well into
+/// training: every folder that exists is read by `report`, which says the run was cut off, and
+/// holds every step the run had reported on standard error before the kill (a record is
+/// written before it is reported, one write per line, so a kill loses at most the line being
+/// written). A kill before the folder exists leaves nothing to lose.
+#[cfg(unix)]
+#[test]
+fn kill_9_at_random_moments_leaves_folders_that_report_reads_with_every_reported_step() {
+    let root = temp("kill9");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut state: u64 = 0x5EED_0009;
+    let mut next = move || {
+        // SplitMix64: the moments are the same on every run of the test.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let mut folders = 0;
+    for i in 0..20 {
+        let dir = root.join(format!("run{i}"));
+        let delay = Duration::from_secs_f64(0.2 + 3.3 * next());
+        let child = spawn(&dir, &["--steps", "100000"]);
+        std::thread::sleep(delay);
+        signal(&child, "-KILL");
+        let killed_at = unix_now();
+        let out = child.wait_with_output().unwrap();
+        let reported = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(" step ") && l.contains(" tokens "))
+            .count();
+        if !dir.exists() {
+            continue;
+        }
+        folders += 1;
+        let run = read_run(&dir).unwrap_or_else(|e| panic!("kill {i} after {delay:?}: {e}"));
+        assert!(!run.complete() && run.unreadable_lines <= 1, "kill {i}");
+        // Every step reported before the kill is on disk; its records' times are within the
+        // run's life.
+        let ran_s = killed_at - run.header.started_unix_s;
+        let last_t = run.records.iter().map(record_t).fold(0.0, f64::max);
+        assert!(
+            run.steps().count() >= reported,
+            "kill {i} after {delay:?}: {reported} steps reported, {} on disk",
+            run.steps().count()
+        );
+        assert!(
+            last_t <= ran_s + 0.5,
+            "kill {i}: a record at {last_t} s of {ran_s} s"
+        );
+        let json = dir.join("r.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+            .args(["report", dir.to_str().unwrap(), "--format", "json", "--out"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kill {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&json).unwrap();
+        assert!(
+            text.contains("cut off"),
+            "kill {i}: the report does not say so"
+        );
+    }
+    // The moments reach past the set-up: most kills find a folder.
+    assert!(folders >= 10, "only {folders} of 20 kills found a folder");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The record's seconds since the run's start.
+#[cfg(unix)]
+fn record_t(r: &Record) -> f64 {
+    match r {
+        Record::Step(s) => s.t_s,
+        Record::Eval(e) => e.t_s,
+        Record::Sample(s) => s.t_s,
+        Record::Log { t_s, .. } | Record::End { t_s, .. } => *t_s,
+        Record::Idle(_) => 0.0,
+    }
+}

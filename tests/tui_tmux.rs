@@ -265,7 +265,7 @@ fn replay_without_a_terminal_says_it_needs_one() {
 #[test]
 fn bench_draw_reports_every_view() {
     let out = Command::new(bin())
-        .args(["replay", "--bench-draw", "20"])
+        .args(["bench", "--frames", "20", "--draw"])
         .arg(fixture())
         .output()
         .unwrap();

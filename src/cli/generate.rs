@@ -44,7 +44,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("warning: {f}");
     }
     let model = match &a.checkpoint {
-        Some(dir) => load_checkpoint(dir, &device).map_err(|e| BadInput(e.to_string()))?,
+        Some(dir) => load_checkpoint(dir, &device).map_err(|e| {
+            super::bad_input(format!("reading the checkpoint {}", dir.display()), e)
+        })?,
         None => {
             eprintln!(
                 "warning: no --checkpoint: an untrained {} generates noise",

@@ -57,6 +57,92 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// Bad input whose reason is another error: `context` says which input, the source says why
+/// (printed as the "caused by" chain).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct BadInputFrom {
+    pub context: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// `e` as bad input, its chain kept under `context`.
+pub fn bad_input(
+    context: impl Into<String>,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> anyhow::Error {
+    BadInputFrom {
+        context: context.into(),
+        source: e.into(),
+    }
+    .into()
+}
+
+/// The exit code of a failed command, decided here only: 2 when anything in the chain is the
+/// user's input being wrong (a profile, a flag's value, a file, a run folder), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use sparsewatt::runlog::RunFolderError;
+    use sparsewatt::workload::SessionError;
+    let bad_input = e.chain().any(|c| {
+        c.is::<ProfileError>()
+            || c.is::<BadInput>()
+            || c.is::<BadInputFrom>()
+            || c.downcast_ref::<SessionError>()
+                .is_some_and(SessionError::is_bad_input)
+            || c.downcast_ref::<RunFolderError>()
+                .is_some_and(RunFolderError::is_bad_input)
+    });
+    if bad_input {
+        EXIT_BAD_INPUT
+    } else {
+        1
+    }
+}
+
+/// A count of at least 1 (`--batch` and the like).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1, got 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number: {e}")),
+    }
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("expected a number, got {s:?}"))
+}
+
+/// Seconds, 0 or more.
+fn nonnegative_seconds(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        (v >= 0.0)
+            .then_some(v)
+            .ok_or_else(|| format!("must be seconds, 0 or more, got {v}"))
+    })
+}
+
+/// A validation loss above 0 (nats per token).
+fn loss(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        (v > 0.0)
+            .then_some(v)
+            .ok_or_else(|| format!("must be a validation loss above 0 (nats per token), got {v}"))
+    })
+}
+
+/// Sensor readings per second, in (0, 1000].
+fn sample_hz(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| {
+        (v > 0.0 && v <= 1000.0)
+            .then_some(v)
+            .ok_or_else(|| format!("must be in (0, 1000], got {v}"))
+    })
+}
+
 /// The figures of the energy estimate: a CPU hardware profile's watts (its `[cpu]` table), scaled
 /// to this machine's core count.
 pub fn estimate_params(hardware: &str) -> anyhow::Result<sparsewatt::meter::EstimateParams> {
@@ -98,10 +184,7 @@ pub fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            let bad_input = e
-                .chain()
-                .any(|c| c.is::<ProfileError>() || c.is::<BadInput>());
-            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
     }
 }

@@ -10,7 +10,7 @@ use sparsewatt::data::Corpus;
 use sparsewatt::model::{pick_device, Model, TrainConfig, Trainer};
 use sparsewatt::profile::load_model;
 
-use super::BadInput;
+use super::{at_least_one, bad_input};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,10 +21,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
     /// Optimisation steps in total (a resumed run counts the steps already done).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     batch: usize,
     /// Override the profile's number of experts.
     #[arg(long)]
@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
     /// Validate every N steps (and at the end).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     eval_every: u64,
     /// Write a checkpoint here every --eval-every steps and at the end.
     #[arg(long, value_name = "DIR")]
@@ -58,10 +58,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.batch == 0 || a.steps == 0 || a.eval_every == 0 {
-        return Err(BadInput("--batch, --steps and --eval-every must be at least 1".into()).into());
-    }
-    let corpus = Corpus::load(a.data.as_deref()).map_err(|e| BadInput(e.to_string()))?;
+    let corpus =
+        Corpus::load(a.data.as_deref()).map_err(|e| bad_input("reading the training data", e))?;
     let (device, dev_name, fallback) = pick_device(a.gpu);
     if let Some(f) = fallback {
         eprintln!("warning: {f}");
@@ -77,7 +75,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut cfg = TrainConfig::for_profile(&profile, a.steps);
         apply(&a, &mut cfg);
         let model = Model::new(&profile, &device, a.seed)?;
-        Trainer::new(model, &corpus, cfg).map_err(|e| BadInput(format!("{e:#}")))?
+        Trainer::new(model, &corpus, cfg)
+            .map_err(|e| bad_input(format!("setting up the training of {}", profile.name), e))?
     };
     let p = trainer.model.profile().clone();
     eprintln!(

@@ -10,7 +10,7 @@ mod registry;
 mod server;
 
 pub use registry::{RunMetrics, STEP_SECONDS_BUCKETS};
-pub use server::{serve, serve_run, Exporter, Tee, LINGER};
+pub use server::{bind, serve, serve_run, Exporter, Listener, LINGER};
 
 /// Why the metrics could not be served. Both are the user's to fix (exit code 2).
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,6 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,10 +49,15 @@ pub struct Exporter {
     inner: Arc<Inner>,
 }
 
-/// Listens on `addr` (HOST:PORT) and serves the metrics of the run `header` describes at
-/// `/metrics`, from now until the returned exporter is dropped. Feed it the run's records with
-/// [`Exporter::observe`] (or through a [`Tee`]).
-pub fn serve(addr: &str, header: &RunHeader) -> Result<Exporter, MetricsError> {
+/// An address bound but not serving yet: binding before a run starts lets a bad address or a
+/// port in use fail before anything is measured.
+pub struct Listener {
+    server: Server,
+    addr: SocketAddr,
+}
+
+/// Binds `addr` (HOST:PORT; port 0 takes any free port).
+pub fn bind(addr: &str) -> Result<Listener, MetricsError> {
     let socket = resolve(addr)?;
     let server = Server::http(socket).map_err(|e| MetricsError::Listen {
         addr: addr.to_string(),
@@ -61,28 +65,47 @@ pub fn serve(addr: &str, header: &RunHeader) -> Result<Exporter, MetricsError> {
     })?;
     // Port 0 asks for any free port: the address actually bound is the one to scrape.
     let addr = server.server_addr().to_ip().unwrap_or(socket);
-    let server = Arc::new(server);
-    let shared = Arc::new(Shared {
-        metrics: RunMetrics::new(header),
-        observed: AtomicU64::new(0),
-        scraped_upto: AtomicU64::new(0),
-    });
-    let (s, h) = (Arc::clone(&shared), Arc::clone(&server));
-    let thread = std::thread::Builder::new()
-        .name("sparsewatt-metrics".into())
-        .spawn(move || answer(&h, &s))
-        .map_err(|e| MetricsError::Listen {
-            addr: addr.to_string(),
-            reason: format!("cannot start the server's thread: {e}"),
-        })?;
-    Ok(Exporter {
-        inner: Arc::new(Inner {
-            shared,
-            server,
-            addr,
-            thread: Mutex::new(Some(thread)),
-        }),
-    })
+    Ok(Listener { server, addr })
+}
+
+impl Listener {
+    /// The address bound (the port chosen where 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves the metrics of the run `header` describes at `/metrics`, from now until the
+    /// returned exporter is dropped. Feed it the run's records with [`Exporter::observe`].
+    pub fn serve(self, header: &RunHeader) -> Result<Exporter, MetricsError> {
+        let addr = self.addr;
+        let server = Arc::new(self.server);
+        let shared = Arc::new(Shared {
+            metrics: RunMetrics::new(header),
+            observed: AtomicU64::new(0),
+            scraped_upto: AtomicU64::new(0),
+        });
+        let (s, h) = (Arc::clone(&shared), Arc::clone(&server));
+        let thread = std::thread::Builder::new()
+            .name("sparsewatt-metrics".into())
+            .spawn(move || answer(&h, &s))
+            .map_err(|e| MetricsError::Listen {
+                addr: addr.to_string(),
+                reason: format!("cannot start the server's thread: {e}"),
+            })?;
+        Ok(Exporter {
+            inner: Arc::new(Inner {
+                shared,
+                server,
+                addr,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+}
+
+/// [`bind`] then [`Listener::serve`]: the metrics of the run `header` describes on `addr`.
+pub fn serve(addr: &str, header: &RunHeader) -> Result<Exporter, MetricsError> {
+    bind(addr)?.serve(header)
 }
 
 /// Serves a finished (or cut-off) run's final values on `addr` until the process is stopped.
@@ -160,36 +183,6 @@ impl Exporter {
         self.inner.shared.metrics.render()
     }
 
-    /// A channel whose messages pass through the exporter on their way to `next` (or nowhere):
-    /// `record` picks the record out of a message, if it holds one. For a run loop that already
-    /// sends its records to a viewer. Dropping the [`Tee`] delivers what is in flight first.
-    pub fn tee<E, F>(&self, next: Option<Sender<E>>, record: F) -> Tee<E>
-    where
-        E: Send + 'static,
-        F: Fn(&E) -> Option<&Record> + Send + 'static,
-    {
-        let (tx, rx) = mpsc::channel::<E>();
-        let me = self.clone();
-        let thread = std::thread::Builder::new()
-            .name("sparsewatt-metrics-tee".into())
-            .spawn(move || {
-                for message in rx {
-                    if let Some(r) = record(&message) {
-                        me.observe(r);
-                    }
-                    if let Some(n) = &next {
-                        // A viewer that has gone away must not stop the metrics.
-                        let _ = n.send(message);
-                    }
-                }
-            })
-            .expect("a thread for the metrics tee");
-        Tee {
-            tx: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
     /// Keeps serving until a scrape has read every record observed so far, `max` at most: the
     /// counters' final values would otherwise be lost to a monitoring system that scrapes only
     /// every so often. Returns whether such a scrape came.
@@ -212,28 +205,6 @@ impl Exporter {
             std::thread::sleep(Duration::from_millis(50));
         }
         all()
-    }
-}
-
-/// The sending end of [`Exporter::tee`]. Dropping it waits until every message sent has been
-/// observed and passed on.
-pub struct Tee<E> {
-    tx: Option<Sender<E>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl<E> Tee<E> {
-    pub fn sender(&self) -> &Sender<E> {
-        self.tx.as_ref().expect("present until drop")
-    }
-}
-
-impl<E> Drop for Tee<E> {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -276,18 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn records_sent_through_the_tee_are_served_and_passed_on_in_order() {
-        let x = serve("127.0.0.1:0", &test_header()).unwrap();
-        let (viewer_tx, viewer_rx) = mpsc::channel::<(u32, Option<Record>)>();
-        let tee = x.tee(Some(viewer_tx), |m: &(u32, Option<Record>)| m.1.as_ref());
-        for i in 0..3 {
-            let r = Record::Step(test_step(Role::Sparse, Phase::Train));
-            tee.sender().send((i, Some(r))).unwrap();
-            tee.sender().send((10 + i, None)).unwrap();
+    fn a_bound_listener_serves_the_records_observed_once_it_has_the_header() {
+        let listener = bind("127.0.0.1:0").unwrap();
+        let addr = listener.addr();
+        assert_ne!(addr.port(), 0, "port 0 resolves to the port bound");
+        let x = listener.serve(&test_header()).unwrap();
+        assert_eq!(x.addr(), addr);
+        for _ in 0..3 {
+            x.observe(&Record::Step(test_step(Role::Sparse, Phase::Train)));
         }
-        drop(tee);
-        let order: Vec<u32> = viewer_rx.try_iter().map(|m| m.0).collect();
-        assert_eq!(order, vec![0, 10, 1, 11, 2, 12]);
         let page = get(x.addr(), "/metrics");
         assert!(page.starts_with("HTTP/1.0 200"), "{page}");
         assert!(page.contains("text/plain; version=0.0.4"), "{page}");

@@ -1,13 +1,14 @@
 //! The run folder on disk:
 //! - `run.json`: the header (format version, machine, sensor, resolved profiles), written first;
-//! - `records.jsonl`: one [`Record`] per line, appended and flushed as the run goes;
+//! - `records.jsonl`: one [`Record`] per line, appended as the run goes (super::writer);
 //! - `summary.json`: written at the end (or later, by `report`, for a cut-off run).
+//!
+//! What survives a kill, a power loss or a full disk is in docs/run-folder.md.
 
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::record::{Record, StepRecord, FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use crate::profile::ModelProfile;
@@ -30,6 +31,27 @@ pub enum RunFolderError {
     BadHeader { path: PathBuf, message: String },
     #[error("{path}: run folder format {found}, this sparsewatt reads formats {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    /// `--out` named a folder that already holds files. A run does not resume: the folder keeps
+    /// measurements, not the models' weights and optimiser state, so a second run there would
+    /// start from step 0 and mix its records with the first run's.
+    #[error(
+        "{path}: the run folder is not empty; name a new or empty folder (a run cannot resume \
+         in it: the folder keeps measurements, not the models' weights and optimiser state)"
+    )]
+    NotEmpty { path: PathBuf },
+}
+
+impl RunFolderError {
+    /// True when the error is the user's input being wrong (a folder that is not a run, or not
+    /// empty where a new run must go), not a failure of the machine.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RunFolderError::Io { .. } => false,
+            RunFolderError::BadHeader { .. }
+            | RunFolderError::Version { .. }
+            | RunFolderError::NotEmpty { .. } => true,
+        }
+    }
 }
 
 /// What the machine is, for the report and for calibration.
@@ -137,68 +159,10 @@ impl RunHeader {
     }
 }
 
-/// Appends records to `records.jsonl`, flushing at most `flush_every` apart (and on drop).
-pub struct RunWriter {
-    dir: PathBuf,
-    out: BufWriter<File>,
-    last_flush: Instant,
-    flush_every: Duration,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunFolderError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunFolderError + '_ {
     move |source| RunFolderError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-impl RunWriter {
-    /// Create the folder, write the header, open the records file.
-    pub fn create(dir: &Path, header: &RunHeader) -> Result<RunWriter, RunFolderError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let hp = dir.join(HEADER_FILE);
-        let text = serde_json::to_string_pretty(header).expect("header serialises");
-        std::fs::write(&hp, text).map_err(io_err(&hp))?;
-        let rp = dir.join(RECORDS_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&rp)
-            .map_err(io_err(&rp))?;
-        Ok(RunWriter {
-            dir: dir.to_path_buf(),
-            out: BufWriter::new(f),
-            last_flush: Instant::now(),
-            flush_every: Duration::from_millis(500),
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Append one record; flushes when the last flush is older than half a second.
-    pub fn append(&mut self, r: &Record) -> Result<(), RunFolderError> {
-        let path = self.dir.join(RECORDS_FILE);
-        let line = serde_json::to_string(r).expect("records serialise");
-        writeln!(self.out, "{line}").map_err(io_err(&path))?;
-        if self.last_flush.elapsed() >= self.flush_every {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> Result<(), RunFolderError> {
-        let path = self.dir.join(RECORDS_FILE);
-        self.out.flush().map_err(io_err(&path))?;
-        self.last_flush = Instant::now();
-        Ok(())
-    }
-}
-
-impl Drop for RunWriter {
-    fn drop(&mut self) {
-        let _ = self.out.flush();
     }
 }
 
@@ -222,9 +186,10 @@ impl RunData {
         })
     }
 
-    /// True when the run wrote its end record.
+    /// True when the last record is the run's end record (a folder whose records go on after
+    /// an `end` holds a second, unfinished run).
     pub fn complete(&self) -> bool {
-        self.records.iter().any(|r| matches!(r, Record::End { .. }))
+        matches!(self.records.last(), Some(Record::End { .. }))
     }
 }
 
@@ -281,6 +246,9 @@ pub fn read_run(dir: &Path) -> Result<RunData, RunFolderError> {
 pub(crate) mod tests {
     use super::*;
     use crate::profile::load_model;
+    use crate::runlog::RunWriter;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     pub(crate) fn header() -> RunHeader {
         RunHeader {

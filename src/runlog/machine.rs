@@ -84,6 +84,27 @@ pub fn run_id(unix_s: f64) -> String {
     )
 }
 
+/// A run identifier unique under concurrency: [`run_id`]'s UTC second, its milliseconds, and a
+/// short suffix from this process's id and a per-process counter, hashed with a random key
+/// (`20261204-171530.123-3f9a`). Two runs started in the same millisecond, in two processes or
+/// one, get different ids; the run folder is also created with `create_dir`, so a collision
+/// would be refused rather than shared.
+pub fn unique_run_id(unix_s: f64) -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = ((unix_s.max(0.0).fract()) * 1000.0).floor() as u32 % 1000;
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // Random per process, offset by a counter: ids of one process never collide (up to 65,536
+    // in one millisecond), those of two processes rarely, and then `create_dir` refuses.
+    let base = *BASE.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), unix_s.to_bits()))
+    });
+    let h = base.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{}.{ms:03}-{:04x}", run_id(unix_s), h & 0xffff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +115,17 @@ mod tests {
         // 2026-11-29 02:15:30 UTC = 1_795_918_530 s (date -d @1795918530 -u).
         assert_eq!(run_id(1_795_918_530.0), "20261129-021530");
         assert_eq!(run_id(951_782_400.0), "20000229-000000"); // a leap day
+    }
+
+    #[test]
+    fn unique_run_ids_keep_the_second_and_differ_within_one_millisecond() {
+        let t = 1_795_918_530.25;
+        let ids: std::collections::BTreeSet<String> = (0..200).map(|_| unique_run_id(t)).collect();
+        assert_eq!(ids.len(), 200);
+        assert!(
+            ids.iter().all(|id| id.starts_with("20261129-021530.250-")),
+            "{ids:?}"
+        );
     }
 
     #[test]

@@ -14,14 +14,15 @@ mod peak;
 mod record;
 mod summary;
 mod target;
+mod writer;
 
 pub use expert_load::{add_expert_tokens, sum_expert_tokens};
 pub use folder::{
-    read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, RunWriter,
-    SensorInfo, HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
+    read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, SensorInfo,
+    HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,
 };
 pub use idle::{IdleBaseline, DRIFT_WARN_FRACTION};
-pub use machine::{detect_machine, run_id, unix_now};
+pub use machine::{detect_machine, run_id, unique_run_id, unix_now};
 pub use peak::{
     effective_peak, PeakMeasurement, ReplacedPeak, RunPeak, SummaryPeak, FROM_ACHIEVED, FROM_CACHE,
     FROM_PROBE,
@@ -35,4 +36,8 @@ pub use target::{
     at as interpolate_at, chosen_target, first_reach, to_target, Interval, LeadChange,
     ModelToTarget, TargetRatio, ToTarget, REPLICATES, TARGET_GIVEN, TARGET_LOWEST_REACHED,
     TARGET_UNTIL,
+};
+pub use writer::{
+    check_new_folder, read_summary_or_rebuild, write_atomically, write_summary, RecordSink,
+    RunWriter, SummaryRead, SYNC_EVERY,
 };

@@ -305,7 +305,6 @@ pub fn summarize(records: &[Record]) -> RunSummary {
     let mut by_model: BTreeMap<(Role, String), BTreeMap<Phase, Vec<&StepRecord>>> = BTreeMap::new();
     let mut val: BTreeMap<(Role, String), f64> = BTreeMap::new();
     let mut idles = Vec::new();
-    let mut end = None;
     let mut source = None;
     for r in records {
         match r {
@@ -325,8 +324,7 @@ pub fn summarize(records: &[Record]) -> RunSummary {
                 idles.push(i);
                 source = source.or(Some(i.source));
             }
-            Record::End { reason, .. } => end = Some(reason.clone()),
-            Record::Sample(_) | Record::Log { .. } => {}
+            Record::End { .. } | Record::Sample(_) | Record::Log { .. } => {}
         }
     }
     let idle = IdleBaseline::from_records(idles.iter().copied());
@@ -352,6 +350,12 @@ pub fn summarize(records: &[Record]) -> RunSummary {
         })
         .collect();
     let ratios = ratios(&models);
+    // Complete means the records end with `end`: anything after one (a folder appended to by
+    // a second run) makes it another, unfinished run.
+    let end = match records.last() {
+        Some(Record::End { reason, .. }) => Some(reason.clone()),
+        _ => None,
+    };
     RunSummary {
         format_version: FORMAT_VERSION,
         complete: end.is_some(),

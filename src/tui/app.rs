@@ -297,7 +297,8 @@ impl App {
         }
     }
 
-    fn quit(&mut self) {
+    /// `q`: stop a live run (the dashboard closes when it has ended), or close.
+    pub fn quit(&mut self) {
         match self.status {
             Status::Waiting | Status::Running => {
                 self.stop_requested = true;

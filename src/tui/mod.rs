@@ -44,10 +44,18 @@ pub fn dashboard(rx: Receiver<RunEvent>, stop: Arc<AtomicBool>) -> anyhow::Resul
         drain(&rx, app);
         if app.stop_requested() {
             stop.store(true, Ordering::SeqCst);
+        } else if stop.load(Ordering::SeqCst) {
+            // Stopped from outside (SIGTERM, SIGHUP): as if the user pressed `q`.
+            app.quit();
         }
     });
     ratatui::restore();
     result
+}
+
+/// Leave raw mode and the alternate screen (for a process about to exit from elsewhere).
+pub fn restore_terminal() {
+    ratatui::restore();
 }
 
 /// Raw mode, the alternate screen and a panic hook that restores the terminal; restored at once

@@ -1,11 +1,15 @@
 //! One training step, one prefill, one decode step of a model; the A/B schedule of sparse and dense.
 
 mod bench;
+mod metrics_feed;
 mod model_workload;
 pub mod run;
+pub mod session;
 
 pub use bench::{bench, cpu_threads, BenchConfig, BenchResult};
+pub use metrics_feed::MetricsFeed;
 pub use model_workload::{InferenceShape, ModelWorkload};
+pub use session::{RunSession, SessionConfig, SessionError, SessionHooks};
 
 use std::collections::BTreeMap;
 
@@ -57,4 +61,44 @@ pub enum RunEvent {
     Record(Box<Record>),
     Finished(Box<RunSummary>),
     Failed(String),
+}
+
+/// Whoever follows a run as it goes (the dashboard's channel, a metrics exporter). Called on the
+/// run's thread, in the order things happen: `started` once, `record` for every record right
+/// after it is appended to `records.jsonl`, then `ended`. It must return quickly: the run waits
+/// for it (outside the energy windows, but a slow observer lengthens the run).
+pub trait RunObserver: Send {
+    fn started(&mut self, _header: &RunHeader) {}
+    fn record(&mut self, record: &Record);
+    /// The run's summary, or why it failed.
+    fn ended(&mut self, _outcome: Result<&RunSummary, &str>) {}
+}
+
+/// The dashboard's feed: every call becomes a [`RunEvent`]. A receiver that has gone away does
+/// not stop the measurement.
+impl RunObserver for std::sync::mpsc::Sender<RunEvent> {
+    fn started(&mut self, header: &RunHeader) {
+        let _ = self.send(RunEvent::Started(Box::new(header.clone())));
+    }
+
+    fn record(&mut self, record: &Record) {
+        let _ = self.send(RunEvent::Record(Box::new(record.clone())));
+    }
+
+    fn ended(&mut self, outcome: Result<&RunSummary, &str>) {
+        let _ = self.send(match outcome {
+            Ok(s) => RunEvent::Finished(Box::new(s.clone())),
+            Err(e) => RunEvent::Failed(e.to_string()),
+        });
+    }
+}
+
+/// A closure called with every record (the start and the end ignored):
+/// `OnRecord(|r: &Record| ...)`.
+pub struct OnRecord<F>(pub F);
+
+impl<F: FnMut(&Record) + Send> RunObserver for OnRecord<F> {
+    fn record(&mut self, record: &Record) {
+        (self.0)(record)
+    }
 }

@@ -1,0 +1,537 @@
+//! The run loop against fake workloads and fake sensors.
+
+use super::idle::{idle_subwindows, MAX_IDLE_SUBWINDOWS};
+use super::*;
+use crate::meter::{MeterError, Reading, Sensor};
+use crate::runlog::read_run;
+use crate::runlog::IdleRecord;
+use crate::vocab::EnergySource;
+use crate::vocab::Phase;
+use crate::vocab::Role;
+use crate::workload::StepOutcome;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// A workload whose steps sleep a fixed time, the first of each phase 3x as long (a slow
+/// warm-up); decode continues a prefill 3 times.
+struct Fake {
+    name: &'static str,
+    role: Role,
+    room: u32,
+    synced: u64,
+    steps: u64,
+    seen: Vec<Phase>,
+}
+
+impl Workload for Fake {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn role(&self) -> Role {
+        self.role
+    }
+    fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome> {
+        self.steps += 1;
+        let ms = match phase {
+            Phase::Train => 2,
+            Phase::Prefill => 1,
+            Phase::Decode => {
+                anyhow::ensure!(self.room > 0, "decode without room");
+                self.room -= 1;
+                1
+            }
+        };
+        if phase == Phase::Prefill {
+            self.room = 3;
+        }
+        let slow = if self.seen.contains(&phase) { 1 } else { 3 };
+        self.seen.push(phase);
+        std::thread::sleep(Duration::from_millis(ms * slow));
+        Ok(StepOutcome {
+            tokens: 10,
+            loss: (phase == Phase::Train).then_some(1.0),
+            ..StepOutcome::default()
+        })
+    }
+    fn validate(&mut self) -> anyhow::Result<Vec<f64>> {
+        // Falls with the steps trained, the same for both models.
+        let l = 5.0 / (1.0 + self.steps as f64);
+        Ok(vec![l * 0.9, l * 1.1])
+    }
+    fn can_decode(&self) -> bool {
+        self.room > 0
+    }
+    fn synchronize(&mut self) -> anyhow::Result<()> {
+        self.synced += 1;
+        Ok(())
+    }
+}
+
+/// A plan of one warm-up step, no inference, no idle window and no evaluation but the first
+/// and the last; tests set what they measure.
+fn test_plan() -> RunPlan {
+    RunPlan {
+        train_steps: 4,
+        warmup_steps: 1,
+        prefill_steps: 0,
+        decode_steps: 0,
+        idle_seconds: 0.0,
+        eval_every: 1000,
+        update_period: None,
+        min_windows: 1,
+        max_lengthen_s: 1.0,
+        peak: None,
+        until_loss: None,
+        target_loss: None,
+    }
+}
+
+/// An empty temporary folder named for this test and process.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `plan` run on two fakes (`a` sparse, `b` dense) metered by `meter` (and `host`), written to
+/// `dir`: the fakes after the run, its summary and the folder read back.
+fn run_fakes(
+    plan: &RunPlan,
+    meter: &Meter,
+    host: Option<&Meter>,
+    dir: &std::path::Path,
+    epoch: Instant,
+) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
+    let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
+    let fake = |name, role| Fake {
+        name,
+        role,
+        room: 0,
+        synced: 0,
+        steps: 0,
+        seen: Vec::new(),
+    };
+    let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+    let summary = execute(
+        plan,
+        &mut a,
+        &mut b,
+        Meters {
+            main: meter,
+            host,
+            epoch,
+        },
+        Outputs {
+            writer: &mut writer,
+            observers: &mut [],
+            progress: &mut Quiet,
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    drop(writer);
+    (a, b, summary, read_run(dir).unwrap())
+}
+
+/// A counter at 100 W that updates every 5 ms; reads numbered in `fail` fail.
+struct Coarse {
+    origin: Instant,
+    reads: u64,
+    fail: Vec<u64>,
+}
+
+impl Sensor for Coarse {
+    fn source(&self) -> EnergySource {
+        EnergySource::Nvml
+    }
+    fn scope(&self) -> String {
+        "coarse".into()
+    }
+    fn read(&mut self) -> Result<Reading, MeterError> {
+        self.reads += 1;
+        if self.fail.contains(&self.reads) {
+            return Err(MeterError::Read {
+                reader: "nvml",
+                reason: "flaky".into(),
+            });
+        }
+        let t = (self.origin.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
+        Ok(Reading {
+            energy_j: Some(100.0 * t),
+            ..Reading::default()
+        })
+    }
+}
+
+#[test]
+fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
+    let period = UpdatePeriod {
+        period_s: 0.005,
+        energy_j: 0.5,
+        updates: 10,
+    };
+    let plan = RunPlan {
+        train_steps: 8,
+        prefill_steps: 2,
+        decode_steps: 2,
+        update_period: Some(period),
+        max_lengthen_s: 5.0,
+        ..test_plan()
+    };
+    let dir = fresh_dir("sw-blocks");
+    let epoch = Instant::now();
+    // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
+    let sensor = Coarse {
+        origin: epoch,
+        reads: 0,
+        fail: vec![3, 4],
+    };
+    let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+    let (a, b, _, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    // Every step synchronised before its time was taken.
+    assert_eq!((a.synced, b.synced), (a.steps, b.steps));
+    let steps: Vec<&StepRecord> = run.steps().collect();
+    // The first window's end could not be read: unmeasured, and the run went on.
+    assert!(steps[0].energy.is_none() && steps[0].warmup);
+    assert!(run.records.iter().any(|r| matches!(r,
+        Record::Log { level, message, .. } if level == "warn" && message.contains("unmeasured"))));
+    assert!(steps[1..].iter().all(|s| s.energy.is_some()));
+    // Windows: one model each, consecutive steps, joules split by duration.
+    let mut windows: BTreeMap<u64, Vec<&StepRecord>> = BTreeMap::new();
+    for s in &steps[1..] {
+        let w = s.energy.as_ref().unwrap().window.as_ref().unwrap();
+        windows.entry(w.index).or_default().push(s);
+    }
+    let mut blocks = 0;
+    for (index, ss) in &windows {
+        let e0 = ss[0].energy.as_ref().unwrap();
+        let w = e0.window.as_ref().unwrap();
+        assert_eq!(w.steps as usize, ss.len(), "window {index}");
+        assert!(ss.iter().all(|s| s.model == ss[0].model));
+        let joules: f64 = ss.iter().map(|s| s.energy.as_ref().unwrap().joules).sum();
+        let rate = joules / ss.iter().map(|s| s.seconds).sum::<f64>();
+        for s in ss {
+            let j = s.energy.as_ref().unwrap().joules;
+            assert!(
+                (j / s.seconds - rate).abs() <= 1e-9 * rate,
+                "window {index}"
+            );
+        }
+        if ss.iter().all(|s| !s.warmup) {
+            // Measured windows span the safe 20 updates and read 100 W within 10%.
+            blocks += 1;
+            assert!(ss.len() > 1 && !w.too_short(), "window {index}: {w:?}");
+            let watts = joules / w.seconds;
+            assert!((watts - 100.0).abs() <= 10.0, "window {index}: {watts} W");
+        } else {
+            assert_eq!(ss.len(), 1, "warm-up steps keep their own windows");
+        }
+    }
+    // Train, prefill and decode: at least one window per model each (min_windows 1),
+    // lengthened; both models run the same steps in each pair of windows.
+    assert!(blocks >= 6, "{:?}", windows.keys().collect::<Vec<_>>());
+    let train_blocks = |role: Role| -> Vec<u64> {
+        windows
+            .values()
+            .filter(|ss| ss[0].role == role && ss[0].phase == Phase::Train && !ss[0].warmup)
+            .map(|ss| ss.len() as u64)
+            .collect()
+    };
+    assert!(!train_blocks(Role::Sparse).is_empty());
+    assert_eq!(train_blocks(Role::Sparse), train_blocks(Role::Dense));
+    // Decode windows refill the cache inside themselves: prefills sharing a decode window.
+    assert!(windows.values().any(|ss| {
+        ss.iter().any(|s| s.phase == Phase::Decode) && ss.iter().any(|s| s.phase == Phase::Prefill)
+    }));
+    let summary = summarize(&run.records);
+    for m in &summary.models {
+        for p in &m.phases {
+            assert_eq!((p.windows, p.short_windows), (p.windows.max(1), 0), "{p:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+/// A continuous counter: `energy_j` of the seconds since `origin`.
+struct Continuous {
+    origin: Instant,
+    source: EnergySource,
+    energy_j: Box<dyn Fn(f64) -> f64 + Send>,
+}
+
+impl Continuous {
+    fn new(origin: Instant, source: EnergySource, f: impl Fn(f64) -> f64 + Send + 'static) -> Self {
+        Continuous {
+            origin,
+            source,
+            energy_j: Box::new(f),
+        }
+    }
+}
+
+impl Sensor for Continuous {
+    fn source(&self) -> EnergySource {
+        self.source
+    }
+    fn scope(&self) -> String {
+        "test".into()
+    }
+    fn read(&mut self) -> Result<Reading, MeterError> {
+        Ok(Reading {
+            energy_j: Some((self.energy_j)(self.origin.elapsed().as_secs_f64())),
+            ..Reading::default()
+        })
+    }
+}
+
+#[test]
+fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_reported() {
+    let plan = RunPlan {
+        train_steps: 4,
+        idle_seconds: 0.6,
+        ..test_plan()
+    };
+    let dir = fresh_dir("sw-idle");
+    let epoch = Instant::now();
+    // Power ramps up with time: 10 W + 40 W/s x t.
+    let ramp = Continuous::new(epoch, EnergySource::Rapl, |t| 10.0 * t + 20.0 * t * t);
+    let meter = Meter::start(Box::new(ramp), 0.0, epoch);
+    let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    let idles: Vec<&IdleRecord> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Idle(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idles.len(), 2);
+    assert_eq!(
+        (idles[0].when, idles[1].when),
+        (IdleWhen::Before, IdleWhen::After)
+    );
+    for i in &idles {
+        // 0.6 s in sub-windows of 0.2 s, each reading a higher power than the last (the ramp).
+        assert_eq!(i.window_power_w.len(), 3, "{i:?}");
+        assert!(i.window_power_w.windows(2).all(|w| w[1] > w[0]), "{i:?}");
+        assert!((i.power_w * i.seconds - i.joules).abs() < 1e-9);
+    }
+    // The ramp: the window before averages about 10 + 40 x 0.3 = 22 W; after is higher.
+    assert!(
+        (idles[0].power_w - 22.0).abs() < 3.0,
+        "{}",
+        idles[0].power_w
+    );
+    let base = summary.idle.as_ref().unwrap();
+    let drift = idles[1].power_w - idles[0].power_w;
+    assert!(drift > 5.0 && (base.drift_w.unwrap() - drift).abs() < 0.05 * drift);
+    assert!(run.records.iter().any(|r| matches!(r,
+        Record::Log { level, message, .. } if level == "warn" && message.contains("drifted"))));
+    // The after window follows every step.
+    let last_step = run.steps().map(|s| s.t_s).fold(0.0, f64::max);
+    let after_at = run
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::Idle(i) if i.when == IdleWhen::After))
+        .unwrap();
+    assert!(run.records[..after_at]
+        .iter()
+        .filter_map(Record::t_s)
+        .any(|t| t >= last_step));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn idle_sub_windows_are_as_long_as_the_sensor_resolves() {
+    let coarse = UpdatePeriod {
+        period_s: 0.1,
+        energy_j: 25.0,
+        updates: 5,
+    };
+    assert_eq!(idle_subwindows(2.0, None), 10);
+    assert_eq!(idle_subwindows(0.5, None), 2);
+    assert_eq!(idle_subwindows(0.1, None), 1);
+    // 20 updates of 100 ms: one 2-second window, two of a 4-second idle.
+    assert_eq!(idle_subwindows(2.0, Some(&coarse)), 1);
+    assert_eq!(idle_subwindows(4.0, Some(&coarse)), 2);
+    assert_eq!(idle_subwindows(100.0, None), MAX_IDLE_SUBWINDOWS);
+}
+#[test]
+fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
+    let plan = RunPlan {
+        train_steps: 6,
+        prefill_steps: 2,
+        ..test_plan()
+    };
+    let dir = fresh_dir("sw-host");
+    let epoch = Instant::now();
+    let steady = |watts: f64, source| Continuous::new(epoch, source, move |t| watts * t);
+    let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
+    let host = Meter::start(Box::new(steady(30.0, EnergySource::Rapl)), 0.0, epoch);
+    let (_, _, summary, run) = run_fakes(&plan, &meter, Some(&host), &dir, epoch);
+    for s in run.steps() {
+        let e = s.energy.as_ref().unwrap();
+        let h = e.host.as_ref().unwrap();
+        assert_eq!(
+            (e.source, h.source),
+            (EnergySource::Nvml, EnergySource::Rapl)
+        );
+        // Each meter's own power, split by duration; the host's is not in `joules`.
+        let (main_w, host_w) = (e.joules / s.seconds, h.joules / s.seconds);
+        assert!((main_w - 250.0).abs() < 25.0, "{main_w} W");
+        assert!((host_w - 30.0).abs() < 3.0, "{host_w} W");
+    }
+    for m in &summary.models {
+        for p in &m.phases {
+            // Over the same windows and tokens, host over main J/token is 30 W over 250 W.
+            let main = p.joules_per_token.as_ref().unwrap().total.mean;
+            let r = p.host_joules_per_token.unwrap().mean / main;
+            assert!((r - 0.12).abs() < 0.012, "{r}");
+            assert_eq!(p.host_source, Some(EnergySource::Rapl));
+        }
+    }
+    let report =
+        crate::report::render(&crate::report::build(&run), crate::report::Format::Markdown);
+    assert!(report.contains("Host CPU beside the GPU"), "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_loss() {
+    // Fake validation: 5 / (1 + steps so far), for both; <= 1.0 from 4 steps on.
+    let plan = RunPlan {
+        train_steps: 40,
+        eval_every: 2,
+        max_lengthen_s: 0.0,
+        until_loss: Some(1.0),
+        ..test_plan()
+    };
+    let dir = fresh_dir("sw-until");
+    let epoch = Instant::now();
+    let sensor = Coarse {
+        origin: epoch,
+        reads: 0,
+        fail: vec![],
+    };
+    let meter = Meter::start(Box::new(sensor), 0.0, epoch);
+    let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    for m in ["a", "b"] {
+        let trained = run
+            .steps()
+            .filter(|s| s.model == m && s.phase == Phase::Train)
+            .count();
+        // Evals at 0, 2 and 4 steps: 5/3 > 1, then 5/5 = 1 <= 1.
+        assert_eq!(trained, 4, "{m}");
+    }
+    assert!(run.records.iter().any(|r| matches!(r,
+        Record::Log { message, .. } if message.contains("stop rule: both models reached"))));
+    let t = summary.to_target.unwrap();
+    assert_eq!(
+        (t.target_loss, t.target_from.as_str()),
+        (1.0, crate::runlog::TARGET_UNTIL)
+    );
+    assert!(t.models.iter().all(|m| m.reached && m.joules.is_some()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The records file on a disk with `room` bytes left: the part of a write that fits is written,
+/// then every write fails with ENOSPC, as a full file system answers.
+struct FullDisk {
+    file: std::fs::File,
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        let n = buf.len().min(self.room);
+        self.file.write_all(&buf[..n])?;
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl crate::runlog::RecordSink for FullDisk {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_written() {
+    use crate::runlog::{RECORDS_FILE, SUMMARY_FILE};
+    let dir = fresh_dir("sw-full-disk");
+    drop(RunWriter::create(&dir, &crate::runlog::test_header()).unwrap());
+    let path = dir.join(RECORDS_FILE);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let room = 4000;
+    let mut writer = RunWriter::with_sink(&dir, Box::new(FullDisk { file, room }));
+    let plan = RunPlan {
+        train_steps: 100_000,
+        ..test_plan()
+    };
+    let epoch = Instant::now();
+    let meter = Meter::start(
+        Box::new(Continuous::new(epoch, EnergySource::Nvml, |t| 100.0 * t)),
+        0.0,
+        epoch,
+    );
+    let fake = |name, role| Fake {
+        name,
+        role,
+        room: 0,
+        synced: 0,
+        steps: 0,
+        seen: Vec::new(),
+    };
+    let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+    let err = execute(
+        &plan,
+        &mut a,
+        &mut b,
+        Meters {
+            main: &meter,
+            host: None,
+            epoch,
+        },
+        Outputs {
+            writer: &mut writer,
+            observers: &mut [],
+            progress: &mut Quiet,
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    drop(writer);
+    // A clear error: the file, and the system's reason.
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains("No space left"),
+        "{message}"
+    );
+    // The records up to the full disk are intact: every whole line reads back, at most the
+    // last one is cut, and nothing pretends the run ended.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), room as u64);
+    let run = read_run(&dir).unwrap();
+    let whole_lines = std::fs::read_to_string(&path)
+        .unwrap()
+        .matches('\n')
+        .count();
+    assert_eq!(run.records.len(), whole_lines);
+    assert!(
+        run.records.len() > 3 && run.unreadable_lines <= 1,
+        "{run:?}"
+    );
+    assert!(run.steps().count() >= 2 && !run.complete());
+    assert!(!dir.join(SUMMARY_FILE).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
