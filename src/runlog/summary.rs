@@ -156,28 +156,20 @@ struct Baseline<'a> {
     scale: f64,
 }
 
-fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) -> PhaseSummary {
-    let warm = steps.iter().filter(|s| s.warmup).count();
-    let measured: Vec<&StepRecord> = steps.iter().copied().filter(|s| !s.warmup).collect();
-    let tokens: u64 = measured.iter().map(|s| s.tokens).sum();
-    let seconds: f64 = measured.iter().map(|s| s.seconds).sum();
-    let flops: f64 = measured.iter().map(|s| s.flops).sum();
-    let with_energy: Vec<&StepRecord> = measured
-        .iter()
-        .copied()
-        .filter(|s| s.energy.is_some() && s.tokens > 0)
-        .collect();
-    // Steps sharing a window are one sample: the window's joules over its tokens.
-    struct Group<'a> {
-        id: Option<u64>,
-        joules: f64,
-        idle_joules: Option<f64>,
-        host_joules: Option<f64>,
-        tokens: u64,
-        window: Option<&'a WindowInfo>,
-    }
+/// Steps sharing a window are one sample: the window's joules over its tokens.
+struct Group<'a> {
+    id: Option<u64>,
+    joules: f64,
+    idle_joules: Option<f64>,
+    host_joules: Option<f64>,
+    tokens: u64,
+    window: Option<&'a WindowInfo>,
+}
+
+/// The measured steps with energy, grouped by window (a step without a window index alone).
+fn window_groups<'a>(with_energy: &[&'a StepRecord]) -> Vec<Group<'a>> {
     let mut groups: Vec<Group> = Vec::new();
-    for s in &with_energy {
+    for s in with_energy {
         let Some(e) = s.energy.as_ref() else { continue };
         let id = e.window.as_ref().map(|w| w.index);
         match groups.last_mut() {
@@ -200,6 +192,45 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
             }),
         }
     }
+    groups
+}
+
+/// Tokens per second over the same windows as the energy (steps without a window alone), so
+/// J/token x tokens/s is the window's power.
+fn tokens_per_s_by_window(measured: &[&StepRecord]) -> Vec<f64> {
+    let mut runs: Vec<(Option<u64>, u64, f64)> = Vec::new();
+    for s in measured {
+        let id = s
+            .energy
+            .as_ref()
+            .and_then(|e| e.window.as_ref())
+            .map(|w| w.index);
+        match runs.last_mut() {
+            Some(r) if id.is_some() && r.0 == id => {
+                r.1 += s.tokens;
+                r.2 += s.seconds;
+            }
+            _ => runs.push((id, s.tokens, s.seconds)),
+        }
+    }
+    runs.iter()
+        .filter(|r| r.2 > 0.0)
+        .map(|r| r.1 as f64 / r.2)
+        .collect()
+}
+
+fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) -> PhaseSummary {
+    let warm = steps.iter().filter(|s| s.warmup).count();
+    let measured: Vec<&StepRecord> = steps.iter().copied().filter(|s| !s.warmup).collect();
+    let tokens: u64 = measured.iter().map(|s| s.tokens).sum();
+    let seconds: f64 = measured.iter().map(|s| s.seconds).sum();
+    let flops: f64 = measured.iter().map(|s| s.flops).sum();
+    let with_energy: Vec<&StepRecord> = measured
+        .iter()
+        .copied()
+        .filter(|s| s.energy.is_some() && s.tokens > 0)
+        .collect();
+    let groups = window_groups(&with_energy);
     let jpt: Vec<f64> = groups.iter().map(|g| g.joules / g.tokens as f64).collect();
     let scale = base.map_or(1.0, |b| b.scale);
     let jpt_idle: Vec<f64> = groups
@@ -233,28 +264,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
         .map(|s| s.energy.as_ref().map_or(0.0, |e| e.joules))
         .sum();
     let first_energy = with_energy.first().and_then(|s| s.energy.as_ref());
-    // Tokens per second over the same windows as the energy (steps without a window alone), so
-    // J/token x tokens/s is the window's power.
-    let mut runs: Vec<(Option<u64>, u64, f64)> = Vec::new();
-    for s in &measured {
-        let id = s
-            .energy
-            .as_ref()
-            .and_then(|e| e.window.as_ref())
-            .map(|w| w.index);
-        match runs.last_mut() {
-            Some(r) if id.is_some() && r.0 == id => {
-                r.1 += s.tokens;
-                r.2 += s.seconds;
-            }
-            _ => runs.push((id, s.tokens, s.seconds)),
-        }
-    }
-    let tps: Vec<f64> = runs
-        .iter()
-        .filter(|r| r.2 > 0.0)
-        .map(|r| r.1 as f64 / r.2)
-        .collect();
+    let tps = tokens_per_s_by_window(&measured);
     PhaseSummary {
         phase,
         steps: measured.len(),
