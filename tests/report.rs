@@ -584,6 +584,20 @@ fn a_cut_off_run_is_reported_and_says_so() {
     for name in ["summary.json", "report.md", "report.html", "report.json"] {
         assert!(written.contains(&dir.join(name)), "{name}: {written:?}");
     }
+    // A summary cut off mid-write is not trusted: the next report rebuilds it from the records.
+    let whole = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    std::fs::write(dir.join("summary.json"), &whole[..whole.len() / 2]).unwrap();
+    let written = sparsewatt::report::write_all(&dir).unwrap();
+    assert!(written.contains(&dir.join("summary.json")), "{written:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.json")).unwrap(),
+        whole
+    );
+    let written = sparsewatt::report::write_all(&dir).unwrap();
+    assert!(
+        !written.contains(&dir.join("summary.json")),
+        "a good summary is kept"
+    );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("class=\"cutoff\"") && html.contains("Run cut off"));
     assert_well_formed(&html);

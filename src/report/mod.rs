@@ -33,7 +33,7 @@ pub use build::{build, build_with_target, ratio_of};
 pub use compare::compare;
 pub use document::{Comparison, Figure, Report, REPORT_FORMAT_VERSION};
 
-use crate::runlog::{read_run, RunFolderError, SUMMARY_FILE};
+use crate::runlog::{read_run, read_summary_or_rebuild, RunFolderError};
 
 pub const MARKDOWN_FILE: &str = "report.md";
 pub const HTML_FILE: &str = "report.html";
@@ -101,19 +101,19 @@ pub fn render_comparison(c: &Comparison, a: &Report, b: &Report, f: Format) -> S
 }
 
 /// Write `report.md`, `report.html` and `report.json` into the run folder, and `summary.json` when
-/// the run did not write one (a cut-off run). Returns the paths written.
+/// the run did not write one (a cut-off run) or wrote one that does not parse. Returns the paths
+/// written.
 pub fn write_all(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let run = read_run(dir)?;
     let report = build(&run);
     let mut written = Vec::new();
-    let summary = dir.join(SUMMARY_FILE);
-    if !summary.exists() {
-        std::fs::write(
-            &summary,
-            to_json(&crate::project::summarize_run(&run.header, &run.records)),
-        )
-        .with_context(|| format!("writing {}", summary.display()))?;
-        written.push(summary);
+    // A run cut off before its end wrote no summary, and a crash mid-write may have left one that
+    // does not parse: either is rebuilt from the records (runlog writes it atomically).
+    let summary = read_summary_or_rebuild(dir, |run| {
+        crate::project::summarize_run(&run.header, &run.records)
+    })?;
+    if summary.rebuilt.is_some() {
+        written.push(summary.path);
     }
     for (name, f) in [
         (MARKDOWN_FILE, Format::Markdown),
