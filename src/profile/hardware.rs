@@ -248,117 +248,35 @@ pub struct HardwareProfile {
 impl RawHardwareProfile {
     /// Check the rules and convert to SI units. `origin` names the file in error messages.
     pub fn resolve(self, origin: &str) -> Result<HardwareProfile, ProfileError> {
-        let err = |key: &str, msg: String| ProfileError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            message: msg,
-        };
-        let positive = |key: &str, v: f64| -> Result<f64, ProfileError> {
-            if v.is_finite() && v > 0.0 {
-                Ok(v)
-            } else {
-                Err(err(key, format!("must be a finite number > 0, got {v}")))
-            }
-        };
+        let c = Checks { origin };
         if self.name.trim().is_empty() {
-            return Err(err("name", "must not be empty".into()));
+            return Err(c.err("name", "must not be empty".into()));
         }
         if self.sources.iter().all(|s| s.trim().is_empty()) {
-            return Err(err(
-                "sources",
-                "give at least one source for the figures".into(),
-            ));
+            return Err(c.err("sources", "give at least one source for the figures".into()));
         }
-        let p = &self.peak_tflops;
-        let mut peak_flops = BTreeMap::new();
-        for (prec, v) in [
-            (Precision::Bf16, p.bf16),
-            (Precision::Fp16, p.fp16),
-            (Precision::Fp32, p.fp32),
-            (Precision::Fp8, p.fp8),
-        ] {
-            if let Some(v) = v {
-                let key = format!("peak_tflops.{}", prec.label());
-                peak_flops.insert(prec, positive(&key, v)? * 1e12);
-            }
-        }
-        if !peak_flops.contains_key(&p.default) {
-            return Err(err(
-                "peak_tflops.default",
-                format!(
-                    "is {} but no peak is given for {} (give peak_tflops.{})",
-                    p.default, p.default, p.default
-                ),
-            ));
-        }
-        let memory_bytes = positive("memory.capacity_bytes", self.memory.capacity_bytes)?;
+        let peak_flops = self.peak_flops(&c)?;
+        let memory_bytes = c.positive("memory.capacity_bytes", self.memory.capacity_bytes)?;
         let memory_bytes_per_s =
-            positive("memory.bandwidth_gb_per_s", self.memory.bandwidth_gb_per_s)? * 1e9;
-        let interconnect = match self.interconnect {
+            c.positive("memory.bandwidth_gb_per_s", self.memory.bandwidth_gb_per_s)? * 1e9;
+        let interconnect = match &self.interconnect {
             None => None,
-            Some(i) => {
-                let bytes_per_s =
-                    positive("interconnect.bandwidth_gb_per_s", i.bandwidth_gb_per_s)? * 1e9;
-                if i.chips_per_pod == 0 {
-                    return Err(err(
-                        "interconnect.chips_per_pod",
-                        "must be at least 1, got 0".into(),
-                    ));
-                }
-                Some(Interconnect {
-                    bytes_per_s,
-                    topology: i.topology,
-                    chips_per_pod: i.chips_per_pod,
-                })
-            }
+            Some(i) => Some(c.interconnect(i)?),
         };
-        let opt = |key: &str, v: Option<f64>| v.map(|v| positive(key, v)).transpose();
+        let opt = |key: &str, v: Option<f64>| v.map(|v| c.positive(key, v)).transpose();
         let tdp_w = opt("power.tdp_w", self.power.tdp_w)?;
         let chip_mean_w = opt("power.chip_mean_w", self.power.chip_mean_w)?;
         let system_w_per_chip = opt("power.system_w_per_chip", self.power.system_w_per_chip)?;
         if system_w_per_chip.is_some() && self.power.system_source.is_none() {
-            return Err(err(
+            return Err(c.err(
                 "power.system_source",
                 "missing: say where system_w_per_chip was measured".into(),
             ));
         }
-        let u = self.defaults.utilization;
-        if !(u.is_finite() && u > 0.0 && u <= 1.0) {
-            return Err(err(
-                "defaults.utilization",
-                format!("must be in (0, 1], got {u}"),
-            ));
-        }
-        let pue = self.defaults.pue;
-        if !(pue.is_finite() && pue >= 1.0) {
-            return Err(err(
-                "defaults.pue",
-                format!("must be a finite number >= 1, got {pue}"),
-            ));
-        }
-        match (&self.cpu, self.kind) {
-            (None, HardwareKind::Cpu) => {
-                return Err(err(
-                    "cpu",
-                    "missing: a cpu profile needs [cpu] cores, busy_w_per_core, idle_w".into(),
-                ))
-            }
-            (Some(c), _) => {
-                if c.cores == 0 {
-                    return Err(err("cpu.cores", "must be at least 1, got 0".into()));
-                }
-                positive("cpu.busy_w_per_core", c.busy_w_per_core)?;
-                if !(c.idle_w.is_finite() && c.idle_w >= 0.0) {
-                    return Err(err(
-                        "cpu.idle_w",
-                        format!("must be a finite number >= 0, got {}", c.idle_w),
-                    ));
-                }
-            }
-            (None, _) => {}
-        }
+        let (u, pue) = c.defaults(&self.defaults)?;
+        c.cpu(self.cpu.as_ref(), self.kind)?;
         if tdp_w.is_none() && system_w_per_chip.is_none() && self.cpu.is_none() {
-            return Err(err(
+            return Err(c.err(
                 "power",
                 "give power.tdp_w or power.system_w_per_chip (no power figure to project with)"
                     .into(),
@@ -368,7 +286,7 @@ impl RawHardwareProfile {
             name: self.name,
             kind: self.kind,
             peak_flops,
-            default_precision: p.default,
+            default_precision: self.peak_tflops.default,
             memory_bytes,
             memory_bytes_per_s,
             interconnect,
@@ -384,6 +302,115 @@ impl RawHardwareProfile {
             sources: self.sources,
             origin: origin.to_string(),
         })
+    }
+
+    /// FLOP/s by precision, with the default precision among them.
+    fn peak_flops(&self, c: &Checks) -> Result<BTreeMap<Precision, f64>, ProfileError> {
+        let p = &self.peak_tflops;
+        let mut peak_flops = BTreeMap::new();
+        for (prec, v) in [
+            (Precision::Bf16, p.bf16),
+            (Precision::Fp16, p.fp16),
+            (Precision::Fp32, p.fp32),
+            (Precision::Fp8, p.fp8),
+        ] {
+            if let Some(v) = v {
+                let key = format!("peak_tflops.{}", prec.label());
+                peak_flops.insert(prec, c.positive(&key, v)? * 1e12);
+            }
+        }
+        if !peak_flops.contains_key(&p.default) {
+            return Err(c.err(
+                "peak_tflops.default",
+                format!(
+                    "is {} but no peak is given for {} (give peak_tflops.{})",
+                    p.default, p.default, p.default
+                ),
+            ));
+        }
+        Ok(peak_flops)
+    }
+}
+
+/// The checks of one hardware file, each error naming the file and the key.
+struct Checks<'a> {
+    origin: &'a str,
+}
+
+impl Checks<'_> {
+    fn err(&self, key: &str, message: String) -> ProfileError {
+        ProfileError::Invalid {
+            origin: self.origin.to_string(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn positive(&self, key: &str, v: f64) -> Result<f64, ProfileError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.err(key, format!("must be a finite number > 0, got {v}")))
+        }
+    }
+
+    fn interconnect(&self, i: &RawInterconnect) -> Result<Interconnect, ProfileError> {
+        let bytes_per_s =
+            self.positive("interconnect.bandwidth_gb_per_s", i.bandwidth_gb_per_s)? * 1e9;
+        if i.chips_per_pod == 0 {
+            return Err(self.err(
+                "interconnect.chips_per_pod",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        Ok(Interconnect {
+            bytes_per_s,
+            topology: i.topology.clone(),
+            chips_per_pod: i.chips_per_pod,
+        })
+    }
+
+    /// The default utilisation in (0, 1] and PUE of at least 1.
+    fn defaults(&self, d: &RawDefaults) -> Result<(f64, f64), ProfileError> {
+        let u = d.utilization;
+        if !(u.is_finite() && u > 0.0 && u <= 1.0) {
+            return Err(self.err(
+                "defaults.utilization",
+                format!("must be in (0, 1], got {u}"),
+            ));
+        }
+        let pue = d.pue;
+        if !(pue.is_finite() && pue >= 1.0) {
+            return Err(self.err(
+                "defaults.pue",
+                format!("must be a finite number >= 1, got {pue}"),
+            ));
+        }
+        Ok((u, pue))
+    }
+
+    /// A cpu profile needs its [cpu] table; where one is given, it must be sound.
+    fn cpu(&self, cpu: Option<&CpuPower>, kind: HardwareKind) -> Result<(), ProfileError> {
+        match (cpu, kind) {
+            (None, HardwareKind::Cpu) => Err(self.err(
+                "cpu",
+                "missing: a cpu profile needs [cpu] cores, busy_w_per_core, idle_w".into(),
+            )),
+            (Some(c), _) => {
+                if c.cores == 0 {
+                    return Err(self.err("cpu.cores", "must be at least 1, got 0".into()));
+                }
+                self.positive("cpu.busy_w_per_core", c.busy_w_per_core)?;
+                if !(c.idle_w.is_finite() && c.idle_w >= 0.0) {
+                    return Err(self.err(
+                        "cpu.idle_w",
+                        format!("must be a finite number >= 0, got {}", c.idle_w),
+                    ));
+                }
+                Ok(())
+            }
+            (None, _) => Ok(()),
+        }
     }
 }
 

@@ -28,8 +28,7 @@ use super::ProjectError;
 use crate::accounting::{bytes_per_token, params, prefill_flops_per_token, train_flops_per_token};
 use crate::profile::ModelProfile;
 use crate::runlog::{RunData, RunSummary};
-use crate::vocab::EnergySource;
-use crate::vocab::Phase;
+use crate::vocab::{EnergySource, Phase};
 
 /// Bytes AdamW moves per parameter and step: parameter, gradient, first and second moment read;
 /// parameter and both moments written; f32 (the master weights are f32 on every device).
@@ -212,26 +211,33 @@ fn columns(phase: Phase, t: &StepTraffic) -> Vec<f64> {
     }
 }
 
-/// Fit the roofline to the training and prefill phases of `run` (its `summary` computed from its
-/// records). The bandwidth is the one measured at the run's start, else `probed` (measured now on
-/// the same machine), else fitted with the compute rates.
-pub fn fit_run(
-    run: &RunData,
-    summary: &RunSummary,
-    probed: Option<f64>,
-) -> Result<LocalFit, ProjectError> {
+/// What the run measured: each model's training and prefill rates with their traffic, and the
+/// training phases' mean power.
+struct Measured {
+    points: Vec<FitPoint>,
+    powers: Vec<f64>,
+    source: Option<EnergySource>,
+    scope: Option<String>,
+}
+
+fn measured_points(run: &RunData, summary: &RunSummary, act_bytes: f64) -> Measured {
     let config = &run.header.config;
-    let (batch, act_bytes) = (config.batch, act_bytes_of(summary));
-    let mut points = Vec::new();
-    let mut powers = Vec::new();
-    let (mut source, mut scope) = (None, None);
+    let mut out = Measured {
+        points: Vec::new(),
+        powers: Vec::new(),
+        source: None,
+        scope: None,
+    };
     for m in &summary.models {
         let Some(profile) = run.header.model(m.role) else {
             continue;
         };
         let infer_batch = config.infer_batch.unwrap_or(1);
         let phases = [
-            (Phase::Train, train_traffic(profile, batch, act_bytes)),
+            (
+                Phase::Train,
+                train_traffic(profile, config.batch, act_bytes),
+            ),
             (
                 Phase::Prefill,
                 prefill_traffic(profile, infer_batch, config.prompt_len, act_bytes),
@@ -244,12 +250,12 @@ pub fn fit_run(
             };
             if phase == Phase::Train {
                 if let Some(j) = &p.joules_per_token {
-                    powers.push(j.total.mean * tps);
-                    source = source.or(p.source);
-                    scope = scope.or(p.scope.clone());
+                    out.powers.push(j.total.mean * tps);
+                    out.source = out.source.or(p.source);
+                    out.scope = out.scope.or(p.scope.clone());
                 }
             }
-            points.push(FitPoint {
+            out.points.push(FitPoint {
                 model: m.model.clone(),
                 phase,
                 traffic,
@@ -258,6 +264,24 @@ pub fn fit_run(
             });
         }
     }
+    out
+}
+
+/// Fit the roofline to the training and prefill phases of `run` (its `summary` computed from its
+/// records). The bandwidth is the one measured at the run's start, else `probed` (measured now on
+/// the same machine), else fitted with the compute rates.
+pub fn fit_run(
+    run: &RunData,
+    summary: &RunSummary,
+    probed: Option<f64>,
+) -> Result<LocalFit, ProjectError> {
+    let (batch, act_bytes) = (run.header.config.batch, act_bytes_of(summary));
+    let Measured {
+        mut points,
+        powers,
+        source,
+        scope,
+    } = measured_points(run, summary, act_bytes);
     if !points.iter().any(|p| p.phase == Phase::Train) {
         return Err(super::bad(
             "calibrate",
