@@ -290,16 +290,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", table::training_table(&rows));
         return Ok(());
     }
+    training(&args, &hardware, &settings_for)
+}
+
+/// `--model NAME --tokens N [--compare OTHER]`: the training projection on each chip.
+fn training(
+    args: &Args,
+    hardware: &[HardwareProfile],
+    settings_for: &dyn Fn(&HardwareProfile) -> Settings,
+) -> anyhow::Result<()> {
     let name = args.model.as_deref().unwrap_or_default();
-    let model = load_main(&args, name)?;
+    let model = load_main(args, name)?;
     let tokens = args
         .tokens
         .ok_or_else(|| BadInput("--model without --inference needs --tokens N".into()))?;
-    let other = other_model(&args, &model)?;
+    let other = other_model(args, &model)?;
     let mut json_items = Vec::new();
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
-    for hw in &hardware {
+    for hw in hardware {
         let s = settings_for(hw);
         match &other {
             Some(o) => {

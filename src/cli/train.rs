@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::Device;
 use sparsewatt::data::Corpus;
 use sparsewatt::model::{pick_device, Model, TrainConfig, Trainer};
 use sparsewatt::profile::load_model;
@@ -64,20 +65,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(f) = fallback {
         eprintln!("warning: {f}");
     }
-    let mut trainer = if let Some(dir) = &a.resume {
-        let profile = load_model(&dir.join("profile.toml").display().to_string())?;
-        let mut cfg = TrainConfig::for_profile(&profile, a.steps);
-        apply(&a, &mut cfg);
-        Trainer::resume(dir, &device, &corpus, cfg)
-            .with_context(|| format!("resuming from {}", dir.display()))?
-    } else {
-        let profile = load_model(&a.model)?.with_overrides(a.experts, a.seq_len)?;
-        let mut cfg = TrainConfig::for_profile(&profile, a.steps);
-        apply(&a, &mut cfg);
-        let model = Model::new(&profile, &device, a.seed)?;
-        Trainer::new(model, &corpus, cfg)
-            .map_err(|e| bad_input(format!("setting up the training of {}", profile.name), e))?
-    };
+    let mut trainer = trainer(&a, &corpus, &device)?;
     let p = trainer.model.profile().clone();
     eprintln!(
         "training {} ({} parameters, {} experts, top-{}) on {} ({} bytes) on {dev_name}, steps {}..{}",
@@ -157,6 +145,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("checkpoint: {}", dir.display());
     }
     Ok(())
+}
+
+/// A new trainer, or the one a checkpoint (`--resume`) holds.
+fn trainer(a: &Args, corpus: &Corpus, device: &Device) -> anyhow::Result<Trainer> {
+    Ok(if let Some(dir) = &a.resume {
+        let profile = load_model(&dir.join("profile.toml").display().to_string())?;
+        let mut cfg = TrainConfig::for_profile(&profile, a.steps);
+        apply(a, &mut cfg);
+        Trainer::resume(dir, device, corpus, cfg)
+            .with_context(|| format!("resuming from {}", dir.display()))?
+    } else {
+        let profile = load_model(&a.model)?.with_overrides(a.experts, a.seq_len)?;
+        let mut cfg = TrainConfig::for_profile(&profile, a.steps);
+        apply(a, &mut cfg);
+        let model = Model::new(&profile, device, a.seed)?;
+        Trainer::new(model, corpus, cfg)
+            .map_err(|e| bad_input(format!("setting up the training of {}", profile.name), e))?
+    })
 }
 
 fn apply(a: &Args, cfg: &mut TrainConfig) {

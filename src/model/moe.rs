@@ -288,45 +288,9 @@ mod tests {
             .map(|i| (t(10 + i, (d, f), 0.3), t(20 + i, (f, d), 0.3)))
             .collect();
 
-        // The gradients, through the fused op (the input is on the graph).
-        let xv = candle_core::Var::from_tensor(&x0).unwrap();
-        let rv = candle_core::Var::from_tensor(&router0).unwrap();
-        let ev: Vec<(candle_core::Var, candle_core::Var)> = experts0
-            .iter()
-            .map(|(u, dn)| {
-                (
-                    candle_core::Var::from_tensor(u).unwrap(),
-                    candle_core::Var::from_tensor(dn).unwrap(),
-                )
-            })
-            .collect();
-        let ew: Vec<(Tensor, Tensor)> = ev
-            .iter()
-            .map(|(u, dn)| (u.as_tensor().clone(), dn.as_tensor().clone()))
-            .collect();
-        let moe = layer(rv.as_tensor(), &ew);
-        let out = moe
-            .forward(xv.as_tensor(), 0, &mut FlopCount::default())
-            .unwrap();
-        let sink = out.expert_grads.clone().expect("the fused experts op ran");
-        let loss = (out.y.mul(&w).unwrap().sum_all().unwrap()
-            + (out.balance_loss.clone() * 0.5).unwrap())
-        .unwrap();
-        let mut grads = loss.backward().unwrap();
-        sink.move_into(&mut grads, &mut Default::default()).unwrap();
-        let grad = |v: &Tensor| -> Vec<f32> {
-            grads
-                .get(v)
-                .expect("a gradient")
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        let g_router = grad(rv.as_tensor());
-        let routing = out.routing.experts.clone();
-        let used = out.routing.tokens_per_expert.iter().filter(|&&c| c > 0);
-        assert_eq!(used.count(), e, "every expert should get tokens");
+        let g = fused_gradients(&x0, &w, &router0, &experts0);
+        let (g_router, routing) = (&g.router, &g.routing);
+        assert_eq!(g.experts_used, e, "every expert should get tokens");
 
         // f32 forward passes, summed in f64. A step of 1e-2 along one router weight, 1e-3 along
         // a random direction of unit variance per element (hundreds of elements): truncation
@@ -338,11 +302,11 @@ mod tests {
         let central = |h: f64, eval: &dyn Fn(f64) -> (f64, Vec<u32>)| -> f64 {
             let ((up, r_up), (down, r_down)) = (eval(h), eval(-h));
             assert_eq!(
-                r_up, routing,
+                &r_up, routing,
                 "a step of the difference changed the routing"
             );
             assert_eq!(
-                r_down, routing,
+                &r_down, routing,
                 "a step of the difference changed the routing"
             );
             (up - down) / (2.0 * h)
@@ -371,9 +335,9 @@ mod tests {
         let along = |g: &[f32], dir: &[f32]| -> f64 {
             g.iter().zip(dir).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
-        for (i, (up, down)) in ev.iter().enumerate() {
-            for (which, v) in [(0, up), (1, down)] {
-                let dir = draws(100 + 2 * i as u64 + which, v.elem_count(), 1.0);
+        for (i, (g_up, g_down)) in g.experts.iter().enumerate() {
+            for (which, gv) in [(0, g_up), (1, g_down)] {
+                let dir = draws(100 + 2 * i as u64 + which, gv.len(), 1.0);
                 let fd = central(1e-3, &|s| {
                     let mut ex = experts0.clone();
                     let m = if which == 0 {
@@ -384,7 +348,7 @@ mod tests {
                     *m = bumped(m, &dir, s);
                     probe_loss(&layer(&router0, &ex), &x0, &w)
                 });
-                let an = along(&grad(v.as_tensor()), &dir);
+                let an = along(gv, &dir);
                 assert!(
                     (fd - an).abs() < 1e-3 * an.abs().max(1.0),
                     "expert {i} matrix {which}: finite difference {fd}, gradient {an}"
@@ -395,11 +359,78 @@ mod tests {
         let fd = central(1e-3, &|s| {
             probe_loss(&layer(&router0, &experts0), &bumped(&x0, &dir, s), &w)
         });
-        let an = along(&grad(xv.as_tensor()), &dir);
+        let an = along(&g.input, &dir);
         assert!(
             (fd - an).abs() < 1e-3 * an.abs().max(1.0),
             "input: finite difference {fd}, gradient {an}"
         );
+    }
+
+    /// What the fused path's backward pass gives [`probe_loss`]'s inputs.
+    struct FusedGradients {
+        router: Vec<f32>,
+        experts: Vec<(Vec<f32>, Vec<f32>)>,
+        input: Vec<f32>,
+        routing: Vec<u32>,
+        experts_used: usize,
+    }
+
+    /// The gradients of [`probe_loss`] through the fused op (the input is on the graph).
+    fn fused_gradients(
+        x0: &Tensor,
+        w: &Tensor,
+        router0: &Tensor,
+        experts0: &[(Tensor, Tensor)],
+    ) -> FusedGradients {
+        let xv = candle_core::Var::from_tensor(x0).unwrap();
+        let rv = candle_core::Var::from_tensor(router0).unwrap();
+        let ev: Vec<(candle_core::Var, candle_core::Var)> = experts0
+            .iter()
+            .map(|(u, dn)| {
+                (
+                    candle_core::Var::from_tensor(u).unwrap(),
+                    candle_core::Var::from_tensor(dn).unwrap(),
+                )
+            })
+            .collect();
+        let ew: Vec<(Tensor, Tensor)> = ev
+            .iter()
+            .map(|(u, dn)| (u.as_tensor().clone(), dn.as_tensor().clone()))
+            .collect();
+        let moe = layer(rv.as_tensor(), &ew);
+        let out = moe
+            .forward(xv.as_tensor(), 0, &mut FlopCount::default())
+            .unwrap();
+        let sink = out.expert_grads.clone().expect("the fused experts op ran");
+        let loss = (out.y.mul(w).unwrap().sum_all().unwrap()
+            + (out.balance_loss.clone() * 0.5).unwrap())
+        .unwrap();
+        let mut grads = loss.backward().unwrap();
+        sink.move_into(&mut grads, &mut Default::default()).unwrap();
+        let grad = |v: &Tensor| -> Vec<f32> {
+            grads
+                .get(v)
+                .expect("a gradient")
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        FusedGradients {
+            router: grad(rv.as_tensor()),
+            experts: ev
+                .iter()
+                .map(|(u, dn)| (grad(u.as_tensor()), grad(dn.as_tensor())))
+                .collect(),
+            input: grad(xv.as_tensor()),
+            routing: out.routing.experts.clone(),
+            experts_used: out
+                .routing
+                .tokens_per_expert
+                .iter()
+                .filter(|&&c| c > 0)
+                .count(),
+        }
     }
 
     /// The router's gradient through the fused experts op equals candle's autograd on the
