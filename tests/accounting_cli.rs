@@ -119,7 +119,8 @@ fn the_table_uses_human_numbers() {
 
 #[test]
 fn bad_input_exits_2() {
-    let dir = std::env::temp_dir().join(format!("sw-account-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sw-account-");
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "name = \"x\"\nd_model = 4\n").unwrap();

@@ -231,17 +231,22 @@ const SMALL: &[&str] = &[
     "2",
 ];
 
-fn run_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-nvml-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn run_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    // Not created: a run makes its own folder. The scratch folder around it goes when
+    // the test ends, passed or failed.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("sw-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = scratch.path().join(name);
+    (scratch, path)
 }
 
 #[test]
 fn blocks_resolve_a_100_ms_counter_in_every_phase_within_10_percent() {
     let _g = serial();
     let lib = build_stub("run100", &[]);
-    let dir = run_dir("blocks");
+    let (_scratch, dir) = run_dir("blocks");
     let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
         .args(SMALL_SHAPES)
         .args(SMALL)
@@ -310,7 +315,7 @@ fn blocks_resolve_a_100_ms_counter_in_every_phase_within_10_percent() {
 fn a_cpu_run_with_nvml_present_does_not_use_it_under_auto() {
     let _g = serial();
     let lib = build_stub("cpurun", &[]);
-    let dir = run_dir("cpu");
+    let (_scratch, dir) = run_dir("cpu");
     let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
         .args(SMALL_SHAPES)
         .args(SMALL)
@@ -338,7 +343,8 @@ fn a_cpu_run_with_nvml_present_does_not_use_it_under_auto() {
 #[test]
 fn auto_falls_back_to_rapl_then_the_estimate_saying_why() {
     let _g = serial();
-    let tree = std::env::temp_dir().join(format!("sparsewatt-auto-rapl-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let tree = scratch.path().join("sparsewatt-auto-rapl-");
     let pkg = tree.join("intel-rapl:0");
     std::fs::create_dir_all(&pkg).unwrap();
     std::fs::write(pkg.join("name"), "package-0\n").unwrap();

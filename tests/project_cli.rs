@@ -171,7 +171,8 @@ fn bad_input_exits_2_with_a_clear_message() {
 
 #[test]
 fn a_bad_hardware_file_is_named_with_its_field() {
-    let dir = std::env::temp_dir().join(format!("sw-hw-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sw-hw-");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("chip.toml");
     std::fs::write(
@@ -332,7 +333,8 @@ fn write_run(dir: &std::path::Path) {
 
 #[test]
 fn calibration_reports_this_machine_and_carries_on_request() {
-    let dir = std::env::temp_dir().join(format!("sw-calib-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sw-calib-");
     let _ = std::fs::remove_dir_all(&dir);
     write_run(&dir);
     let d = dir.to_string_lossy().to_string();
@@ -434,7 +436,8 @@ fn write_roofline_run(dir: &std::path::Path) {
 
 #[test]
 fn a_run_predicts_another_models_training_on_its_machine_from_its_roofline() {
-    let dir = std::env::temp_dir().join(format!("sw-roofline-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sw-roofline-");
     let _ = std::fs::remove_dir_all(&dir);
     write_roofline_run(&dir);
     let d = dir.to_string_lossy().to_string();

@@ -38,10 +38,15 @@ const PLAIN: Fixture = Fixture {
     complete: true,
 };
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    // Not created: a run makes its own folder. The scratch folder around it goes when
+    // the test ends, passed or failed.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("sw-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = scratch.path().join(name);
+    (scratch, path)
 }
 
 fn header(f: &Fixture) -> RunHeader {
@@ -167,9 +172,9 @@ fn eval(role: Role, tokens: u64, loss: f64) -> Record {
 }
 
 /// A run folder of six train steps per model (the first a warm-up), samples, an idle window and
-/// evals; returns its path.
-fn fixture(name: &str, f: &Fixture) -> PathBuf {
-    let dir = tmp(name);
+/// evals; returns its path and the scratch folder around it (gone when dropped).
+fn fixture(name: &str, f: &Fixture) -> (tempfile::TempDir, PathBuf) {
+    let (scratch, dir) = tmp(name);
     let mut w = RunWriter::create(&dir, &header(f)).unwrap();
     w.append(&Record::Idle(IdleRecord {
         when: IdleWhen::Before,
@@ -239,7 +244,7 @@ fn fixture(name: &str, f: &Fixture) -> PathBuf {
         .unwrap();
     }
     drop(w);
-    dir
+    (scratch, dir)
 }
 
 fn sparsewatt(args: &[&str]) -> std::process::Output {
@@ -279,7 +284,7 @@ fn by_hand(joules: &[f64]) -> (f64, f64) {
 
 #[test]
 fn report_target_loss_sets_the_loss_of_the_first_answer() {
-    let dir = fixture("target", &PLAIN);
+    let (_scratch_dir, dir) = fixture("target", &PLAIN);
     let v: Value = serde_json::from_str(&report(&[
         dir.to_str().unwrap(),
         "--format",
@@ -305,7 +310,7 @@ fn report_target_loss_sets_the_loss_of_the_first_answer() {
 
 #[test]
 fn the_report_carries_the_figures_computed_by_hand() {
-    let dir = fixture("figures", &PLAIN);
+    let (_scratch_dir, dir) = fixture("figures", &PLAIN);
     let v = json_of(&dir);
     assert_eq!(v["report_format_version"], 2);
     let train = &v["phases"][0];
@@ -553,7 +558,7 @@ fn the_well_formedness_check_finds_what_is_wrong() {
 
 #[test]
 fn a_cut_off_run_is_reported_and_says_so() {
-    let dir = fixture(
+    let (_scratch_dir, dir) = fixture(
         "cutoff",
         &Fixture {
             complete: false,
@@ -659,7 +664,7 @@ fn same_json(a: &Value, b: &Value) -> bool {
 
 #[test]
 fn the_json_round_trips_and_every_figure_has_unit_and_source() {
-    let dir = fixture("json", &PLAIN);
+    let (_scratch_dir, dir) = fixture("json", &PLAIN);
     let text = report(&[dir.to_str().unwrap(), "--format", "json"]);
     let r: sparsewatt::report::Report = serde_json::from_str(&text).unwrap();
     let original: Value = serde_json::from_str(&text).unwrap();
@@ -671,7 +676,7 @@ fn the_json_round_trips_and_every_figure_has_unit_and_source() {
 
 #[test]
 fn an_estimate_is_labelled_as_an_estimate() {
-    let dir = fixture(
+    let (_scratch_dir, dir) = fixture(
         "estimate",
         &Fixture {
             source: EnergySource::Estimate,
@@ -707,8 +712,8 @@ fn an_estimate_is_labelled_as_an_estimate() {
 
 #[test]
 fn comparing_two_runs_gives_b_over_a_and_warns_of_different_sensors() {
-    let a = fixture("cmp-a", &PLAIN);
-    let b = fixture(
+    let (_scratch_a, a) = fixture("cmp-a", &PLAIN);
+    let (_scratch_b, b) = fixture(
         "cmp-b",
         &Fixture {
             energy_scale: 2.0,
@@ -768,7 +773,7 @@ fn a_missing_run_folder_is_bad_input_naming_the_file() {
 
 #[test]
 fn out_picks_the_format_from_the_extension() {
-    let dir = fixture("out", &PLAIN);
+    let (_scratch_dir, dir) = fixture("out", &PLAIN);
     let file = dir.join("r.html");
     report(&[dir.to_str().unwrap(), "--out", file.to_str().unwrap()]);
     let html = std::fs::read_to_string(&file).unwrap();
@@ -814,7 +819,7 @@ fn the_html_opens_in_headless_chromium_with_its_charts() {
         eprintln!("SKIPPED: no chromium on this machine (Debian package `chromium`)");
         return;
     };
-    let dir = fixture("html", &PLAIN);
+    let (_scratch_dir, dir) = fixture("html", &PLAIN);
     let page = dir.join("report.html");
     report(&[
         dir.to_str().unwrap(),

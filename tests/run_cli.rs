@@ -28,10 +28,15 @@ const SMALL: &[&str] = &[
     "2",
 ];
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    // Not created: a run makes its own folder. The scratch folder around it goes when
+    // the test ends, passed or failed.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("sw-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = scratch.path().join(name);
+    (scratch, path)
 }
 
 fn spawn(out: &Path, extra: &[&str]) -> Child {
@@ -65,7 +70,7 @@ fn wait_for_steps(dir: &Path, n: usize) {
 
 #[test]
 fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
-    let dir = temp("short");
+    let (_scratch, dir) = temp("short");
     let out = spawn(
         &dir,
         &[
@@ -254,7 +259,7 @@ fn signal(child: &Child, sig: &str) {
 #[cfg(unix)]
 #[test]
 fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
-    let dir = temp("int");
+    let (_scratch, dir) = temp("int");
     let child = spawn(&dir, &["--steps", "10000"]);
     wait_for_steps(&dir, 3);
     signal(&child, "-INT");
@@ -270,7 +275,7 @@ fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["end_reason"], "stopped by the user");
 
-    let dir2 = temp("kill");
+    let (_scratch, dir2) = temp("kill");
     let mut child = spawn(&dir2, &["--steps", "10000"]);
     wait_for_steps(&dir2, 3);
     std::thread::sleep(Duration::from_millis(1200)); // past one flush
@@ -303,7 +308,7 @@ fn unix_now() -> f64 {
 #[cfg(unix)]
 #[test]
 fn kill_9_at_random_moments_leaves_folders_that_report_reads_with_every_reported_step() {
-    let root = temp("kill9");
+    let (_scratch, root) = temp("kill9");
     std::fs::create_dir_all(&root).unwrap();
     let mut state: u64 = 0x5EED_0009;
     let mut next = move || {

@@ -414,7 +414,8 @@ mod tests {
 
     #[test]
     fn the_cache_keeps_one_entry_per_key_and_survives_a_garbled_file() {
-        let dir = std::env::temp_dir().join(format!("sw-peak-cache-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("sw-peak-cache-");
         let _ = std::fs::remove_dir_all(&dir);
         let m = |peak: f64| PeakMeasurement {
             peak_flops_per_s: peak,

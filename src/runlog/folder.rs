@@ -301,7 +301,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_half_written_last_line_is_skipped_and_counted() {
-        let dir = std::env::temp_dir().join(format!("sw-folder-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("sw-folder-");
         let _ = std::fs::remove_dir_all(&dir);
         let mut w = RunWriter::create(&dir, &header()).unwrap();
         w.append(&Record::Log {
@@ -324,7 +325,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_format_1_folder_is_still_read() {
-        let dir = std::env::temp_dir().join(format!("sw-folder-v1-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("sw-folder-v1-");
         std::fs::create_dir_all(&dir).unwrap();
         let mut h = serde_json::to_value(header()).unwrap();
         h["format_version"] = 1.into();
@@ -346,7 +348,8 @@ pub(crate) mod tests {
 
     #[test]
     fn another_format_version_is_refused_with_the_file_named() {
-        let dir = std::env::temp_dir().join(format!("sw-folder-v-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("sw-folder-v-");
         std::fs::create_dir_all(&dir).unwrap();
         let mut h = serde_json::to_value(header()).unwrap();
         h["format_version"] = 99.into();

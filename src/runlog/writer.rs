@@ -325,10 +325,15 @@ mod tests {
     use super::*;
     use crate::runlog::test_header;
 
-    fn fresh(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    fn fresh(name: &str) -> (tempfile::TempDir, PathBuf) {
+        // Not created: a run makes its own folder. The scratch folder around it goes when
+        // the test ends, passed or failed.
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("sw-{name}-"))
+            .tempdir()
+            .unwrap();
+        let path = scratch.path().join(name);
+        (scratch, path)
     }
 
     fn log(message: &str) -> Record {
@@ -341,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_folder_that_holds_files_is_refused_and_an_empty_one_taken() {
-        let dir = fresh("sw-writer-out");
+        let (_scratch, dir) = fresh("sw-writer-out");
         drop(RunWriter::create(&dir, &test_header()).unwrap());
         let e = RunWriter::create(&dir, &test_header()).err().unwrap();
         assert!(matches!(e, RunFolderError::NotEmpty { .. }) && e.is_bad_input());
@@ -363,7 +368,7 @@ mod tests {
 
     #[test]
     fn two_runs_given_one_folder_at_once_cannot_share_it() {
-        let dir = fresh("sw-writer-race");
+        let (_scratch, dir) = fresh("sw-writer-race");
         let results: Vec<bool> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|_| s.spawn(|| RunWriter::create(&dir, &test_header()).is_ok()))
@@ -376,7 +381,7 @@ mod tests {
 
     #[test]
     fn records_are_on_disk_after_each_append_without_a_flush() {
-        let dir = fresh("sw-writer-append");
+        let (_scratch, dir) = fresh("sw-writer-append");
         let mut w = RunWriter::create(&dir, &test_header()).unwrap();
         w.append(&log("one")).unwrap();
         w.append(&log("two")).unwrap();
@@ -388,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_summary_that_does_not_parse_is_rebuilt_and_a_good_one_kept() {
-        let dir = fresh("sw-writer-summary");
+        let (_scratch, dir) = fresh("sw-writer-summary");
         let mut w = RunWriter::create(&dir, &test_header()).unwrap();
         w.append(&log("x")).unwrap();
         drop(w);
