@@ -1,6 +1,9 @@
 //! `sparsewatt report` on run folders built here with known figures, checked against figures
 //! computed independently in the test.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::run_path;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,17 +40,6 @@ const PLAIN: Fixture = Fixture {
     source: EnergySource::Rapl,
     complete: true,
 };
-
-fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
-    // Not created: a run makes its own folder. The scratch folder around it goes when
-    // the test ends, passed or failed.
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("sw-{name}-"))
-        .tempdir()
-        .unwrap();
-    let path = scratch.path().join(name);
-    (scratch, path)
-}
 
 fn header(f: &Fixture) -> RunHeader {
     RunHeader {
@@ -174,7 +166,7 @@ fn eval(role: Role, tokens: u64, loss: f64) -> Record {
 /// A run folder of six train steps per model (the first a warm-up), samples, an idle window and
 /// evals; returns its path and the scratch folder around it (gone when dropped).
 fn fixture(name: &str, f: &Fixture) -> (tempfile::TempDir, PathBuf) {
-    let (scratch, dir) = tmp(name);
+    let (scratch, dir) = run_path(name);
     let mut w = RunWriter::create(&dir, &header(f)).unwrap();
     w.append(&Record::Idle(IdleRecord {
         when: IdleWhen::Before,

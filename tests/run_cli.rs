@@ -1,7 +1,10 @@
 //! `sparsewatt run --headless` end to end: the run folder, the summary, a clean stop on SIGINT and
 //! a readable folder after SIGKILL.
 
-use std::path::{Path, PathBuf};
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::run_path;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,17 +30,6 @@ const SMALL: &[&str] = &[
     "--eval-every",
     "2",
 ];
-
-fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
-    // Not created: a run makes its own folder. The scratch folder around it goes when
-    // the test ends, passed or failed.
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("sw-{name}-"))
-        .tempdir()
-        .unwrap();
-    let path = scratch.path().join(name);
-    (scratch, path)
-}
 
 fn spawn(out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
@@ -70,7 +62,7 @@ fn wait_for_steps(dir: &Path, n: usize) {
 
 #[test]
 fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
-    let (_scratch, dir) = temp("short");
+    let (_scratch, dir) = run_path("short");
     let out = spawn(
         &dir,
         &[
@@ -259,7 +251,7 @@ fn signal(child: &Child, sig: &str) {
 #[cfg(unix)]
 #[test]
 fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
-    let (_scratch, dir) = temp("int");
+    let (_scratch, dir) = run_path("int");
     let child = spawn(&dir, &["--steps", "10000"]);
     wait_for_steps(&dir, 3);
     signal(&child, "-INT");
@@ -275,7 +267,7 @@ fn sigint_stops_cleanly_with_a_summary_and_sigkill_leaves_a_readable_folder() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["end_reason"], "stopped by the user");
 
-    let (_scratch, dir2) = temp("kill");
+    let (_scratch, dir2) = run_path("kill");
     let mut child = spawn(&dir2, &["--steps", "10000"]);
     wait_for_steps(&dir2, 3);
     std::thread::sleep(Duration::from_millis(1200)); // past one flush
@@ -308,7 +300,7 @@ fn unix_now() -> f64 {
 #[cfg(unix)]
 #[test]
 fn kill_9_at_random_moments_leaves_folders_that_report_reads_with_every_reported_step() {
-    let (_scratch, root) = temp("kill9");
+    let (_scratch, root) = run_path("kill9");
     std::fs::create_dir_all(&root).unwrap();
     let mut state: u64 = 0x5EED_0009;
     let mut next = move || {

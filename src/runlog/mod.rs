@@ -8,6 +8,9 @@ pub(crate) use folder::tests::header as test_header;
 /// Step records and their energy for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use record::{test_energy, test_step};
+/// A run folder path in a scratch folder, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use writer::tests::fresh as scratch_run_path;
 mod idle;
 mod machine;
 mod peak;

@@ -321,11 +321,12 @@ pub fn read_summary_or_rebuild(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::runlog::test_header;
 
-    fn fresh(name: &str) -> (tempfile::TempDir, PathBuf) {
+    /// A run folder path inside a scratch folder that goes when the test ends.
+    pub(crate) fn fresh(name: &str) -> (tempfile::TempDir, PathBuf) {
         // Not created: a run makes its own folder. The scratch folder around it goes when
         // the test ends, passed or failed.
         let scratch = tempfile::Builder::new()

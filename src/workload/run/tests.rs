@@ -87,18 +87,6 @@ fn test_plan() -> RunPlan {
     }
 }
 
-/// A path for a run folder inside a scratch folder that goes when the test ends.
-fn fresh_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    // Not created: a run makes its own folder. The scratch folder around it goes when
-    // the test ends, passed or failed.
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("sw-{name}-"))
-        .tempdir()
-        .unwrap();
-    let path = scratch.path().join(name);
-    (scratch, path)
-}
-
 /// `plan` run on two fakes (`a` sparse, `b` dense) metered by `meter` (and `host`), written to
 /// `dir`: the fakes after the run, its summary and the folder read back.
 fn run_fakes(
@@ -184,7 +172,7 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
         max_lengthen_s: 5.0,
         ..test_plan()
     };
-    let (_scratch, dir) = fresh_dir("sw-blocks");
+    let (_scratch, dir) = crate::runlog::scratch_run_path("blocks");
     let epoch = Instant::now();
     // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
     let sensor = Coarse {
@@ -296,7 +284,7 @@ fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_re
         idle_seconds: 0.6,
         ..test_plan()
     };
-    let (_scratch, dir) = fresh_dir("sw-idle");
+    let (_scratch, dir) = crate::runlog::scratch_run_path("idle");
     let epoch = Instant::now();
     // Power ramps up with time: 10 W + 40 W/s x t.
     let ramp = Continuous::new(epoch, EnergySource::Rapl, |t| 10.0 * t + 20.0 * t * t);
@@ -368,7 +356,7 @@ fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
         prefill_steps: 2,
         ..test_plan()
     };
-    let (_scratch, dir) = fresh_dir("sw-host");
+    let (_scratch, dir) = crate::runlog::scratch_run_path("host");
     let epoch = Instant::now();
     let steady = |watts: f64, source| Continuous::new(epoch, source, move |t| watts * t);
     let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
@@ -411,7 +399,7 @@ fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_l
         until_loss: Some(1.0),
         ..test_plan()
     };
-    let (_scratch, dir) = fresh_dir("sw-until");
+    let (_scratch, dir) = crate::runlog::scratch_run_path("until");
     let epoch = Instant::now();
     let sensor = Coarse {
         origin: epoch,
@@ -471,7 +459,7 @@ impl crate::runlog::RecordSink for FullDisk {
 #[test]
 fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_written() {
     use crate::runlog::{RECORDS_FILE, SUMMARY_FILE};
-    let (_scratch, dir) = fresh_dir("sw-full-disk");
+    let (_scratch, dir) = crate::runlog::scratch_run_path("full-disk");
     drop(RunWriter::create(&dir, &crate::runlog::test_header()).unwrap());
     let path = dir.join(RECORDS_FILE);
     let file = std::fs::OpenOptions::new()
