@@ -483,3 +483,28 @@ fn a_run_predicts_another_models_training_on_its_machine_from_its_roofline() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reader that stops early (`| head`, `| true`) ends the process quietly, as the pipe's writer
+/// in any command-line tool: killed by SIGPIPE, not a panic with exit code 101.
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+        .args(["project", "--seed", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first write
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "SIGPIPE; {:?} {stderr}",
+        out.status
+    );
+}
