@@ -6,12 +6,9 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
+use super::layout::{layout, Fill};
 use crate::data::rng::SplitMix64;
-use crate::profile::{FfnKind, ModelProfile};
-
-/// Standard deviation of weights (GPT-2); residual output projections are scaled down by
-/// 1/sqrt(2 x layers) so the residual stream's variance does not grow with depth.
-const INIT_STD: f64 = 0.02;
+use crate::profile::ModelProfile;
 
 fn name_seed(seed: u64, name: &str) -> u64 {
     // FNV-1a of the name, mixed with the seed.
@@ -39,107 +36,35 @@ fn normal(name: &str, seed: u64, count: usize, std: f64) -> Vec<f32> {
     out
 }
 
-/// Every parameter of `p`, by name, initialised from `seed`.
+/// Every parameter of `p` ([`super::layout`]), by name, initialised from `seed`.
 pub fn init_vars(
     p: &ModelProfile,
     device: &Device,
     dtype: DType,
     seed: u64,
 ) -> Result<BTreeMap<String, Var>> {
-    let d = p.d_model;
-    let resid_std = INIT_STD / (2.0 * p.layers as f64).sqrt();
-    let mut specs: Vec<(String, Vec<usize>, Fill)> = vec![
-        (
-            "tok_emb".into(),
-            vec![p.vocab_size, d],
-            Fill::Normal(INIT_STD),
-        ),
-        (
-            "pos_emb".into(),
-            vec![p.seq_len, d],
-            Fill::Normal(INIT_STD / 2.0),
-        ),
-        ("final_norm.gain".into(), vec![d], Fill::Ones),
-        ("final_norm.bias".into(), vec![d], Fill::Zeros),
-    ];
-    if !p.tied_embeddings {
-        specs.push(("head".into(), vec![d, p.vocab_size], Fill::Normal(INIT_STD)));
-    }
-    // A gated unit's gate is drawn as its up projection is; the plain MLP has none, so its
-    // parameters (and their values) are those of before gated units existed.
-    let mlp = |specs: &mut Vec<(String, Vec<usize>, Fill)>, name: &str, kind: FfnKind| {
-        specs.push((
-            format!("{name}.up.w"),
-            vec![d, p.d_ff],
-            Fill::Normal(INIT_STD),
-        ));
-        if kind.is_gated() {
-            specs.push((
-                format!("{name}.gate.w"),
-                vec![d, p.d_ff],
-                Fill::Normal(INIT_STD),
-            ));
-        }
-        specs.push((
-            format!("{name}.down.w"),
-            vec![p.d_ff, d],
-            Fill::Normal(resid_std),
-        ));
-    };
-    for i in 0..p.layers {
-        let b = format!("blocks.{i}");
-        for n in ["norm1", "norm2"] {
-            specs.push((format!("{b}.{n}.gain"), vec![d], Fill::Ones));
-            specs.push((format!("{b}.{n}.bias"), vec![d], Fill::Zeros));
-        }
-        specs.push((
-            format!("{b}.attn.qkv.w"),
-            vec![d, 3 * p.attn_dim()],
-            Fill::Normal(INIT_STD),
-        ));
-        specs.push((
-            format!("{b}.attn.out.w"),
-            vec![p.attn_dim(), d],
-            Fill::Normal(resid_std),
-        ));
-        if p.is_moe_layer(i) {
-            specs.push((
-                format!("{b}.moe.router.w"),
-                vec![d, p.experts],
-                Fill::Normal(INIT_STD),
-            ));
-            for e in 0..p.experts {
-                mlp(&mut specs, &format!("{b}.moe.experts.{e}"), p.expert_ffn);
-            }
-        } else {
-            mlp(&mut specs, &format!("{b}.ffn"), p.ffn);
-        }
-    }
+    let layout = layout(p);
     // Each parameter has its own generator, so they are drawn side by side with the same values
     // as one after another: 64 experts' 67 M normals took seconds on one core.
-    specs
+    layout
+        .params()
         .into_par_iter()
-        .map(|(name, shape, fill)| {
-            let count: usize = shape.iter().product();
-            let values = match fill {
-                Fill::Normal(std) => normal(&name, seed, count, std),
+        .map(|param| {
+            let count: usize = param.shape.iter().product();
+            let values = match param.fill {
+                Fill::Normal(std) => normal(&param.name, seed, count, std),
                 Fill::Ones => vec![1.0; count],
                 Fill::Zeros => vec![0.0; count],
             };
-            let t = Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
-            Ok((name, Var::from_tensor(&t)?))
+            let t = Tensor::from_vec(values, param.shape.clone(), device)?.to_dtype(dtype)?;
+            Ok((param.name.clone(), Var::from_tensor(&t)?))
         })
         .collect()
 }
 
-enum Fill {
-    Normal(f64),
-    Ones,
-    Zeros,
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::layout::INIT_STD;
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@ mod fused;
 mod generate;
 mod init;
 mod layers;
+mod layout;
 mod moe;
 mod optim;
 mod trainer;
@@ -37,9 +38,10 @@ use crate::accounting::flops::elementwise::{
     RESIDUAL_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
 };
 use crate::accounting::{Component, FlopCount};
-use crate::profile::{FfnKind, ModelProfile};
+use crate::profile::ModelProfile;
 use attention::Attention;
 use layers::{LayerNorm, Linear, Mlp};
+use layout::{layout, FfnLayout, MlpLayout, NormLayout, Param};
 use moe::Moe;
 
 #[derive(Clone, Debug)]
@@ -305,83 +307,70 @@ impl Model {
         compute: DType,
     ) -> Result<Model> {
         let p = profile;
-        let get = |name: &str| -> Result<Tensor> {
-            vars.get(name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?
+        let get = |param: &Param| -> Result<Tensor> {
+            vars.get(&param.name)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!("missing parameter {}", param.name))
+                })?
                 .as_tensor()
                 .to_dtype(compute)
         };
-        // No biases in the projections and FFNs (GLaM, and the accounting's structure).
-        let lin = |name: &str| -> Result<Linear> {
-            Ok(Linear {
-                w: get(&format!("{name}.w"))?,
+        let lin = |param: &Param| -> Result<Linear> { Ok(Linear { w: get(param)? }) };
+        let norm = |n: &NormLayout| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                gain: get(&n.gain)?,
+                bias: get(&n.bias)?,
             })
         };
-        let mlp = |name: &str, kind: FfnKind| -> Result<Mlp> {
+        let mlp = |m: &MlpLayout| -> Result<Mlp> {
             Ok(Mlp {
-                up: lin(&format!("{name}.up"))?,
-                down: lin(&format!("{name}.down"))?,
-                gate: match kind.is_gated() {
-                    true => Some(lin(&format!("{name}.gate"))?),
-                    false => None,
-                },
-                kind,
+                up: lin(&m.up)?,
+                down: lin(&m.down)?,
+                gate: m.gate.as_ref().map(lin).transpose()?,
+                kind: m.kind,
             })
         };
+        let l = layout(p);
         let mut blocks = Vec::with_capacity(p.layers);
-        for i in 0..p.layers {
-            let b = format!("blocks.{i}");
-            let ffn = if p.is_moe_layer(i) {
-                Ffn::Moe(Moe {
-                    router: lin(&format!("{b}.moe.router"))?,
-                    experts: (0..p.experts)
-                        .map(|e| mlp(&format!("{b}.moe.experts.{e}"), p.expert_ffn))
-                        .collect::<Result<_>>()?,
+        for b in &l.blocks {
+            let ffn = match &b.ffn {
+                FfnLayout::Moe { router, experts } => Ffn::Moe(Moe {
+                    router: lin(router)?,
+                    experts: experts.iter().map(mlp).collect::<Result<_>>()?,
                     top_k: p.top_k,
                     capacity_factor: p.capacity_factor,
-                })
-            } else {
-                Ffn::Dense(mlp(&format!("{b}.ffn"), p.ffn)?)
+                }),
+                FfnLayout::Dense(m) => Ffn::Dense(mlp(m)?),
             };
             blocks.push(Block {
-                norm1: LayerNorm {
-                    gain: get(&format!("{b}.norm1.gain"))?,
-                    bias: get(&format!("{b}.norm1.bias"))?,
-                },
+                norm1: norm(&b.norm1)?,
                 attn: Attention {
-                    qkv: lin(&format!("{b}.attn.qkv"))?,
-                    out: lin(&format!("{b}.attn.out"))?,
+                    qkv: lin(&b.qkv)?,
+                    out: lin(&b.out)?,
                     heads: p.heads,
                     d_head: p.d_head,
                 },
-                norm2: LayerNorm {
-                    gain: get(&format!("{b}.norm2.gain"))?,
-                    bias: get(&format!("{b}.norm2.bias"))?,
-                },
+                norm2: norm(&b.norm2)?,
                 ffn,
             });
         }
-        let master = |name: &str| -> Result<Tensor> {
-            vars.get(name)
+        let master = |param: &Param| -> Result<Tensor> {
+            vars.get(&param.name)
                 .map(|v| v.as_tensor().clone())
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {}", param.name)))
         };
-        let tok_emb = master("tok_emb")?;
-        let head = if p.tied_embeddings {
-            tok_emb.to_dtype(compute)?.t()?
-        } else {
-            get("head")?
+        let tok_emb = master(&l.tok_emb)?;
+        let head = match &l.head {
+            None => tok_emb.to_dtype(compute)?.t()?,
+            Some(h) => get(h)?,
         };
         let dtype = compute;
         Ok(Model {
             profile: p.clone(),
             device: device.clone(),
             dtype,
-            pos_emb: master("pos_emb")?,
-            final_norm: LayerNorm {
-                gain: get("final_norm.gain")?,
-                bias: get("final_norm.bias")?,
-            },
+            pos_emb: master(&l.pos_emb)?,
+            final_norm: norm(&l.final_norm)?,
             tok_emb,
             blocks,
             head,
