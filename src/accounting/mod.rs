@@ -4,6 +4,7 @@
 pub mod analytic;
 pub mod bytes;
 pub mod executed;
+mod expert_load;
 pub mod flops;
 pub mod matched;
 pub mod params;
@@ -24,6 +25,7 @@ pub use executed::{
     executed_forward_flops, executed_forward_flops_with, executed_prefill_flops, expert_capacity,
     AttentionRun,
 };
+pub use expert_load::{add_expert_tokens, sum_expert_tokens};
 pub use flops::{Component, FlopCount};
 pub use matched::{matched_dense, Baseline};
 pub use params::{

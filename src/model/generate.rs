@@ -103,19 +103,6 @@ fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
     logits.get(rows - 1)?.to_dtype(DType::F32)?.to_vec1()
 }
 
-/// Add one pass's tokens per expert (per MoE layer) into a running total.
-pub fn add_loads(acc: &mut Vec<Vec<u64>>, loads: Vec<Vec<u64>>) {
-    if acc.is_empty() {
-        *acc = loads;
-    } else {
-        for (a, l) in acc.iter_mut().zip(loads) {
-            for (x, y) in a.iter_mut().zip(l) {
-                *x += y;
-            }
-        }
-    }
-}
-
 /// Continue `prompt` by `new_tokens` tokens with the KV cache (stops early at the profile's
 /// seq_len, the number of position embeddings).
 pub fn generate(
@@ -145,7 +132,7 @@ pub fn generate(
         }
         let fwd = model.forward_cached(&model.ids(&[next], 1)?, &mut cache)?;
         out.decode_flops.merge(&fwd.flops);
-        add_loads(&mut out.decode_expert_tokens, fwd.expert_tokens());
+        crate::accounting::add_expert_tokens(&mut out.decode_expert_tokens, &fwd.expert_tokens());
         next = sampler.sample(&last_row(&fwd.logits)?);
     }
     out.decode_seconds = t1.elapsed().as_secs_f64();

@@ -21,9 +21,7 @@ pub use device::{
     describe_device, gpu_identity, nvml_uuid, pick_device, tune_cpu_runtime, GpuIdentity,
 };
 pub use fused::CAUSAL_BLOCK;
-pub use generate::{
-    add_loads, generate, generate_uncached, Generation, SampleConfig, TokenSampler,
-};
+pub use generate::{generate, generate_uncached, Generation, SampleConfig, TokenSampler};
 pub use layers::{cross_entropy, log_softmax};
 pub use moe::{brute_force as moe_brute_force, capacity, LayerRouting};
 pub use optim::{AdamW, GradSquares, LrSchedule};

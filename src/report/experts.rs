@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::runlog::{sum_expert_tokens, RunHeader, StepRecord};
+use crate::accounting::sum_expert_tokens;
+use crate::runlog::{RunHeader, StepRecord};
 use crate::vocab::{Phase, Role};
 
 use super::document::{source, ExpertLoad, Figure, LayerLoad};

@@ -1,6 +1,5 @@
 //! The run folder: an append-only record of a run, written as it goes and readable after a crash.
 
-mod expert_load;
 mod folder;
 /// A run header for tests elsewhere in the crate.
 #[cfg(test)]
@@ -19,7 +18,6 @@ mod summary;
 mod target;
 mod writer;
 
-pub use expert_load::{add_expert_tokens, sum_expert_tokens};
 pub use folder::{
     read_run, MachineInfo, RunConfig, RunData, RunFolderError, RunHeader, RunModel, SensorInfo,
     HEADER_FILE, RECORDS_FILE, SUMMARY_FILE,

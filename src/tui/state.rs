@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::runlog::{
-    add_expert_tokens, summarize, IdleWhen, Record, RunHeader, RunSummary, StepRecord,
-};
+use crate::accounting::add_expert_tokens;
+use crate::runlog::{summarize, IdleWhen, Record, RunHeader, RunSummary, StepRecord};
 use crate::vocab::EnergySource;
 use crate::vocab::{Phase, Role};
 

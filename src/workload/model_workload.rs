@@ -4,9 +4,10 @@
 use candle_core::{DType, Tensor};
 
 use super::{StepOutcome, Workload};
+use crate::accounting::add_expert_tokens;
 use crate::accounting::FlopCount;
 use crate::data::Corpus;
-use crate::model::{add_loads, KvCache, Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
+use crate::model::{KvCache, Model, SampleConfig, TokenSampler, TrainConfig, Trainer};
 use crate::vocab::{Phase, Role};
 
 /// Shapes of the inference steps.
@@ -137,7 +138,7 @@ impl ModelWorkload {
             let fwd = model.forward_cached(&model.ids(&self.next, b)?, cache)?;
             flops.merge(&fwd.flops);
             dropped += fwd.dropped();
-            add_loads(&mut loads, fwd.expert_tokens());
+            add_expert_tokens(&mut loads, &fwd.expert_tokens());
             self.next = last_rows(&fwd.logits)?
                 .iter()
                 .map(|r| self.sampler.sample(r))

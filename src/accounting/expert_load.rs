@@ -1,4 +1,5 @@
-//! Tokens per expert summed over steps: the one definition of how router counts add up.
+//! Tokens per expert summed over steps or decode passes: the one definition of how router counts
+//! add up (the model, the run loop, the report and the dashboard use it).
 //!
 //! A step's counts are `[moe_layer][expert]` (`StepRecord::expert_tokens`). Steps of one model
 //! have the same shape; a sum still grows to the widest step seen, so a layer or an expert that a
