@@ -82,7 +82,7 @@ mod tests {
     fn the_feed_serves_from_the_header_on_and_counts_every_record() {
         let mut feed = MetricsFeed::bind("127.0.0.1:0").unwrap();
         let kept = feed.clone();
-        // Before the header: nothing served, a record is not lost by a panic either.
+        // Before the header nothing is served: a record then is dropped, without a panic.
         feed.record(&Record::Step(test_step(Role::Sparse, Phase::Train)));
         feed.started(&test_header());
         for _ in 0..2 {

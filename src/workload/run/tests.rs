@@ -24,6 +24,21 @@ struct Fake {
     seen: Vec<Phase>,
 }
 
+impl Fake {
+    /// A fresh sparse "a" and dense "b".
+    fn pair() -> (Fake, Fake) {
+        let fake = |name, role| Fake {
+            name,
+            role,
+            room: 0,
+            synced: 0,
+            steps: 0,
+            seen: Vec::new(),
+        };
+        (fake("a", Role::Sparse), fake("b", Role::Dense))
+    }
+}
+
 impl Workload for Fake {
     fn name(&self) -> &str {
         self.name
@@ -97,15 +112,7 @@ fn run_fakes(
     epoch: Instant,
 ) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
     let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
-    let fake = |name, role| Fake {
-        name,
-        role,
-        room: 0,
-        synced: 0,
-        steps: 0,
-        seen: Vec::new(),
-    };
-    let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+    let (mut a, mut b) = Fake::pair();
     let summary = execute(
         plan,
         &mut a,
@@ -478,15 +485,7 @@ fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_w
         0.0,
         epoch,
     );
-    let fake = |name, role| Fake {
-        name,
-        role,
-        room: 0,
-        synced: 0,
-        steps: 0,
-        seen: Vec::new(),
-    };
-    let (mut a, mut b) = (fake("a", Role::Sparse), fake("b", Role::Dense));
+    let (mut a, mut b) = Fake::pair();
     let err = execute(
         &plan,
         &mut a,
