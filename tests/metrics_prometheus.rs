@@ -87,6 +87,15 @@ fn query_sum(prom_port: u16, promql: &str) -> Option<f64> {
         .sum()
 }
 
+/// Whether a `/metrics` page counts train tokens yet.
+fn counts_train_tokens(page: &str) -> bool {
+    page.lines().any(|l| {
+        l.starts_with("sparsewatt_tokens_total{")
+            && l.contains("phase=\"train\"")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+    })
+}
+
 /// The train-phase tokens and joules of a run's step records, warm-up included.
 fn train_totals(dir: &Path) -> (f64, f64) {
     let run = read_run(dir).unwrap();
@@ -149,6 +158,13 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
             .expect("prometheus starts"),
     );
 
+    // Prometheus ready before the run starts, so its scrapes are not raced by its start-up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(pp, "/-/ready").is_none() {
+        assert!(Instant::now() < deadline, "prometheus not ready after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let dir = tmp.path().join("run");
     let mut run = Killed(
         short_run(&dir, &format!("127.0.0.1:{mp}"))
@@ -157,11 +173,13 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
             .spawn()
             .unwrap(),
     );
-    // Our own scrapes while the run lives: the last one is linted.
+    // One scrape of our own, once train steps are counted, to lint. Then only Prometheus
+    // scrapes: the run lingers until one scrape has read its final values, and a scrape of ours
+    // would end that wait before Prometheus' next one (CI saw Prometheus miss the last step).
     let mut page = None;
     let status = loop {
-        if let Some(p) = get(mp, "/metrics") {
-            page = Some(p);
+        if page.is_none() {
+            page = get(mp, "/metrics").filter(|p| counts_train_tokens(p));
         }
         if let Some(status) = run.0.try_wait().unwrap() {
             break status;
