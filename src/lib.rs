@@ -3,6 +3,7 @@
 //! The modules are layers, each importing only those below it: docs/architecture.md.
 
 pub mod accounting;
+pub mod clock;
 pub mod data;
 pub mod meter;
 pub mod metrics;

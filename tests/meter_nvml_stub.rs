@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sparsewatt::clock::SystemClock;
 use sparsewatt::meter::{
     detect_update_period, open_sensor, EstimateParams, GpuSelector, Meter, NvmlSensor, Sensor,
     SensorChoice, Workplace, DETECT_FOR, NVML_LIB_ENV, POWERCAP_ROOT_ENV, SAFE_UPDATES_PER_WINDOW,
@@ -200,7 +201,7 @@ fn the_update_period_of_a_100_ms_counter_is_found() {
     let opened = NvmlSensor::open(Some(&lib));
     std::env::remove_var(UPDATE_MS_ENV);
     let mut sensor = opened.unwrap();
-    let up = detect_update_period(&mut sensor, DETECT_FOR).expect("a period");
+    let up = detect_update_period(&mut sensor, DETECT_FOR, &SystemClock).expect("a period");
     // Polled every ~0.2 ms: each change is seen within a fraction of a millisecond, later on a
     // loaded machine.
     assert!(
@@ -215,7 +216,7 @@ fn the_update_period_of_a_100_ms_counter_is_found() {
     // NVML: the stub's state starts again at its first init).
     drop(sensor);
     let mut sensor = NvmlSensor::open(Some(&lib)).unwrap();
-    let up = detect_update_period(&mut sensor, DETECT_FOR).expect("a period");
+    let up = detect_update_period(&mut sensor, DETECT_FOR, &SystemClock).expect("a period");
     assert!(up.period_s < 0.005, "{} s", up.period_s);
 }
 

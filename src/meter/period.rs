@@ -7,9 +7,10 @@
 //! 1/20 = 5% of the truth even in the worst case, and the error of many such windows averages
 //! out further. Steps shorter than that are measured in blocks of `k` steps per window.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::sensor::Sensor;
+use crate::clock::Clock;
 use crate::vocab::EnergySource;
 
 /// Counter updates a window must span to be trusted: the worst-case quantisation error of one
@@ -72,21 +73,29 @@ pub fn period_from_readings(readings: &[(f64, f64)]) -> Option<UpdatePeriod> {
     })
 }
 
-/// Polls `sensor`'s energy counter back to back for up to `max` (stopping once enough distinct
-/// updates are seen) and returns its update period. `None` for the estimate (it has no counter),
+/// How long the detection waits between two reads of the counter.
+const DETECT_POLL: Duration = Duration::from_micros(200);
+
+/// Polls `sensor`'s energy counter back to back for up to `max` of `clock`'s time (stopping once
+/// enough distinct updates are seen) and returns its update period. `None` for the estimate (it has no counter),
 /// a sensor without an energy counter, one whose reads fail, or a counter that did not change
 /// at least twice in that time.
-pub fn detect_update_period(sensor: &mut dyn Sensor, max: Duration) -> Option<UpdatePeriod> {
+pub fn detect_update_period(
+    sensor: &mut dyn Sensor,
+    max: Duration,
+    clock: &dyn Clock,
+) -> Option<UpdatePeriod> {
     if sensor.source() == EnergySource::Estimate {
         return None;
     }
-    let start = Instant::now();
+    let start = clock.now();
     let mut readings: Vec<(f64, f64)> = Vec::new();
     let mut changes = 0usize;
-    while start.elapsed() < max {
-        let before = Instant::now();
+    while clock.since(start) < max {
+        let before = clock.now();
         let j = sensor.read_energy_j().ok()??;
-        let t = (before - start).as_secs_f64() + before.elapsed().as_secs_f64() / 2.0;
+        // The reading's time: the middle of the read.
+        let t = (before - start).as_secs_f64() + clock.since(before).as_secs_f64() / 2.0;
         if readings.last().is_some_and(|&(_, last)| j > last) {
             changes += 1;
             if changes > DETECT_INTERVALS {
@@ -95,7 +104,7 @@ pub fn detect_update_period(sensor: &mut dyn Sensor, max: Duration) -> Option<Up
             }
         }
         readings.push((t, j));
-        std::thread::sleep(Duration::from_micros(200));
+        clock.sleep(DETECT_POLL);
     }
     period_from_readings(&readings)
 }
@@ -133,6 +142,7 @@ pub fn attribute_by_duration(joules: f64, seconds: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::meter::{MeterError, Reading};
 
     fn p(period_s: f64) -> UpdatePeriod {
@@ -206,9 +216,9 @@ mod tests {
         assert!(period_from_readings(&[(0.0, 1.0), (0.1, 1.0)]).is_none());
     }
 
-    /// A counter that steps every `period` of real time.
+    /// A counter of 0.5 J steps every `period_s` of a fake clock's time; a read takes 50 µs.
     struct Stepping {
-        origin: Instant,
+        clock: std::sync::Arc<FakeClock>,
         period_s: f64,
     }
 
@@ -220,7 +230,8 @@ mod tests {
             "stepping".into()
         }
         fn read(&mut self) -> Result<Reading, MeterError> {
-            let n = (self.origin.elapsed().as_secs_f64() / self.period_s).floor();
+            self.clock.sleep(Duration::from_micros(50));
+            let n = (self.clock.elapsed().as_secs_f64() / self.period_s).floor();
             Ok(Reading {
                 energy_j: Some(n * 0.5),
                 ..Reading::default()
@@ -228,26 +239,42 @@ mod tests {
         }
     }
 
+    fn stepping(period_s: f64) -> Stepping {
+        Stepping {
+            clock: FakeClock::new(),
+            period_s,
+        }
+    }
+
     #[test]
-    fn detection_finds_a_20_ms_counter_and_stops_early() {
-        let mut s = Stepping {
-            origin: Instant::now(),
-            period_s: 0.02,
-        };
-        let t0 = Instant::now();
-        let up = detect_update_period(&mut s, Duration::from_secs(2)).unwrap();
-        // Ten intervals of 20 ms: well under the 2 s allowed.
-        assert!(
-            t0.elapsed() < Duration::from_millis(1000),
-            "{:?}",
-            t0.elapsed()
-        );
-        // Polling every ~0.2 ms (more on a loaded machine) sees each change a little late.
-        assert!(
-            up.period_s > 0.012 && up.period_s < 0.025,
-            "{}",
-            up.period_s
-        );
+    fn detection_finds_a_20_ms_counter_and_stops_after_ten_intervals() {
+        let mut s = stepping(0.02);
+        let clock = s.clock.clone();
+        let up = detect_update_period(&mut s, Duration::from_secs(2), &*clock).unwrap();
+        // Each change is seen within one poll (200 µs plus a 50 µs read) of when it happened.
+        assert!((up.period_s - 0.02).abs() <= 250e-6, "{}", up.period_s);
         assert_eq!(up.energy_j, 0.5);
+        // Eleven changes seen (the first only starts the count): about 11 x 20 ms, far under
+        // the 2 s allowed.
+        assert_eq!(up.updates, 11);
+        let spent = clock.elapsed().as_secs_f64();
+        assert!((0.22..0.221).contains(&spent), "{spent} s");
+    }
+
+    #[test]
+    fn detection_of_a_100_ms_counter_uses_its_whole_second() {
+        // NVML's coarse counters: ten updates in the second allowed, not eleven.
+        let mut s = stepping(0.1);
+        let clock = s.clock.clone();
+        let up = detect_update_period(&mut s, DETECT_FOR, &*clock).unwrap();
+        assert!((up.period_s - 0.1).abs() <= 250e-6, "{}", up.period_s);
+        assert_eq!(up.updates, 9, "changes at 0.1, 0.2, ... 0.9 s");
+        assert!(clock.elapsed() >= DETECT_FOR);
+        assert!(clock.elapsed() < DETECT_FOR + Duration::from_micros(300));
+        // A counter that never moves: no period, after the whole time allowed.
+        let mut s = stepping(f64::INFINITY);
+        let clock = s.clock.clone();
+        assert!(detect_update_period(&mut s, DETECT_FOR, &*clock).is_none());
+        assert!(clock.elapsed() >= DETECT_FOR);
     }
 }

@@ -8,7 +8,7 @@
 //! window's joules are the difference of that integral at its end and its begin.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::sensor::{Reading, Sensor};
 use super::window::{trapezoid_step_j, Position, Window, WindowEnergy};
 use super::MeterError;
+use crate::clock::{self, Clock};
 use crate::vocab::EnergySource;
 use crate::vocab::Sample;
 
@@ -37,6 +38,7 @@ struct Shared {
     state: Mutex<SensorState>,
     pending: Mutex<Vec<Sample>>,
     last_error: Mutex<Option<String>>,
+    clock: Arc<dyn Clock>,
     epoch: Instant,
     started: Instant,
     source: EnergySource,
@@ -63,9 +65,9 @@ impl Shared {
     /// meter's energy position after it.
     fn read(&self) -> Result<(Reading, f64, Position), MeterError> {
         let mut st = lock(&self.state);
-        let before = Instant::now();
+        let before = self.clock.now();
         let result = st.sensor.read();
-        let after = Instant::now();
+        let after = self.clock.now();
         self.read_ns
             .fetch_add((after - before).as_nanos() as u64, Ordering::Relaxed);
         let reading = result.inspect_err(|e| {
@@ -132,6 +134,17 @@ impl Meter {
     /// Starts sampling `sensor` at `sample_hz` (no sampler thread when it is not positive;
     /// windows still work). Sample times are seconds since `epoch`.
     pub fn start(sensor: Box<dyn Sensor>, sample_hz: f64, epoch: Instant) -> Meter {
+        Meter::start_on(clock::system(), sensor, sample_hz, epoch)
+    }
+
+    /// [`Meter::start`] on `clock`: samples, windows and `epoch` are on its time.
+    pub fn start_on(
+        clock: Arc<dyn Clock>,
+        sensor: Box<dyn Sensor>,
+        sample_hz: f64,
+        epoch: Instant,
+    ) -> Meter {
+        let started = clock.now();
         let shared = Arc::new(Shared {
             source: sensor.source(),
             scope: sensor.scope(),
@@ -143,8 +156,9 @@ impl Meter {
             }),
             pending: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            clock,
             epoch,
-            started: Instant::now(),
+            started,
             read_ns: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
         });
@@ -153,10 +167,12 @@ impl Meter {
         let (stop_tx, thread) = if sample_hz.is_finite() && sample_hz > 0.0 {
             let (tx, rx) = mpsc::channel::<()>();
             let period = Duration::from_secs_f64(1.0 / sample_hz);
+            // The first tick is fixed before the thread runs: one period after the start.
+            let first = shared.clock.now() + period;
             let worker = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
                 .name("sparsewatt-sampler".to_string())
-                .spawn(move || sampler_loop(&worker, period, &rx))
+                .spawn(move || sampler_loop(&worker, first, period, &rx))
                 .ok();
             (Some(tx), thread)
         } else {
@@ -182,9 +198,14 @@ impl Meter {
         self.sample_hz
     }
 
+    /// The clock the meter reads time from; a run times its steps on the same one.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
     /// Opens a window: reads the sensor now (twice if the first read fails).
     pub fn begin(&self) -> Window {
-        let start = Instant::now();
+        let start = self.shared.clock.now();
         let start_j = self
             .shared
             .read_retried()
@@ -204,7 +225,7 @@ impl Meter {
         let (_, _, end_j) = self.shared.read_retried()?;
         Ok(WindowEnergy {
             joules: start_j.joules_to(end_j)?,
-            seconds: w.start.elapsed().as_secs_f64(),
+            seconds: self.shared.clock.since(w.start).as_secs_f64(),
             source: self.shared.source,
             scope: self.shared.scope.clone(),
         })
@@ -219,7 +240,7 @@ impl Meter {
     /// Time spent reading the sensor (sampler thread and windows) over the wall time since the
     /// meter started: the meter's own cost, an upper bound on its share of a step.
     pub fn overhead_fraction(&self) -> f64 {
-        let wall_s = self.shared.started.elapsed().as_secs_f64();
+        let wall_s = self.shared.clock.since(self.shared.started).as_secs_f64();
         if wall_s <= 0.0 {
             return 0.0;
         }
@@ -251,31 +272,53 @@ impl Drop for Meter {
 }
 
 /// Reads at a fixed schedule (ticks missed while a read ran long are skipped, not bunched).
-fn sampler_loop(shared: &Shared, period: Duration, stop: &mpsc::Receiver<()>) {
-    let mut next = Instant::now() + period;
+fn sampler_loop(shared: &Shared, first: Instant, period: Duration, stop: &mpsc::Receiver<()>) {
+    let mut next = first;
     loop {
-        let wait = next.saturating_duration_since(Instant::now());
-        match stop.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        if shared.clock.wait_until(next, stop) {
+            return;
         }
         shared.sample_once();
-        next += period;
-        let now = Instant::now();
-        if next < now {
-            next = now + period;
-        }
+        next = next_tick(next, period, shared.clock.now());
+    }
+}
+
+/// The tick after `tick`: one `period` later, or one period after `now` where the read ran past
+/// that (the missed ticks are skipped, not taken in a burst).
+fn next_tick(tick: Instant, period: Duration, now: Instant) -> Instant {
+    let next = tick + period;
+    if next < now {
+        now + period
+    } else {
+        next
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
 
-    /// A sensor whose counter advances a fixed amount per read, at a fixed power.
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A sensor whose counter advances a fixed amount per read, at a fixed power; each read
+    /// takes `read_cost` of the fake clock's time.
     struct CounterSensor {
         reads: u64,
         j_per_read: f64,
+        clock: Arc<FakeClock>,
+        read_cost: Duration,
+    }
+
+    impl CounterSensor {
+        fn new(clock: &Arc<FakeClock>, j_per_read: f64) -> CounterSensor {
+            CounterSensor {
+                reads: 0,
+                j_per_read,
+                clock: Arc::clone(clock),
+                read_cost: Duration::ZERO,
+            }
+        }
     }
 
     impl Sensor for CounterSensor {
@@ -286,6 +329,7 @@ mod tests {
             "fake counter".to_string()
         }
         fn read(&mut self) -> Result<Reading, MeterError> {
+            self.clock.sleep(self.read_cost);
             self.reads += 1;
             Ok(Reading {
                 energy_j: Some(1000.0 + self.reads as f64 * self.j_per_read),
@@ -295,9 +339,9 @@ mod tests {
         }
     }
 
-    /// A power-only sensor whose power is a known function of time since an origin.
+    /// A power-only sensor whose power is a known function of the fake clock's time.
     struct RampSensor {
-        origin: Instant,
+        clock: Arc<FakeClock>,
     }
 
     impl RampSensor {
@@ -314,31 +358,47 @@ mod tests {
             "fake ramp".to_string()
         }
         fn read(&mut self) -> Result<Reading, MeterError> {
+            let t_s = self.clock.elapsed().as_secs_f64();
             Ok(Reading {
                 energy_j: None,
-                power_w: Some(RampSensor::power_w(self.origin.elapsed().as_secs_f64())),
+                power_w: Some(RampSensor::power_w(t_s)),
                 ..Reading::default()
             })
         }
     }
 
+    /// A meter on `clock` from its origin.
+    fn meter_on(clock: &Arc<FakeClock>, sensor: impl Sensor + 'static, hz: f64) -> Meter {
+        Meter::start_on(clock.clone(), Box::new(sensor), hz, clock.origin())
+    }
+
+    /// Moves `clock` on by `step`, `times` times, each time waiting (real time, 10 s at most)
+    /// until the sampler has taken one more sample: every tick is sampled, however loaded the
+    /// machine.
+    fn tick(clock: &FakeClock, m: &Meter, step: Duration, times: usize) {
+        for _ in 0..times {
+            let before = lock(&m.shared.pending).len();
+            clock.advance(step);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lock(&m.shared.pending).len() == before {
+                assert!(Instant::now() < deadline, "the sampler took no sample");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
     #[test]
-    fn window_joules_are_the_counter_difference() {
+    fn window_joules_are_the_counter_difference_and_seconds_its_length() {
         // No sampler thread: exactly one read at start, one at begin, one at end.
-        let m = Meter::start(
-            Box::new(CounterSensor {
-                reads: 0,
-                j_per_read: 2.5,
-            }),
-            0.0,
-            Instant::now(),
-        );
+        let clock = FakeClock::new();
+        let m = meter_on(&clock, CounterSensor::new(&clock, 2.5), 0.0);
         let w = m.begin();
+        clock.advance(500 * MS);
         let e = m.end(w).unwrap();
         assert_eq!(e.joules, 2.5);
+        assert_eq!(e.seconds, 0.5);
         assert_eq!(e.source, EnergySource::Rapl);
         assert_eq!(e.scope, "fake counter");
-        assert!(e.seconds >= 0.0);
         let w = m.begin();
         let _ = m.begin(); // a read inside the window advances the counter too
         assert_eq!(m.end(w).unwrap().joules, 5.0);
@@ -346,56 +406,86 @@ mod tests {
 
     #[test]
     fn window_joules_of_a_power_only_sensor_are_its_integral() {
-        let origin = Instant::now();
-        let m = Meter::start(Box::new(RampSensor { origin }), 200.0, origin);
+        let clock = FakeClock::new();
+        let m = meter_on(
+            &clock,
+            RampSensor {
+                clock: clock.clone(),
+            },
+            200.0,
+        );
+        tick(&clock, &m, 5 * MS, 1);
         let w = m.begin();
-        std::thread::sleep(Duration::from_millis(100));
+        tick(&clock, &m, 5 * MS, 20);
         let e = m.end(w).unwrap();
-        // The ramp is linear, so the trapezoid over any reads is exact: ∫ P dt over the window
-        // equals the mean of its end powers x its length. The window's own clock (begin/end
-        // instants) differs from the read midpoints by microseconds: allow 1%.
-        let t1 = origin.elapsed().as_secs_f64();
-        let t0 = t1 - e.seconds;
-        let expect_j = (RampSensor::power_w(t0) + RampSensor::power_w(t1)) / 2.0 * e.seconds;
+        // The ramp is linear, so the trapezoid over the reads is exact: the window from 5 ms to
+        // 105 ms holds the mean of its end powers x its length.
+        assert_eq!(e.seconds, 0.1);
+        let expect_j = (RampSensor::power_w(0.005) + RampSensor::power_w(0.105)) / 2.0 * 0.1;
         assert!(
-            (e.joules - expect_j).abs() < 0.01 * expect_j,
+            (e.joules - expect_j).abs() < 1e-9 * expect_j,
             "{} J vs {expect_j} J",
             e.joules
         );
-        assert!(
-            m.take_samples().len() >= 5,
-            "the sampler ran during the window"
-        );
+        // The start sample and one per tick; the window's own reads are not samples.
+        assert_eq!(m.take_samples().len(), 22);
     }
 
     #[test]
-    fn samples_come_in_time_order_at_about_the_set_rate() {
-        let m = Meter::start(
-            Box::new(CounterSensor {
-                reads: 0,
-                j_per_read: 1.0,
-            }),
-            100.0,
-            Instant::now(),
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    fn samples_come_in_time_order_at_the_set_rate_and_skip_ticks_a_slow_read_missed() {
+        let clock = FakeClock::new();
+        let m = meter_on(&clock, CounterSensor::new(&clock, 1.0), 100.0);
+        tick(&clock, &m, 10 * MS, 20);
         let s = m.take_samples();
-        // 1 at start + ~20 ticks; allow a loaded 2-core machine to miss some.
-        assert!((8..=23).contains(&s.len()), "{} samples", s.len());
-        assert!(s.windows(2).all(|w| w[0].t_s < w[1].t_s));
-        assert!(s.windows(2).all(|w| w[0].energy_j < w[1].energy_j));
-        assert_eq!(
-            s[0].energy_j,
-            Some(0.0),
-            "energy counts from the meter's start"
-        );
-        assert!(s.iter().all(|x| x.source == EnergySource::Rapl));
-        // Taken samples are gone; later ones keep coming.
-        std::thread::sleep(Duration::from_millis(30));
-        let later = m.take_samples();
-        assert!(!later.is_empty() && later[0].t_s > s.last().unwrap().t_s);
-        assert!(m.overhead_fraction() < 0.05, "{}", m.overhead_fraction());
+        // The start sample and one every 10 ms, each at its tick.
+        assert_eq!(s.len(), 21);
+        for (i, x) in s.iter().enumerate() {
+            assert!(
+                (x.t_s - 0.01 * i as f64).abs() < 1e-9,
+                "sample {i}: {}",
+                x.t_s
+            );
+            assert_eq!(
+                x.energy_j,
+                Some(i as f64),
+                "energy counts from the meter's start"
+            );
+            assert_eq!(x.source, EnergySource::Rapl);
+        }
+        // 55 ms pass at once (the sampler was held up): one sample, then the ticks go on one
+        // period after it, not in a burst for the ones missed.
+        tick(&clock, &m, 55 * MS, 1);
+        tick(&clock, &m, 10 * MS, 1);
+        let later: Vec<f64> = m.take_samples().iter().map(|x| x.t_s).collect();
+        assert_eq!(later.len(), 2, "{later:?}");
+        assert!((later[0] - 0.255).abs() < 1e-9 && (later[1] - 0.265).abs() < 1e-9);
         m.stop();
+    }
+
+    #[test]
+    fn the_next_tick_skips_the_ones_a_late_read_missed() {
+        let t0 = Instant::now();
+        let p = 10 * MS;
+        assert_eq!(next_tick(t0, p, t0 + 3 * MS), t0 + p);
+        assert_eq!(next_tick(t0, p, t0 + p), t0 + p);
+        assert_eq!(next_tick(t0, p, t0 + 35 * MS), t0 + 45 * MS);
+    }
+
+    #[test]
+    fn overhead_is_the_time_in_reads_over_the_meters_wall_time() {
+        // Reads of 2 ms each: the start sample, a window's begin and end; 96 ms between.
+        let clock = FakeClock::new();
+        let sensor = CounterSensor {
+            read_cost: 2 * MS,
+            ..CounterSensor::new(&clock, 1.0)
+        };
+        let m = meter_on(&clock, sensor, 0.0);
+        let w = m.begin();
+        clock.advance(96 * MS);
+        let e = m.end(w).unwrap();
+        assert!((e.seconds - 0.1).abs() < 1e-12, "{}", e.seconds);
+        let expect = 0.006 / 0.102;
+        assert!((m.overhead_fraction() - expect).abs() < 1e-12);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Setting a run up: the sensors, the machine's peak, the two models, the header and the plan.
 
 use super::{SessionConfig, SessionError};
+use crate::clock::SystemClock;
 use crate::data::Corpus;
 use crate::meter::{
     detect_update_period, open_host_sensor, open_sensor, GpuSelector, Sensor, SensorChoice,
@@ -56,7 +57,7 @@ pub(super) fn choose_sensors(
         None => None,
     };
     // How often its counter updates: the shortest window it resolves.
-    let update_period = detect_update_period(main.as_mut(), DETECT_FOR);
+    let update_period = detect_update_period(main.as_mut(), DETECT_FOR, &SystemClock);
     Ok(Sensors {
         main,
         host,
