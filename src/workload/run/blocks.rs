@@ -1,8 +1,6 @@
 //! Windows of steps: one model's block of steps in one energy window, a pair of blocks (A then
 //! B), the lengthening of a phase too short for its sensor, and validation.
 
-use std::time::Instant;
-
 use super::super::{StepOutcome, Workload};
 use super::{Ctx, RunPlan};
 use crate::meter::{
@@ -55,14 +53,14 @@ pub(super) struct Done {
 }
 
 pub(super) fn timed_step(ctx: &Ctx, w: &mut dyn Workload, phase: Phase) -> anyhow::Result<Done> {
-    let t0 = Instant::now();
+    let t0 = ctx.clock.now();
     let out = w.step(phase)?;
     // The step ends when its work does, not when its kernels are queued.
     w.synchronize()?;
     Ok(Done {
         phase,
         out,
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: ctx.clock.since(t0).as_secs_f64(),
         t_s: ctx.t(),
     })
 }
@@ -97,7 +95,7 @@ pub(super) fn measured_block(
 ) -> anyhow::Result<u64> {
     let window = ctx.meter.begin();
     let host_window = ctx.host.map(Meter::begin);
-    let t0 = Instant::now();
+    let t0 = ctx.clock.now();
     let mut done = Vec::new();
     let mut n = 0u64;
     loop {
@@ -108,7 +106,7 @@ pub(super) fn measured_block(
                 max_steps,
                 may_exceed,
             } => {
-                let elapsed = t0.elapsed().as_secs_f64();
+                let elapsed = ctx.clock.since(t0).as_secs_f64();
                 if n >= max_steps.max(1) && !(may_exceed && elapsed < seconds) {
                     break;
                 }

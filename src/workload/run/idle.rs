@@ -1,7 +1,7 @@
 //! The idle baseline: nothing runs but the sampler, in sub-windows the sensor resolves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Ctx;
 use crate::meter::UpdatePeriod;
@@ -43,9 +43,9 @@ pub(super) fn measure_idle(
     let mut first = None;
     for _ in 0..n {
         let w = ctx.meter.begin();
-        let until = Instant::now() + Duration::from_secs_f64(seconds / n as f64);
-        while Instant::now() < until && !stopped() {
-            std::thread::sleep(Duration::from_millis(10));
+        let until = ctx.clock.now() + Duration::from_secs_f64(seconds / n as f64);
+        while ctx.clock.now() < until && !stopped() {
+            ctx.clock.sleep(Duration::from_millis(10));
         }
         if stopped() {
             return Ok(None);

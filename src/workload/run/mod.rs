@@ -13,9 +13,11 @@
 //! windows stay short and the summary and report say the figure is unresolved.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{RunObserver, Workload};
+use crate::clock::Clock;
 use crate::meter::{Meter, UpdatePeriod};
 use crate::runlog::{summarize, IdleWhen, Record, RunSummary, RunWriter, StepRecord};
 
@@ -115,6 +117,8 @@ struct Ctx<'a> {
     writer: &'a mut RunWriter,
     observers: &'a mut [Box<dyn RunObserver>],
     progress: &'a mut dyn Progress,
+    /// The main meter's clock: steps, windows and record times are all on its time.
+    clock: Arc<dyn Clock>,
     epoch: Instant,
     records: Vec<Record>,
     idle_power_w: Option<f64>,
@@ -124,7 +128,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn t(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
+        self.clock.since(self.epoch).as_secs_f64()
     }
 
     fn emit(&mut self, r: Record) -> anyhow::Result<()> {
@@ -164,7 +168,7 @@ use idle::measure_idle;
 use phases::run_workload;
 
 /// The meters a run reads: the main sensor's, and the host CPU's beside a GPU run's; times are
-/// seconds since `epoch`.
+/// seconds since `epoch` on the main meter's clock (the host's must be on the same clock).
 pub struct Meters<'a> {
     pub main: &'a Meter,
     pub host: Option<&'a Meter>,
@@ -195,6 +199,7 @@ pub fn execute(
         writer: out.writer,
         observers: out.observers,
         progress: out.progress,
+        clock: Arc::clone(meters.main.clock()),
         epoch: meters.epoch,
         records: Vec::new(),
         idle_power_w: None,

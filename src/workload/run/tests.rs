@@ -2,6 +2,7 @@
 
 use super::idle::{idle_subwindows, MAX_IDLE_SUBWINDOWS};
 use super::*;
+use crate::clock::FakeClock;
 use crate::meter::{MeterError, Reading, Sensor};
 use crate::runlog::read_run;
 use crate::runlog::IdleRecord;
@@ -13,9 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// A workload whose steps sleep a fixed time, the first of each phase 3x as long (a slow
-/// warm-up); decode continues a prefill 3 times.
+/// A workload whose steps take a fixed time of a fake clock, the first of each phase 3x as long
+/// (a slow warm-up); decode continues a prefill 3 times.
 struct Fake {
+    clock: Arc<FakeClock>,
     name: &'static str,
     role: Role,
     room: u32,
@@ -25,9 +27,10 @@ struct Fake {
 }
 
 impl Fake {
-    /// A fresh sparse "a" and dense "b".
-    fn pair() -> (Fake, Fake) {
+    /// A fresh sparse "a" and dense "b", their steps taking `clock`'s time.
+    fn pair(clock: &Arc<FakeClock>) -> (Fake, Fake) {
         let fake = |name, role| Fake {
+            clock: Arc::clone(clock),
             name,
             role,
             room: 0,
@@ -62,7 +65,7 @@ impl Workload for Fake {
         }
         let slow = if self.seen.contains(&phase) { 1 } else { 3 };
         self.seen.push(phase);
-        std::thread::sleep(Duration::from_millis(ms * slow));
+        self.clock.sleep(Duration::from_millis(ms * slow));
         Ok(StepOutcome {
             tokens: 10,
             loss: (phase == Phase::Train).then_some(1.0),
@@ -102,17 +105,22 @@ fn test_plan() -> RunPlan {
     }
 }
 
-/// `plan` run on two fakes (`a` sparse, `b` dense) metered by `meter` (and `host`), written to
-/// `dir`: the fakes after the run, its summary and the folder read back.
+/// A meter without a sampler thread on `clock`, from its origin.
+fn meter_on(clock: &Arc<FakeClock>, sensor: impl Sensor + 'static) -> Meter {
+    Meter::start_on(clock.clone(), Box::new(sensor), 0.0, clock.origin())
+}
+
+/// `plan` run on two fakes (`a` sparse, `b` dense) on `clock`, metered by `meter` (and `host`),
+/// written to `dir`: the fakes after the run, its summary and the folder read back.
 fn run_fakes(
     plan: &RunPlan,
+    clock: &Arc<FakeClock>,
     meter: &Meter,
     host: Option<&Meter>,
     dir: &std::path::Path,
-    epoch: Instant,
 ) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
     let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
-    let (mut a, mut b) = Fake::pair();
+    let (mut a, mut b) = Fake::pair(clock);
     let summary = execute(
         plan,
         &mut a,
@@ -120,7 +128,7 @@ fn run_fakes(
         Meters {
             main: meter,
             host,
-            epoch,
+            epoch: clock.origin(),
         },
         Outputs {
             writer: &mut writer,
@@ -134,9 +142,9 @@ fn run_fakes(
     (a, b, summary, read_run(dir).unwrap())
 }
 
-/// A counter at 100 W that updates every 5 ms; reads numbered in `fail` fail.
+/// A counter at 100 W that updates every 5 ms of a fake clock; reads numbered in `fail` fail.
 struct Coarse {
-    origin: Instant,
+    clock: Arc<FakeClock>,
     reads: u64,
     fail: Vec<u64>,
 }
@@ -156,7 +164,7 @@ impl Sensor for Coarse {
                 reason: "flaky".into(),
             });
         }
-        let t = (self.origin.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
+        let t = (self.clock.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
         Ok(Reading {
             energy_j: Some(100.0 * t),
             ..Reading::default()
@@ -180,15 +188,15 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
         ..test_plan()
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("blocks");
-    let epoch = Instant::now();
+    let clock = FakeClock::new();
     // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
     let sensor = Coarse {
-        origin: epoch,
+        clock: clock.clone(),
         reads: 0,
         fail: vec![3, 4],
     };
-    let meter = Meter::start(Box::new(sensor), 0.0, epoch);
-    let (a, b, _, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    let meter = meter_on(&clock, sensor);
+    let (a, b, _, run) = run_fakes(&plan, &clock, &meter, None, &dir);
     // Every step synchronised before its time was taken.
     assert_eq!((a.synced, b.synced), (a.steps, b.steps));
     let steps: Vec<&StepRecord> = run.steps().collect();
@@ -219,18 +227,19 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
             );
         }
         if ss.iter().all(|s| !s.warmup) {
-            // Measured windows span the safe 20 updates and read 100 W within 10%.
+            // Measured windows span the safe 20 updates, so the counter's 0.5 J steps put
+            // them within 5% of the 100 W it counts.
             blocks += 1;
             assert!(ss.len() > 1 && !w.too_short(), "window {index}: {w:?}");
             let watts = joules / w.seconds;
-            assert!((watts - 100.0).abs() <= 10.0, "window {index}: {watts} W");
+            assert!((watts - 100.0).abs() <= 5.0, "window {index}: {watts} W");
         } else {
             assert_eq!(ss.len(), 1, "warm-up steps keep their own windows");
         }
     }
-    // Train, prefill and decode: at least one window per model each (min_windows 1),
-    // lengthened; both models run the same steps in each pair of windows.
-    assert!(blocks >= 6, "{:?}", windows.keys().collect::<Vec<_>>());
+    // Train, prefill and decode: one window per model each (min_windows 1), lengthened; both
+    // models run the same steps in each pair of windows.
+    assert_eq!(blocks, 6, "{:?}", windows.keys().collect::<Vec<_>>());
     let train_blocks = |role: Role| -> Vec<u64> {
         windows
             .values()
@@ -238,7 +247,9 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
             .map(|ss| ss.len() as u64)
             .collect()
     };
-    assert!(!train_blocks(Role::Sparse).is_empty());
+    // A's window runs by the clock until it spans 1.25 x the safe 20 updates of 5 ms: 63
+    // steps of 2 ms (0.126 s). B runs as many.
+    assert_eq!(train_blocks(Role::Sparse), vec![63]);
     assert_eq!(train_blocks(Role::Sparse), train_blocks(Role::Dense));
     // Decode windows refill the cache inside themselves: prefills sharing a decode window.
     assert!(windows.values().any(|ss| {
@@ -252,17 +263,21 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
-/// A continuous counter: `energy_j` of the seconds since `origin`.
+/// A continuous counter: `energy_j` of the seconds of a fake clock since its origin.
 struct Continuous {
-    origin: Instant,
+    clock: Arc<FakeClock>,
     source: EnergySource,
     energy_j: Box<dyn Fn(f64) -> f64 + Send>,
 }
 
 impl Continuous {
-    fn new(origin: Instant, source: EnergySource, f: impl Fn(f64) -> f64 + Send + 'static) -> Self {
+    fn new(
+        clock: &Arc<FakeClock>,
+        source: EnergySource,
+        f: impl Fn(f64) -> f64 + Send + 'static,
+    ) -> Self {
         Continuous {
-            origin,
+            clock: Arc::clone(clock),
             source,
             energy_j: Box::new(f),
         }
@@ -278,7 +293,7 @@ impl Sensor for Continuous {
     }
     fn read(&mut self) -> Result<Reading, MeterError> {
         Ok(Reading {
-            energy_j: Some((self.energy_j)(self.origin.elapsed().as_secs_f64())),
+            energy_j: Some((self.energy_j)(self.clock.elapsed().as_secs_f64())),
             ..Reading::default()
         })
     }
@@ -292,11 +307,11 @@ fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_re
         ..test_plan()
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("idle");
-    let epoch = Instant::now();
+    let clock = FakeClock::new();
     // Power ramps up with time: 10 W + 40 W/s x t.
-    let ramp = Continuous::new(epoch, EnergySource::Rapl, |t| 10.0 * t + 20.0 * t * t);
-    let meter = Meter::start(Box::new(ramp), 0.0, epoch);
-    let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    let ramp = Continuous::new(&clock, EnergySource::Rapl, |t| 10.0 * t + 20.0 * t * t);
+    let meter = meter_on(&clock, ramp);
+    let (_, _, summary, run) = run_fakes(&plan, &clock, &meter, None, &dir);
     let idles: Vec<&IdleRecord> = run
         .records
         .iter()
@@ -310,18 +325,21 @@ fn the_idle_baseline_is_measured_before_and_after_in_sub_windows_and_drift_is_re
         (idles[0].when, idles[1].when),
         (IdleWhen::Before, IdleWhen::After)
     );
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
     for i in &idles {
-        // 0.6 s in sub-windows of 0.2 s, each reading a higher power than the last (the ramp).
+        // 0.6 s in sub-windows of 0.2 s. On the ramp a sub-window [t, t + 0.2] averages
+        // 10 + 40 (t + 0.1) W: each reads 8 W more than the one before.
         assert_eq!(i.window_power_w.len(), 3, "{i:?}");
-        assert!(i.window_power_w.windows(2).all(|w| w[1] > w[0]), "{i:?}");
-        assert!((i.power_w * i.seconds - i.joules).abs() < 1e-9);
+        assert!(close(i.seconds, 0.6), "{i:?}");
+        assert!(
+            i.window_power_w.windows(2).all(|w| close(w[1] - w[0], 8.0)),
+            "{i:?}"
+        );
+        assert!(close(i.power_w * i.seconds, i.joules));
     }
-    // The ramp: the window before averages about 10 + 40 x 0.3 = 22 W; after is higher.
-    assert!(
-        (idles[0].power_w - 22.0).abs() < 3.0,
-        "{}",
-        idles[0].power_w
-    );
+    // The window before starts the run: 14, 22 and 30 W, 22 W on average.
+    assert!(close(idles[0].window_power_w[0], 14.0), "{:?}", idles[0]);
+    assert!(close(idles[0].power_w, 22.0), "{}", idles[0].power_w);
     let base = summary.idle.as_ref().unwrap();
     let drift = idles[1].power_w - idles[0].power_w;
     assert!(drift > 5.0 && (base.drift_w.unwrap() - drift).abs() < 0.05 * drift);
@@ -364,11 +382,11 @@ fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
         ..test_plan()
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("host");
-    let epoch = Instant::now();
-    let steady = |watts: f64, source| Continuous::new(epoch, source, move |t| watts * t);
-    let meter = Meter::start(Box::new(steady(250.0, EnergySource::Nvml)), 0.0, epoch);
-    let host = Meter::start(Box::new(steady(30.0, EnergySource::Rapl)), 0.0, epoch);
-    let (_, _, summary, run) = run_fakes(&plan, &meter, Some(&host), &dir, epoch);
+    let clock = FakeClock::new();
+    let steady = |watts: f64, source| Continuous::new(&clock, source, move |t| watts * t);
+    let meter = meter_on(&clock, steady(250.0, EnergySource::Nvml));
+    let host = meter_on(&clock, steady(30.0, EnergySource::Rapl));
+    let (_, _, summary, run) = run_fakes(&plan, &clock, &meter, Some(&host), &dir);
     for s in run.steps() {
         let e = s.energy.as_ref().unwrap();
         let h = e.host.as_ref().unwrap();
@@ -378,15 +396,15 @@ fn a_host_meter_beside_the_main_one_is_recorded_as_its_own_component() {
         );
         // Each meter's own power, split by duration; the host's is not in `joules`.
         let (main_w, host_w) = (e.joules / s.seconds, h.joules / s.seconds);
-        assert!((main_w - 250.0).abs() < 25.0, "{main_w} W");
-        assert!((host_w - 30.0).abs() < 3.0, "{host_w} W");
+        assert!((main_w - 250.0).abs() < 1e-9, "{main_w} W");
+        assert!((host_w - 30.0).abs() < 1e-9, "{host_w} W");
     }
     for m in &summary.models {
         for p in &m.phases {
             // Over the same windows and tokens, host over main J/token is 30 W over 250 W.
             let main = p.joules_per_token.as_ref().unwrap().total.mean;
             let r = p.host_joules_per_token.unwrap().mean / main;
-            assert!((r - 0.12).abs() < 0.012, "{r}");
+            assert!((r - 0.12).abs() < 1e-9, "{r}");
             assert_eq!(p.host_source, Some(EnergySource::Rapl));
         }
     }
@@ -407,14 +425,14 @@ fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_l
         ..test_plan()
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("until");
-    let epoch = Instant::now();
+    let clock = FakeClock::new();
     let sensor = Coarse {
-        origin: epoch,
+        clock: clock.clone(),
         reads: 0,
         fail: vec![],
     };
-    let meter = Meter::start(Box::new(sensor), 0.0, epoch);
-    let (_, _, summary, run) = run_fakes(&plan, &meter, None, &dir, epoch);
+    let meter = meter_on(&clock, sensor);
+    let (_, _, summary, run) = run_fakes(&plan, &clock, &meter, None, &dir);
     for m in ["a", "b"] {
         let trained = run
             .steps()
@@ -479,13 +497,12 @@ fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_w
         train_steps: 100_000,
         ..test_plan()
     };
-    let epoch = Instant::now();
-    let meter = Meter::start(
-        Box::new(Continuous::new(epoch, EnergySource::Nvml, |t| 100.0 * t)),
-        0.0,
-        epoch,
+    let clock = FakeClock::new();
+    let meter = meter_on(
+        &clock,
+        Continuous::new(&clock, EnergySource::Nvml, |t| 100.0 * t),
     );
-    let (mut a, mut b) = Fake::pair();
+    let (mut a, mut b) = Fake::pair(&clock);
     let err = execute(
         &plan,
         &mut a,
@@ -493,7 +510,7 @@ fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_w
         Meters {
             main: &meter,
             host: None,
-            epoch,
+            epoch: clock.origin(),
         },
         Outputs {
             writer: &mut writer,
