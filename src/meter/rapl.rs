@@ -9,10 +9,12 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::sensor::{Reading, Sensor};
 use super::MeterError;
+use crate::clock::Clock;
 use crate::vocab::EnergySource;
 
 pub const POWERCAP_ROOT_ENV: &str = "SPARSEWATT_POWERCAP_ROOT";
@@ -65,6 +67,8 @@ pub struct RaplSensor {
     domains: Vec<Domain>,
     sockets: usize,
     has_dram: bool,
+    /// The clock of `power_w`'s time between reads.
+    clock: Arc<dyn Clock>,
     last_read: Instant,
     last_total_uj: u128,
 }
@@ -114,9 +118,17 @@ impl RaplSensor {
             domains,
             sockets: packages.len(),
             has_dram,
+            clock: crate::clock::system(),
             last_read: Instant::now(),
             last_total_uj: 0,
         })
+    }
+
+    /// The sensor with its power timed on `clock` (from now on that clock's).
+    pub fn on_clock(mut self, clock: Arc<dyn Clock>) -> RaplSensor {
+        self.last_read = clock.now();
+        self.clock = clock;
+        self
     }
 
     fn total_uj(&self) -> u128 {
@@ -143,7 +155,7 @@ impl Sensor for RaplSensor {
         for d in &mut self.domains {
             d.advance()?;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let total_uj = self.total_uj();
         let dt_s = now.duration_since(self.last_read).as_secs_f64();
         let power_w = (dt_s > 0.0).then(|| (total_uj - self.last_total_uj) as f64 / 1e6 / dt_s);
@@ -280,7 +292,8 @@ mod tests {
     #[test]
     fn sums_package_and_dram_of_every_socket_and_ignores_nested_and_platform_domains() {
         let t = Tree::two_sockets("sum");
-        let mut s = RaplSensor::open(&t.0).unwrap();
+        let clock = crate::clock::FakeClock::new();
+        let mut s = RaplSensor::open(&t.0).unwrap().on_clock(clock.clone());
         assert_eq!(s.scope(), "cpu package+dram, 2 sockets (rapl)");
         // Package 0 +3 J, package 1 +5 J, dram 0 +0.25 J, dram 1 +0.75 J; core, uncore, psys
         // and mmio also move and must not count.
@@ -293,9 +306,16 @@ mod tests {
         t.set("intel-rapl:2", 99_000_000);
         t.set("intel-rapl-mmio:0", 99_000_000);
         t.set("intel-rapl:0:2", 99_000_000);
+        clock.advance(std::time::Duration::from_millis(500));
         let r = s.read().unwrap();
         assert!((r.energy_j.unwrap() - 9.0).abs() < 1e-9, "{r:?}");
-        assert!(r.power_w.unwrap() > 0.0);
+        // Power: the energy since the last read (here the open) over the time since it.
+        assert!((r.power_w.unwrap() - 18.0).abs() < 1e-9, "{r:?}");
+        t.set("intel-rapl:0", 5_000_000);
+        clock.advance(std::time::Duration::from_millis(250));
+        assert!((s.read().unwrap().power_w.unwrap() - 4.0).abs() < 1e-9);
+        // No time between two reads: no power, rather than a division by zero.
+        assert_eq!(s.read().unwrap().power_w, None);
         assert_eq!(r.instant_power_w, None);
     }
 

@@ -3,7 +3,7 @@
 use super::idle::{idle_subwindows, MAX_IDLE_SUBWINDOWS};
 use super::*;
 use crate::clock::FakeClock;
-use crate::meter::{MeterError, Reading, Sensor};
+use crate::meter::{MeterError, Reading, Sensor, SAFE_UPDATES_PER_WINDOW};
 use crate::runlog::read_run;
 use crate::runlog::IdleRecord;
 use crate::vocab::EnergySource;
@@ -20,6 +20,8 @@ struct Fake {
     clock: Arc<FakeClock>,
     name: &'static str,
     role: Role,
+    /// After this many steps, steps take a quarter of the time (the machine got less busy).
+    fast_after: Option<u64>,
     room: u32,
     synced: u64,
     steps: u64,
@@ -33,6 +35,7 @@ impl Fake {
             clock: Arc::clone(clock),
             name,
             role,
+            fast_after: None,
             room: 0,
             synced: 0,
             steps: 0,
@@ -64,8 +67,14 @@ impl Workload for Fake {
             self.room = 3;
         }
         let slow = if self.seen.contains(&phase) { 1 } else { 3 };
+        let fast = if self.fast_after.is_some_and(|n| self.steps > n) {
+            4
+        } else {
+            1
+        };
         self.seen.push(phase);
-        self.clock.sleep(Duration::from_millis(ms * slow));
+        self.clock
+            .sleep(Duration::from_micros(ms * 1000 * slow / fast));
         Ok(StepOutcome {
             tokens: 10,
             loss: (phase == Phase::Train).then_some(1.0),
@@ -119,8 +128,19 @@ fn run_fakes(
     host: Option<&Meter>,
     dir: &std::path::Path,
 ) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
+    run_pair(plan, clock, meter, host, dir, Fake::pair(clock))
+}
+
+/// [`run_fakes`] with the fakes given.
+fn run_pair(
+    plan: &RunPlan,
+    clock: &Arc<FakeClock>,
+    meter: &Meter,
+    host: Option<&Meter>,
+    dir: &std::path::Path,
+    (mut a, mut b): (Fake, Fake),
+) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
     let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
-    let (mut a, mut b) = Fake::pair(clock);
     let summary = execute(
         plan,
         &mut a,
@@ -263,6 +283,55 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+#[test]
+fn a_window_shorter_than_the_sensor_resolves_is_flagged_in_the_summary_and_the_report() {
+    // B's steps turn 4x faster after its 10th (the machine got less busy): blocks sized from the
+    // steps timed so far then give B's windows too few updates of the 5 ms counter. The run
+    // cannot know that in advance; it must say so rather than pass the figure off as resolved.
+    let plan = RunPlan {
+        train_steps: 300,
+        update_period: Some(UpdatePeriod {
+            period_s: 0.005,
+            energy_j: 0.5,
+            updates: 10,
+        }),
+        max_lengthen_s: 0.0,
+        ..test_plan()
+    };
+    let (_scratch, dir) = crate::runlog::scratch_run_path("short");
+    let clock = FakeClock::new();
+    let sensor = Coarse {
+        clock: clock.clone(),
+        reads: 0,
+        fail: vec![],
+    };
+    let meter = meter_on(&clock, sensor);
+    let (a, mut b) = Fake::pair(&clock);
+    b.fast_after = Some(10);
+    let (_, _, summary, run) = run_pair(&plan, &clock, &meter, None, &dir, (a, b));
+    let train = |role| summary.model(role).unwrap().phase(Phase::Train).unwrap();
+    // A's windows run by the clock: all resolved. B's first ones, of as many faster steps, not.
+    assert_eq!(train(Role::Sparse).short_windows, 0);
+    let dense = train(Role::Dense);
+    assert!(dense.short_windows > 0, "{dense:?}");
+    assert!(dense.min_window_updates.unwrap() < SAFE_UPDATES_PER_WINDOW);
+    // Each short window is marked as such in its steps' records.
+    let short = run
+        .steps()
+        .filter(|s| s.model == "b" && !s.warmup)
+        .filter_map(|s| s.energy.as_ref()?.window.clone())
+        .filter(|w| w.too_short())
+        .map(|w| w.index)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(short.len(), dense.short_windows);
+    let report =
+        crate::report::render(&crate::report::build(&run), crate::report::Format::Markdown);
+    assert!(
+        report.contains("energy unresolved: dense b train"),
+        "{report}"
+    );
+}
+
 /// A continuous counter: `energy_j` of the seconds of a fake clock since its origin.
 struct Continuous {
     clock: Arc<FakeClock>,
