@@ -122,34 +122,27 @@ fn short_run(dir: &Path, metrics_addr: &str) -> Command {
     c
 }
 
-#[test]
-fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
-    if !on_path("prometheus") || !on_path("promtool") {
-        println!(
-            "SKIPPED: no `prometheus`/`promtool` on PATH (scripts/install-test-tools installs \
-             Debian's prometheus package)"
-        );
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (mp, pp) = (free_port(), free_port());
-    let config = tmp.path().join("prometheus.yml");
+/// Prometheus scraping `127.0.0.1:{scrape_port}` every 500 ms, its files in `dir`, ready to
+/// answer queries: the process (killed when dropped) and its port.
+fn start_prometheus(dir: &Path, scrape_port: u16) -> (Killed, u16) {
+    let pp = free_port();
+    let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
             "global: {{scrape_interval: 500ms, scrape_timeout: 400ms}}\n\
              scrape_configs:\n  - job_name: sparsewatt\n    \
-             static_configs: [{{targets: [\"127.0.0.1:{mp}\"]}}]\n"
+             static_configs: [{{targets: [\"127.0.0.1:{scrape_port}\"]}}]\n"
         ),
     )
     .unwrap();
-    let prom_log = std::fs::File::create(tmp.path().join("prometheus.log")).unwrap();
-    let _prometheus = Killed(
+    let prom_log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let prometheus = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                tmp.path().join("tsdb").display()
+                dir.join("tsdb").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{pp}"))
             .stdout(Stdio::null())
@@ -164,6 +157,21 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
         assert!(Instant::now() < deadline, "prometheus not ready after 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
+    (prometheus, pp)
+}
+
+#[test]
+fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
+    if !on_path("prometheus") || !on_path("promtool") {
+        println!(
+            "SKIPPED: no `prometheus`/`promtool` on PATH (scripts/install-test-tools installs \
+             Debian's prometheus package)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = free_port();
+    let (_prometheus, pp) = start_prometheus(tmp.path(), mp);
 
     let dir = tmp.path().join("run");
     let mut run = Killed(

@@ -14,7 +14,7 @@ use sparsewatt::accounting::{
 };
 use sparsewatt::model::CAUSAL_BLOCK;
 use sparsewatt::profile::load_model;
-use sparsewatt::runlog::{read_run, summarize, IdleWhen, Record};
+use sparsewatt::runlog::{read_run, summarize, IdleWhen, Record, RunData};
 use sparsewatt::vocab::{Phase, Role};
 
 #[path = "common/small_run.rs"]
@@ -85,6 +85,15 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
     );
     let run = read_run(&dir).unwrap();
     assert!(run.complete());
+    check_records(&run);
+    check_summary_file(&dir, &run);
+    check_phases_and_flops(&run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The short run's records: the A B schedule, every step measured, the idle windows around
+/// the workload, samples and evaluations.
+fn check_records(run: &RunData) {
     let steps: Vec<_> = run.steps().collect();
     // A B A B: training alternates sparse and dense.
     let train: Vec<Role> = steps
@@ -129,9 +138,13 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
         .iter()
         .filter(|r| matches!(r, Record::Eval(_)))
         .count();
-    assert_eq!(evals, 2 * 3); // at 0, 2 and 3 steps, both models
-                              // summary.json equals the summary recomputed from the folder: the
-                              // records, and the header's peak for utilisation.
+    // At 0, 2 and 3 steps, both models.
+    assert_eq!(evals, 2 * 3);
+}
+
+/// summary.json equals the summary recomputed from the folder (the records, and the header's
+/// peak for utilisation), and gives the first answer.
+fn check_summary_file(dir: &Path, run: &RunData) {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let again = serde_json::to_value(sparsewatt::project::summarize_run(
@@ -155,6 +168,10 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
         assert!(lo <= mean && mean <= hi && mean > 0.0, "{j}");
     }
     assert!(t["val_sequences"].as_u64().unwrap() >= 2);
+}
+
+/// Steps per phase, and per-token FLOPs equal to the accounting's.
+fn check_phases_and_flops(run: &RunData) {
     let s = summarize(&run.records);
     for role in [Role::Sparse, Role::Dense] {
         let m = s.model(role).unwrap();
@@ -203,7 +220,6 @@ fn a_short_run_leaves_a_folder_with_a_summary_of_both_models() {
         let f = r.flops_per_token.unwrap();
         assert!((f - 1.0).abs() < 0.03, "{r:?}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Equal JSON, numbers within 1e-12 relative (JSON's decimal text parses back to the nearest

@@ -1,196 +1,19 @@
-//! The run loop against fake workloads and fake sensors.
+//! The run loop against fake workloads and fake sensors, on a fake clock.
+
+mod fakes;
 
 use super::idle::{idle_subwindows, MAX_IDLE_SUBWINDOWS};
 use super::*;
 use crate::clock::FakeClock;
-use crate::meter::{MeterError, Reading, Sensor, SAFE_UPDATES_PER_WINDOW};
+use crate::meter::SAFE_UPDATES_PER_WINDOW;
 use crate::runlog::read_run;
 use crate::runlog::IdleRecord;
 use crate::vocab::EnergySource;
 use crate::vocab::Phase;
 use crate::vocab::Role;
-use crate::workload::StepOutcome;
+use fakes::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
-/// A workload whose steps take a fixed time of a fake clock, the first of each phase 3x as long
-/// (a slow warm-up); decode continues a prefill 3 times.
-struct Fake {
-    clock: Arc<FakeClock>,
-    name: &'static str,
-    role: Role,
-    /// After this many steps, steps take a quarter of the time (the machine got less busy).
-    fast_after: Option<u64>,
-    room: u32,
-    synced: u64,
-    steps: u64,
-    seen: Vec<Phase>,
-}
-
-impl Fake {
-    /// A fresh sparse "a" and dense "b", their steps taking `clock`'s time.
-    fn pair(clock: &Arc<FakeClock>) -> (Fake, Fake) {
-        let fake = |name, role| Fake {
-            clock: Arc::clone(clock),
-            name,
-            role,
-            fast_after: None,
-            room: 0,
-            synced: 0,
-            steps: 0,
-            seen: Vec::new(),
-        };
-        (fake("a", Role::Sparse), fake("b", Role::Dense))
-    }
-}
-
-impl Workload for Fake {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn role(&self) -> Role {
-        self.role
-    }
-    fn step(&mut self, phase: Phase) -> anyhow::Result<StepOutcome> {
-        self.steps += 1;
-        let ms = match phase {
-            Phase::Train => 2,
-            Phase::Prefill => 1,
-            Phase::Decode => {
-                anyhow::ensure!(self.room > 0, "decode without room");
-                self.room -= 1;
-                1
-            }
-        };
-        if phase == Phase::Prefill {
-            self.room = 3;
-        }
-        let slow = if self.seen.contains(&phase) { 1 } else { 3 };
-        let fast = if self.fast_after.is_some_and(|n| self.steps > n) {
-            4
-        } else {
-            1
-        };
-        self.seen.push(phase);
-        self.clock
-            .sleep(Duration::from_micros(ms * 1000 * slow / fast));
-        Ok(StepOutcome {
-            tokens: 10,
-            loss: (phase == Phase::Train).then_some(1.0),
-            ..StepOutcome::default()
-        })
-    }
-    fn validate(&mut self) -> anyhow::Result<Vec<f64>> {
-        // Falls with the steps trained, the same for both models.
-        let l = 5.0 / (1.0 + self.steps as f64);
-        Ok(vec![l * 0.9, l * 1.1])
-    }
-    fn can_decode(&self) -> bool {
-        self.room > 0
-    }
-    fn synchronize(&mut self) -> anyhow::Result<()> {
-        self.synced += 1;
-        Ok(())
-    }
-}
-
-/// A plan of one warm-up step, no inference, no idle window and no evaluation but the first
-/// and the last; tests set what they measure.
-fn test_plan() -> RunPlan {
-    RunPlan {
-        train_steps: 4,
-        warmup_steps: 1,
-        prefill_steps: 0,
-        decode_steps: 0,
-        idle_seconds: 0.0,
-        eval_every: 1000,
-        update_period: None,
-        min_windows: 1,
-        max_lengthen_s: 1.0,
-        peak: None,
-        until_loss: None,
-        target_loss: None,
-    }
-}
-
-/// A meter without a sampler thread on `clock`, from its origin.
-fn meter_on(clock: &Arc<FakeClock>, sensor: impl Sensor + 'static) -> Meter {
-    Meter::start_on(clock.clone(), Box::new(sensor), 0.0, clock.origin())
-}
-
-/// `plan` run on two fakes (`a` sparse, `b` dense) on `clock`, metered by `meter` (and `host`),
-/// written to `dir`: the fakes after the run, its summary and the folder read back.
-fn run_fakes(
-    plan: &RunPlan,
-    clock: &Arc<FakeClock>,
-    meter: &Meter,
-    host: Option<&Meter>,
-    dir: &std::path::Path,
-) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
-    run_pair(plan, clock, meter, host, dir, Fake::pair(clock))
-}
-
-/// [`run_fakes`] with the fakes given.
-fn run_pair(
-    plan: &RunPlan,
-    clock: &Arc<FakeClock>,
-    meter: &Meter,
-    host: Option<&Meter>,
-    dir: &std::path::Path,
-    (mut a, mut b): (Fake, Fake),
-) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
-    let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
-    let summary = execute(
-        plan,
-        &mut a,
-        &mut b,
-        Meters {
-            main: meter,
-            host,
-            epoch: clock.origin(),
-        },
-        Outputs {
-            writer: &mut writer,
-            observers: &mut [],
-            progress: &mut Quiet,
-        },
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    drop(writer);
-    (a, b, summary, read_run(dir).unwrap())
-}
-
-/// A counter at 100 W that updates every 5 ms of a fake clock; reads numbered in `fail` fail.
-struct Coarse {
-    clock: Arc<FakeClock>,
-    reads: u64,
-    fail: Vec<u64>,
-}
-
-impl Sensor for Coarse {
-    fn source(&self) -> EnergySource {
-        EnergySource::Nvml
-    }
-    fn scope(&self) -> String {
-        "coarse".into()
-    }
-    fn read(&mut self) -> Result<Reading, MeterError> {
-        self.reads += 1;
-        if self.fail.contains(&self.reads) {
-            return Err(MeterError::Read {
-                reader: "nvml",
-                reason: "flaky".into(),
-            });
-        }
-        let t = (self.clock.elapsed().as_secs_f64() / 0.005).floor() * 0.005;
-        Ok(Reading {
-            energy_j: Some(100.0 * t),
-            ..Reading::default()
-        })
-    }
-}
 
 #[test]
 fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
@@ -330,42 +153,6 @@ fn a_window_shorter_than_the_sensor_resolves_is_flagged_in_the_summary_and_the_r
         report.contains("energy unresolved: dense b train"),
         "{report}"
     );
-}
-
-/// A continuous counter: `energy_j` of the seconds of a fake clock since its origin.
-struct Continuous {
-    clock: Arc<FakeClock>,
-    source: EnergySource,
-    energy_j: Box<dyn Fn(f64) -> f64 + Send>,
-}
-
-impl Continuous {
-    fn new(
-        clock: &Arc<FakeClock>,
-        source: EnergySource,
-        f: impl Fn(f64) -> f64 + Send + 'static,
-    ) -> Self {
-        Continuous {
-            clock: Arc::clone(clock),
-            source,
-            energy_j: Box::new(f),
-        }
-    }
-}
-
-impl Sensor for Continuous {
-    fn source(&self) -> EnergySource {
-        self.source
-    }
-    fn scope(&self) -> String {
-        "test".into()
-    }
-    fn read(&mut self) -> Result<Reading, MeterError> {
-        Ok(Reading {
-            energy_j: Some((self.energy_j)(self.clock.elapsed().as_secs_f64())),
-            ..Reading::default()
-        })
-    }
 }
 
 #[test]
