@@ -136,28 +136,40 @@ pub(super) fn run_pair(
     meter: &Meter,
     host: Option<&Meter>,
     dir: &std::path::Path,
-    (mut a, mut b): (Fake, Fake),
+    (a, b): (Fake, Fake),
 ) -> (Fake, Fake, RunSummary, crate::runlog::RunData) {
     let mut writer = RunWriter::create(dir, &crate::runlog::test_header()).unwrap();
+    let (a, b, summary) = execute_pair(plan, clock, (meter, host), &mut writer, (a, b));
+    drop(writer);
+    (a, b, summary.unwrap(), read_run(dir).unwrap())
+}
+
+/// `plan` run on the fakes given, on `clock`, metered by `meters` (main, host), written by
+/// `writer`: the fakes after the run and its outcome.
+pub(super) fn execute_pair(
+    plan: &RunPlan,
+    clock: &Arc<FakeClock>,
+    (main, host): (&Meter, Option<&Meter>),
+    writer: &mut RunWriter,
+    (mut a, mut b): (Fake, Fake),
+) -> (Fake, Fake, anyhow::Result<RunSummary>) {
     let summary = execute(
         plan,
         &mut a,
         &mut b,
         Meters {
-            main: meter,
+            main,
             host,
             epoch: clock.origin(),
         },
         Outputs {
-            writer: &mut writer,
+            writer,
             observers: &mut [],
             progress: &mut Quiet,
         },
         &AtomicBool::new(false),
-    )
-    .unwrap();
-    drop(writer);
-    (a, b, summary, read_run(dir).unwrap())
+    );
+    (a, b, summary)
 }
 
 /// A counter at 100 W that updates every 5 ms of a fake clock; reads numbered in `fail` fail.
@@ -165,6 +177,24 @@ pub(super) struct Coarse {
     pub(super) clock: Arc<FakeClock>,
     pub(super) reads: u64,
     pub(super) fail: Vec<u64>,
+}
+
+impl Coarse {
+    /// Its update period, as the detection would find it: 5 ms, 0.5 J an update.
+    pub(super) const PERIOD: UpdatePeriod = UpdatePeriod {
+        period_s: 0.005,
+        energy_j: 0.5,
+        updates: 10,
+    };
+
+    /// The counter on `clock`, its reads numbered in `fail` failing.
+    pub(super) fn new(clock: &Arc<FakeClock>, fail: Vec<u64>) -> Coarse {
+        Coarse {
+            clock: Arc::clone(clock),
+            reads: 0,
+            fail,
+        }
+    }
 }
 
 impl Sensor for Coarse {

@@ -13,15 +13,10 @@ use crate::vocab::Phase;
 use crate::vocab::Role;
 use fakes::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 
 #[test]
 fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
-    let period = UpdatePeriod {
-        period_s: 0.005,
-        energy_j: 0.5,
-        updates: 10,
-    };
+    let period = Coarse::PERIOD;
     let plan = RunPlan {
         train_steps: 8,
         prefill_steps: 2,
@@ -33,12 +28,7 @@ fn short_steps_are_measured_in_blocks_whose_joules_follow_durations() {
     let (_scratch, dir) = crate::runlog::scratch_run_path("blocks");
     let clock = FakeClock::new();
     // Read 1: the meter's start; 2 and 3: the first window. Its end fails twice (3, 4).
-    let sensor = Coarse {
-        clock: clock.clone(),
-        reads: 0,
-        fail: vec![3, 4],
-    };
-    let meter = meter_on(&clock, sensor);
+    let meter = meter_on(&clock, Coarse::new(&clock, vec![3, 4]));
     let (a, b, _, run) = run_fakes(&plan, &clock, &meter, None, &dir);
     // Every step synchronised before its time was taken.
     assert_eq!((a.synced, b.synced), (a.steps, b.steps));
@@ -113,22 +103,13 @@ fn a_window_shorter_than_the_sensor_resolves_is_flagged_in_the_summary_and_the_r
     // cannot know that in advance; it must say so rather than pass the figure off as resolved.
     let plan = RunPlan {
         train_steps: 300,
-        update_period: Some(UpdatePeriod {
-            period_s: 0.005,
-            energy_j: 0.5,
-            updates: 10,
-        }),
+        update_period: Some(Coarse::PERIOD),
         max_lengthen_s: 0.0,
         ..test_plan()
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("short");
     let clock = FakeClock::new();
-    let sensor = Coarse {
-        clock: clock.clone(),
-        reads: 0,
-        fail: vec![],
-    };
-    let meter = meter_on(&clock, sensor);
+    let meter = meter_on(&clock, Coarse::new(&clock, vec![]));
     let (a, mut b) = Fake::pair(&clock);
     b.fast_after = Some(10);
     let (_, _, summary, run) = run_pair(&plan, &clock, &meter, None, &dir, (a, b));
@@ -282,12 +263,7 @@ fn the_stop_rule_ends_training_at_the_first_eval_where_both_models_reached_the_l
     };
     let (_scratch, dir) = crate::runlog::scratch_run_path("until");
     let clock = FakeClock::new();
-    let sensor = Coarse {
-        clock: clock.clone(),
-        reads: 0,
-        fail: vec![],
-    };
-    let meter = meter_on(&clock, sensor);
+    let meter = meter_on(&clock, Coarse::new(&clock, vec![]));
     let (_, _, summary, run) = run_fakes(&plan, &clock, &meter, None, &dir);
     for m in ["a", "b"] {
         let trained = run
@@ -358,24 +334,14 @@ fn a_full_disk_fails_the_run_with_the_file_named_and_keeps_the_records_already_w
         &clock,
         Continuous::new(&clock, EnergySource::Nvml, |t| 100.0 * t),
     );
-    let (mut a, mut b) = Fake::pair(&clock);
-    let err = execute(
+    let (_, _, result) = execute_pair(
         &plan,
-        &mut a,
-        &mut b,
-        Meters {
-            main: &meter,
-            host: None,
-            epoch: clock.origin(),
-        },
-        Outputs {
-            writer: &mut writer,
-            observers: &mut [],
-            progress: &mut Quiet,
-        },
-        &AtomicBool::new(false),
-    )
-    .unwrap_err();
+        &clock,
+        (&meter, None),
+        &mut writer,
+        Fake::pair(&clock),
+    );
+    let err = result.unwrap_err();
     drop(writer);
     // A clear error: the file, and the system's reason.
     let message = format!("{err:#}");
