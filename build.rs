@@ -13,10 +13,11 @@ fn embed(dir: &str, out: &mut String, konst: &str) {
     for p in entries {
         println!("cargo:rerun-if-changed={}", p.display());
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
-        let abs = fs::canonicalize(&p).unwrap();
+        // The path from the crate's root as it is compiled, not as this script last ran: a target
+        // folder shared by two checkouts then reads each one's own files.
+        let rel = format!("/{}", p.display());
         out.push_str(&format!(
-            "    ({name:?}, include_str!({:?})),\n",
-            abs.display().to_string()
+            "    ({name:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {rel:?}))),\n"
         ));
     }
     out.push_str("];\n");
