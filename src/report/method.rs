@@ -1,7 +1,10 @@
 //! How the report's figures were made (the method's points and the docs behind them) and the
-//! notes: warnings of unresolved energy windows, the run's own warnings and unreadable lines.
+//! notes: warnings of unresolved and unmeasured energy, the run's own warnings and unreadable
+//! lines.
 
-use crate::runlog::{Record, RunData, RunSummary};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::runlog::{unmeasured_window_model, Record, RunData, RunSummary};
 use crate::vocab::EnergySource;
 
 use super::document::*;
@@ -99,21 +102,74 @@ pub fn method(run: &RunData, summary: &RunSummary) -> Method {
 
 pub fn notes(run: &RunData, summary: &RunSummary) -> Vec<String> {
     let mut out: Vec<String> = window_warnings(run, summary);
-    out.extend(run.records.iter().filter_map(|r| match r {
-        Record::Log {
-            t_s,
-            level,
-            message,
-        } if level != "info" && level != "debug" => {
-            Some(format!("t = {t_s:.1} s, {level}: {message}"))
-        }
-        _ => None,
-    }));
+    out.extend(unmeasured_warnings(summary));
+    out.extend(log_notes(run));
     if run.unreadable_lines > 0 {
         out.push(format!(
             "{} line(s) of records.jsonl could not be read and were skipped.",
             run.unreadable_lines
         ));
+    }
+    out
+}
+
+/// The run's warnings and errors, each with its time. A sensor lost for good logs one warning
+/// per window from then on: only the first of each model's is listed, saying how many followed.
+fn log_notes(run: &RunData) -> Vec<String> {
+    let warnings = run.records.iter().filter_map(|r| match r {
+        Record::Log {
+            t_s,
+            level,
+            message,
+        } if level != "info" && level != "debug" => Some((t_s, level, message)),
+        _ => None,
+    });
+    let mut unmeasured: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, m) in warnings.clone() {
+        if let Some(model) = unmeasured_window_model(m) {
+            *unmeasured.entry(model).or_default() += 1;
+        }
+    }
+    let mut listed = BTreeSet::new();
+    warnings
+        .filter_map(|(t_s, level, message)| {
+            let line = format!("t = {t_s:.1} s, {level}: {message}");
+            let Some(model) = unmeasured_window_model(message) else {
+                return Some(line);
+            };
+            if !listed.insert(model) {
+                return None;
+            }
+            Some(match unmeasured[model] {
+                1 => line,
+                n => format!(
+                    "{line} (the first of {n} unmeasured windows of {model}; the others are in \
+                     the run's log)"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A warning for every model and phase with measured steps whose energy could not be read.
+fn unmeasured_warnings(summary: &RunSummary) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &summary.models {
+        for p in m.phases.iter().filter(|p| p.unmeasured_steps > 0) {
+            let (k, n) = (p.unmeasured_steps, p.steps);
+            let rest = if k < n {
+                format!("its joules per token come from the other {}", n - k)
+            } else {
+                "it has no joules per token".to_string()
+            };
+            out.push(format!(
+                "energy unmeasured: {} {} {}: {k} of {n} measured steps have no energy reading \
+                 (the sensor could not be read over their windows); {rest}.",
+                m.role,
+                m.model,
+                p.phase.label(),
+            ));
+        }
     }
     out
 }
@@ -143,4 +199,59 @@ fn window_warnings(run: &RunData, summary: &RunSummary) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runlog::{summarize, test_header, test_step, unmeasured_window_warning};
+    use crate::vocab::{Phase, Role};
+
+    #[test]
+    fn a_sensor_lost_for_good_gives_one_note_per_phase_and_the_first_of_its_warnings() {
+        // Sparse train: 2 measured steps, then 5 whose windows' reads failed, each logged.
+        let warn = |t_s: f64, message: String| Record::Log {
+            t_s,
+            level: "warn".into(),
+            message,
+        };
+        let mut records = Vec::new();
+        for i in 0..7u64 {
+            let mut s = test_step(Role::Sparse, Phase::Train);
+            (s.step, s.t_s) = (i, i as f64);
+            if i >= 2 {
+                s.energy = None;
+                let m = unmeasured_window_warning("Sparse", i, 1, Phase::Train, &"nvml: GPU lost");
+                records.push(warn(i as f64, m));
+            }
+            records.push(Record::Step(s));
+        }
+        records.push(warn(9.0, "Sparse: loss is NaN at step 6".into()));
+        let run = RunData {
+            dir: Default::default(),
+            header: test_header(),
+            records,
+            unreadable_lines: 0,
+        };
+        let summary = summarize(&run.records);
+        let train = summary.model(Role::Sparse).unwrap().phase(Phase::Train);
+        assert_eq!(train.unwrap().unmeasured_steps, 5);
+        let notes = notes(&run, &summary);
+        let unmeasured: Vec<&String> = notes.iter().filter(|n| n.contains("unmeasured")).collect();
+        assert_eq!(unmeasured.len(), 2, "{notes:#?}");
+        assert!(
+            unmeasured[0]
+                .starts_with("energy unmeasured: sparse Sparse train: 5 of 7 measured steps")
+                && unmeasured[0].contains("from the other 2"),
+            "{}",
+            unmeasured[0]
+        );
+        assert_eq!(
+            unmeasured[1],
+            "t = 2.0 s, warn: Sparse: window 2 (1 train steps) unmeasured: nvml: GPU lost (the \
+             first of 5 unmeasured windows of Sparse; the others are in the run's log)"
+        );
+        // Other warnings are listed as they are.
+        assert!(notes.contains(&"t = 9.0 s, warn: Sparse: loss is NaN at step 6".to_string()));
+    }
 }

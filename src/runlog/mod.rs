@@ -29,8 +29,8 @@ pub use peak::{
     FROM_PROBE,
 };
 pub use record::{
-    Energy, EvalRecord, HostEnergy, IdleRecord, IdleWhen, Record, StepRecord, WindowInfo,
-    FORMAT_VERSION, OLDEST_READABLE_VERSION,
+    unmeasured_window_model, unmeasured_window_warning, Energy, EvalRecord, HostEnergy, IdleRecord,
+    IdleWhen, Record, StepRecord, WindowInfo, FORMAT_VERSION, OLDEST_READABLE_VERSION,
 };
 pub use summary::{summarize, JoulesPerToken, ModelSummary, PhaseSummary, Ratio, RunSummary};
 pub use target::{

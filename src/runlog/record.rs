@@ -68,6 +68,27 @@ impl WindowInfo {
     }
 }
 
+/// The warning the run loop logs for a window whose sensor reads failed: its steps are recorded
+/// without energy.
+pub fn unmeasured_window_warning(
+    model: &str,
+    index: u64,
+    steps: usize,
+    phase: Phase,
+    err: &dyn std::fmt::Display,
+) -> String {
+    format!(
+        "{model}: window {index} ({steps} {} steps) unmeasured: {err}",
+        phase.label()
+    )
+}
+
+/// The model an [`unmeasured_window_warning`] names; `None` for any other message.
+pub fn unmeasured_window_model(message: &str) -> Option<&str> {
+    let (model, rest) = message.split_once(": window ")?;
+    rest.contains(" steps) unmeasured: ").then_some(model)
+}
+
 /// A measured step for tests elsewhere in the crate: `role`'s model (named after the role) in
 /// `phase`, 10 tokens in 0.5 s, 10,000 FLOPs, 1 J from the estimate; change fields with `..`.
 #[cfg(test)]

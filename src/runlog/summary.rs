@@ -40,6 +40,10 @@ pub struct PhaseSummary {
     pub windows: usize,
     #[serde(default)]
     pub short_windows: usize,
+    /// Measured steps without energy: their window's sensor reads failed. The joules per token
+    /// come from the other steps.
+    #[serde(default)]
+    pub unmeasured_steps: usize,
     /// The host CPU beside a GPU run (a second meter, RAPL): its joules per token over the same
     /// windows, and what it covers; absent where no second meter ran. Not in `joules_per_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,6 +296,7 @@ fn summarize_phase(phase: Phase, steps: &[&StepRecord], base: Option<Baseline>) 
             .find_map(|s| s.energy.as_ref()?.host.as_ref().map(|h| h.source)),
         windows: groups.len(),
         short_windows,
+        unmeasured_steps: measured.iter().filter(|s| s.energy.is_none()).count(),
         min_window_updates,
         window_joules_per_token: jpt.clone(),
         flops_per_token: if tokens > 0 {

@@ -6,7 +6,9 @@ use super::{Ctx, RunPlan};
 use crate::meter::{
     attribute_by_duration, block_steps, Meter, BLOCK_MARGIN, SAFE_UPDATES_PER_WINDOW,
 };
-use crate::runlog::{Energy, EvalRecord, HostEnergy, Record, StepRecord, WindowInfo};
+use crate::runlog::{
+    unmeasured_window_warning, Energy, EvalRecord, HostEnergy, Record, StepRecord, WindowInfo,
+};
 use crate::vocab::Phase;
 
 /// Counters per model and phase, for step indices and warm-up.
@@ -146,12 +148,7 @@ pub(super) fn measured_block(
         Err(err) => {
             ctx.log(
                 "warn",
-                format!(
-                    "{}: window {index} ({} {} steps) unmeasured: {err}",
-                    w.name(),
-                    done.len(),
-                    phase.label()
-                ),
+                unmeasured_window_warning(w.name(), index, done.len(), phase, &err),
             )?;
             (Vec::new(), None, None)
         }
