@@ -188,7 +188,10 @@ fn assert_vanished_mid_run(dir: &Path, stderr: &str) {
             .lines()
             .filter(|l| l.contains(&format!("warn: {model}: window ")))
             .count();
-        assert!(listed <= 1, "{model}: {listed} window warnings listed\n{report}");
+        assert!(
+            listed <= 1,
+            "{model}: {listed} window warnings listed\n{report}"
+        );
     }
 }
 
