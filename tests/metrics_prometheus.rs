@@ -125,6 +125,7 @@ fn short_run(dir: &Path, metrics_addr: &str) -> Command {
 /// Prometheus scraping `127.0.0.1:{scrape_port}` every 500 ms, its files in `dir`, ready to
 /// answer queries: the process (killed when dropped) and its port.
 fn start_prometheus(dir: &Path, scrape_port: u16) -> (Killed, u16) {
+    std::fs::create_dir_all(dir).unwrap();
     let pp = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -171,11 +172,15 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mp = free_port();
-    let (_prometheus, pp) = start_prometheus(tmp.path(), mp);
+    // An HA pair: two Prometheus servers scrape the run, which serves until both have read its
+    // final values (`--metrics-scrapers 2`).
+    let (_first, pp) = start_prometheus(&tmp.path().join("prometheus-a"), mp);
+    let (_second, pp2) = start_prometheus(&tmp.path().join("prometheus-b"), mp);
 
     let dir = tmp.path().join("run");
     let mut run = Killed(
         short_run(&dir, &format!("127.0.0.1:{mp}"))
+            .args(["--metrics-scrapers", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -226,22 +231,26 @@ fn prometheus_scrapes_the_train_tokens_and_joules_of_the_records() {
 
     let (tokens, joules) = train_totals(&dir);
     assert!(tokens > 0.0 && joules > 0.0, "{tokens} tokens, {joules} J");
-    // The run lingered until a scrape read its final values; Prometheus stores that scrape a
+    // The run lingered until both had scraped its final values; Prometheus stores a scrape a
     // moment after it answered.
     let q = |name: &str| format!("sum(max_over_time({name}{{phase=\"train\"}}[10m]))");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (mut got_t, mut got_j) = (None, None);
-    while Instant::now() < deadline {
-        got_t = query_sum(pp, &q("sparsewatt_tokens_total"));
-        got_j = query_sum(pp, &q("sparsewatt_energy_joules_total"));
-        if got_t == Some(tokens) && got_j.is_some_and(|j| (j - joules).abs() <= 1e-9 * joules) {
-            return;
+    for port in [pp, pp2] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut got_t, mut got_j) = (None, None);
+        while Instant::now() < deadline {
+            got_t = query_sum(port, &q("sparsewatt_tokens_total"));
+            got_j = query_sum(port, &q("sparsewatt_energy_joules_total"));
+            if got_t == Some(tokens) && got_j.is_some_and(|j| (j - joules).abs() <= 1e-9 * joules) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            got_t == Some(tokens) && got_j.is_some_and(|j| (j - joules).abs() <= 1e-9 * joules),
+            "Prometheus on {port} holds {got_t:?} train tokens and {got_j:?} J; the records \
+             {tokens} and {joules} J\n{stderr}"
+        );
     }
-    panic!(
-        "Prometheus holds {got_t:?} train tokens and {got_j:?} J; the records {tokens} and {joules} J\n{stderr}"
-    );
 }
 
 #[test]
@@ -296,6 +305,26 @@ fn replay_serves_a_finished_runs_totals_and_bad_addresses_exit_2() {
     assert!(page.contains("sparsewatt_run_finished 1"), "{page}");
     let records = read_run(&dir).unwrap().records;
     assert!(matches!(records.last(), Some(Record::End { .. })));
+
+    // --metrics-scrapers needs --metrics, and at least one scraper: exit code 2 and the reason.
+    for (args, says) in [
+        (&["--metrics-scrapers", "2"][..], "--metrics <ADDR>"),
+        (
+            &["--metrics", "127.0.0.1:0", "--metrics-scrapers", "0"][..],
+            "0 is not in 1..=64",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sparsewatt"))
+            .args(["run", "--headless"])
+            .args(args)
+            .arg("--out")
+            .arg(tmp.path().join("refused"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 
     // A bad address and a port in use: exit code 2 and the reason, before any run folder.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

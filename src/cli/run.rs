@@ -114,6 +114,11 @@ pub struct Args {
     /// docs/metrics.md).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// How many Prometheus servers scrape the run (an HA pair: 2): after it ends, the metrics are
+    /// served until that many scrapes have read the final values, 15 s at most.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "metrics",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    metrics_scrapers: u64,
 }
 
 fn baseline(s: &str) -> Result<Baseline, std::convert::Infallible> {
@@ -245,6 +250,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(MetricsFeed::bind)
         .transpose()
         .map_err(|e| bad_input("--metrics", e))?;
+    let scrapers = a.metrics_scrapers;
     let cfg = config(a)?;
     let mut hooks = SessionHooks {
         progress: (!dashboard).then(|| {
@@ -287,7 +293,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let done = finish(&dir, &summary);
     if let Some(m) = metrics {
-        m.linger(sparsewatt::metrics::LINGER);
+        m.linger(sparsewatt::metrics::LINGER, scrapers);
     }
     done
 }

@@ -22,8 +22,38 @@ struct Shared {
     metrics: RunMetrics,
     /// Records observed so far.
     observed: AtomicU64,
-    /// `observed` as it was when the last scrape rendered the metrics.
-    scraped_upto: AtomicU64,
+    scrapes: Mutex<ScrapeTally>,
+}
+
+/// The most records any scrape has read, and how many scrapes read that many: after the run,
+/// how many scrapers have its final values.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct ScrapeTally {
+    upto: u64,
+    scrapes: u64,
+}
+
+impl ScrapeTally {
+    /// A scrape that rendered the metrics when `upto` records had been observed. One that read
+    /// fewer than the latest (it began before a record and answered after) changes nothing.
+    fn scraped(&mut self, upto: u64) {
+        if upto > self.upto {
+            *self = ScrapeTally { upto, scrapes: 1 };
+        } else if upto == self.upto {
+            self.scrapes += 1;
+        }
+    }
+
+    /// Whether `scrapers` scrapes have read all of `observed` records.
+    fn read_by(&self, observed: u64, scrapers: u64) -> bool {
+        observed == 0 || (self.upto >= observed && self.scrapes >= scrapers)
+    }
+}
+
+impl Shared {
+    fn tally(&self) -> std::sync::MutexGuard<'_, ScrapeTally> {
+        self.scrapes.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Inner {
@@ -82,7 +112,7 @@ impl Listener {
         let shared = Arc::new(Shared {
             metrics: RunMetrics::new(header),
             observed: AtomicU64::new(0),
-            scraped_upto: AtomicU64::new(0),
+            scrapes: Mutex::new(ScrapeTally::default()),
         });
         let (s, h) = (Arc::clone(&shared), Arc::clone(&server));
         let thread = std::thread::Builder::new()
@@ -148,7 +178,7 @@ fn answer(server: &Server, shared: &Shared) {
             Some("/metrics") => {
                 let upto = shared.observed.load(Ordering::SeqCst);
                 let body = shared.metrics.render();
-                shared.scraped_upto.fetch_max(upto, Ordering::SeqCst);
+                shared.tally().scraped(upto);
                 Response::from_string(body).with_header(header("Content-Type", TEXT_FORMAT))
             }
             Some("/") => Response::from_string("sparsewatt: the metrics are at /metrics\n"),
@@ -183,17 +213,25 @@ impl Exporter {
         self.inner.shared.metrics.render()
     }
 
-    /// Keeps serving until a scrape has read every record observed so far, `max` at most: the
-    /// counters' final values would otherwise be lost to a monitoring system that scrapes only
-    /// every so often. Returns whether such a scrape came.
-    pub fn linger(&self, max: Duration) -> bool {
+    /// Keeps serving until `scrapers` scrapes have read every record observed so far, `max` at
+    /// most: the counters' final values would otherwise be lost to a monitoring system that
+    /// scrapes only every so often. An HA pair of Prometheus servers is 2 scrapers, each
+    /// scraping once an interval. Returns whether they came.
+    pub fn linger(&self, max: Duration, scrapers: u64) -> bool {
         let s = &self.inner.shared;
-        let all = || s.scraped_upto.load(Ordering::SeqCst) >= s.observed.load(Ordering::SeqCst);
+        let all = || {
+            s.tally()
+                .read_by(s.observed.load(Ordering::SeqCst), scrapers)
+        };
         if all() {
             return true;
         }
+        let which = match scrapers {
+            1 => "the next scrape".to_string(),
+            n => format!("{n} scrapes have read them"),
+        };
         eprintln!(
-            "metrics: serving the final values on http://{}/metrics until the next scrape ({} s at most)",
+            "metrics: serving the final values on http://{}/metrics until {which} ({} s at most)",
             self.addr(),
             max.as_secs()
         );
@@ -270,19 +308,50 @@ mod tests {
     fn linger_returns_once_a_scrape_has_read_the_last_record() {
         let x = serve("127.0.0.1:0", &test_header()).unwrap();
         assert!(
-            x.linger(Duration::ZERO),
+            x.linger(Duration::ZERO, 1),
             "nothing observed: nothing to wait for"
         );
         x.observe(&Record::Step(test_step(Role::Dense, Phase::Decode)));
-        assert!(!x.linger(Duration::from_millis(100)), "no scrape came");
+        assert!(!x.linger(Duration::from_millis(100), 1), "no scrape came");
         let addr = x.addr();
         let scraper = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             get(addr, "/metrics")
         });
         let t = Instant::now();
-        assert!(x.linger(Duration::from_secs(10)));
+        assert!(x.linger(Duration::from_secs(10), 1));
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(scraper.join().unwrap().contains("role=\"dense\""));
+        // Two scrapers (an HA pair): one scrape of the final values is not enough.
+        assert!(!x.linger(Duration::from_millis(100), 2));
+        get(addr, "/metrics");
+        assert!(x.linger(Duration::ZERO, 2));
+    }
+
+    #[test]
+    fn the_tally_counts_the_scrapes_of_the_latest_records_only() {
+        let mut t = ScrapeTally::default();
+        assert!(t.read_by(0, 2), "nothing observed: nothing to wait for");
+        t.scraped(3);
+        t.scraped(5);
+        t.scraped(4); // began before record 5, answered after: stale
+        assert_eq!(
+            t,
+            ScrapeTally {
+                upto: 5,
+                scrapes: 1
+            }
+        );
+        assert!(t.read_by(5, 1) && !t.read_by(5, 2) && !t.read_by(6, 1));
+        t.scraped(5);
+        assert!(t.read_by(5, 2));
+        t.scraped(6);
+        assert_eq!(
+            t,
+            ScrapeTally {
+                upto: 6,
+                scrapes: 1
+            }
+        );
     }
 }

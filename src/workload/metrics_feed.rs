@@ -31,14 +31,14 @@ impl MetricsFeed {
         })
     }
 
-    /// After the run: serve until a scrape has read the final values, `max` at most.
-    pub fn linger(&self, max: Duration) {
+    /// After the run: serve until `scrapers` scrapes have read the final values, `max` at most.
+    pub fn linger(&self, max: Duration, scrapers: u64) {
         let exporter = match &*self.lock() {
             State::Serving(x) => Some(x.clone()),
             _ => None,
         };
         if let Some(x) = exporter {
-            x.linger(max);
+            x.linger(max, scrapers);
         }
     }
 
