@@ -36,24 +36,21 @@ fn train(
         evaluate(ctx, counts, dense, 0)?;
     }
     let eval_every = plan.eval_every.max(1);
-    let mut train_steps = plan.train_steps;
+    let mut goal = Goal::new(plan.train_steps);
     let mut done = 0;
-    let (mut sized, mut grow) = (false, false);
     // Whether the stop rule ended training (both models at or below `until_loss`).
     let mut reached = false;
-    while done < train_steps {
+    while done < goal.want {
         if stopped() {
             return Ok(());
         }
         let timed = counts.mean_step_s(sparse.name(), Phase::Train).is_some();
         let blocks = done >= plan.warmup_steps && timed;
-        if blocks && !sized {
+        if blocks {
             // The warm-up (or the first pair) timed the phase: lengthen it if it must.
-            let measured = train_steps - done;
-            let (want, longer) =
-                lengthened(ctx, counts, plan, sparse, dense, Phase::Train, measured)?;
-            train_steps = done + want;
-            (sized, grow) = (true, longer);
+            goal.size_once(done, |left| {
+                lengthened(ctx, counts, plan, sparse, dense, Phase::Train, left)
+            })?;
         }
         let n = pair_block(
             ctx,
@@ -61,15 +58,15 @@ fn train(
             sparse,
             dense,
             Phase::Train,
-            train_steps - done,
+            goal.left(done),
             plan.warmup_steps,
             blocks,
-            grow,
+            goal.grow,
         )?;
         let before = done;
         done += n;
-        train_steps = train_steps.max(done);
-        if done / eval_every > before / eval_every || done == train_steps {
+        goal.reach(done);
+        if done / eval_every > before / eval_every || done == goal.want {
             let ls = evaluate(ctx, counts, sparse, done)?;
             let ld = evaluate(ctx, counts, dense, done)?;
             if let Some(l) = plan.until_loss.filter(|&l| ls <= l && ld <= l) {
@@ -89,7 +86,7 @@ fn train(
         if !reached && !stopped() {
             ctx.log(
                 "info",
-                format!("stop rule: {train_steps} steps (the cap) done before both models reached validation loss {l}"),
+                format!("stop rule: {} steps (the cap) done before both models reached validation loss {l}", goal.want),
             )?;
         }
     }
@@ -109,28 +106,24 @@ fn infer(
     let stopped = || stop.load(Ordering::SeqCst);
     let infer_warmup = 1;
     let (mut prefills, mut decodes) = (0, 0);
-    let mut want_prefill = plan.prefill_steps + infer_warmup;
-    let mut want_decode = if plan.decode_steps > 0 {
+    let mut prefill = Goal::new(plan.prefill_steps + infer_warmup);
+    let mut decode = Goal::new(if plan.decode_steps > 0 {
         plan.decode_steps + infer_warmup
     } else {
         0
-    };
-    let (mut prefill_sized, mut decode_sized) = (false, false);
-    let (mut prefill_grow, mut decode_grow) = (false, false);
-    while (prefills < want_prefill || decodes < want_decode) && !stopped() {
+    });
+    while (prefills < prefill.want || decodes < decode.want) && !stopped() {
         let decode_blocks =
-            decode_sized && phase_block(ctx, counts, sparse, dense, Phase::Decode) > 1;
+            decode.sized && phase_block(ctx, counts, sparse, dense, Phase::Decode) > 1;
         // Decode blocks refill the cache inside their windows; per-step decoding refills here.
-        let need_prefill = prefills < want_prefill
+        let need_prefill = prefills < prefill.want
             || (!decode_blocks && (!sparse.can_decode() || !dense.can_decode()));
         if need_prefill {
             let blocks = prefills >= infer_warmup;
-            if blocks && !prefill_sized {
-                let measured = want_prefill.saturating_sub(prefills);
-                let (want, longer) =
-                    lengthened(ctx, counts, plan, sparse, dense, Phase::Prefill, measured)?;
-                want_prefill = prefills + want;
-                (prefill_sized, prefill_grow) = (true, longer);
+            if blocks {
+                prefill.size_once(prefills, |left| {
+                    lengthened(ctx, counts, plan, sparse, dense, Phase::Prefill, left)
+                })?;
             }
             let n = pair_block(
                 ctx,
@@ -138,23 +131,21 @@ fn infer(
                 sparse,
                 dense,
                 Phase::Prefill,
-                want_prefill.saturating_sub(prefills).max(1),
+                prefill.left(prefills).max(1),
                 infer_warmup,
                 blocks,
-                prefill_grow,
+                prefill.grow,
             )?;
             prefills += n;
-            want_prefill = want_prefill.max(prefills);
+            prefill.reach(prefills);
             // Decode continues what this prefill started, until the cache is full.
         }
-        while decodes < want_decode && !stopped() {
+        while decodes < decode.want && !stopped() {
             let warm = decodes < infer_warmup;
-            if !warm && !decode_sized {
-                let measured = want_decode - decodes;
-                let (want, longer) =
-                    lengthened(ctx, counts, plan, sparse, dense, Phase::Decode, measured)?;
-                want_decode = decodes + want;
-                (decode_sized, decode_grow) = (true, longer);
+            if !warm {
+                decode.size_once(decodes, |left| {
+                    lengthened(ctx, counts, plan, sparse, dense, Phase::Decode, left)
+                })?;
             }
             let blocks = !warm && phase_block(ctx, counts, sparse, dense, Phase::Decode) > 1;
             if !blocks && (!sparse.can_decode() || !dense.can_decode()) {
@@ -166,17 +157,64 @@ fn infer(
                 sparse,
                 dense,
                 Phase::Decode,
-                want_decode - decodes,
+                decode.left(decodes),
                 infer_warmup,
                 !warm,
-                decode_grow,
+                decode.grow,
             )?;
             decodes += n;
-            want_decode = want_decode.max(decodes);
-            if prefills < want_prefill {
+            decode.reach(decodes);
+            if prefills < prefill.want {
                 break; // interleave: prefill and decode alternate while both are wanted
             }
         }
     }
     Ok(())
+}
+
+/// How many steps per model a phase is to run: the plan's count, lengthened once, when the
+/// phase's first timing is known, so that its windows resolve the sensor.
+struct Goal {
+    want: u64,
+    /// Whether [`Goal::size_once`] has run.
+    sized: bool,
+    /// Whether the lengthened goal lets a block run past it (`pair_block`'s `may_exceed`).
+    grow: bool,
+}
+
+impl Goal {
+    fn new(want: u64) -> Self {
+        Goal {
+            want,
+            sized: false,
+            grow: false,
+        }
+    }
+
+    /// The first time only: asks `lengthen` how many steps the `left` ones should become (and
+    /// whether blocks may run past them), `done` steps in.
+    fn size_once(
+        &mut self,
+        done: u64,
+        lengthen: impl FnOnce(u64) -> anyhow::Result<(u64, bool)>,
+    ) -> anyhow::Result<()> {
+        if !self.sized {
+            let (want, grow) = lengthen(self.left(done))?;
+            *self = Goal {
+                want: done + want,
+                sized: true,
+                grow,
+            };
+        }
+        Ok(())
+    }
+
+    fn left(&self, done: u64) -> u64 {
+        self.want.saturating_sub(done)
+    }
+
+    /// A block may end past the goal: the goal moves with it.
+    fn reach(&mut self, done: u64) {
+        self.want = self.want.max(done);
+    }
 }
